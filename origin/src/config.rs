@@ -1,0 +1,238 @@
+//! Configuration of `dashcdn origin serve`.
+//!
+//! A TOML file (see `origin/example.toml`) is parsed into [`RawServeConfig`], which mirrors
+//! the file exactly and rejects unknown keys, then validated into [`ServeConfig`]. CLI
+//! flags (`--listen`, `--library`) override the file by assigning the public fields after
+//! [`ServeConfig::load`]. Every key is optional: `ServeConfig::default()` is what an empty
+//! file gives.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Default `listen`: loopback only, so a bare `dashcdn origin serve` is not exposed
+/// to the network by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default `library`, relative to the working directory.
+pub const DEFAULT_LIBRARY: &str = "library";
+/// Default `mpd_max_age_secs`. A static (VOD) MPD could be cached for much longer, but a
+/// re-packaged asset then shows up only after this delay; 2 s matches the segment
+/// duration, which is also what live workflows use.
+pub const DEFAULT_MPD_MAX_AGE_SECS: u32 = 2;
+/// Default `segment_max_age_secs`: one year, the conventional "forever" for
+/// `immutable` responses (RFC 8246). Segments are content-addressed by asset, rep and
+/// number and never change once packaged.
+pub const DEFAULT_SEGMENT_MAX_AGE_SECS: u32 = 31_536_000;
+
+/// Validated configuration of the HTTP origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Where `dashcdn origin serve` binds. [`crate::server::run`] itself takes an already
+    /// bound listener, so tests and the in-process demo ignore this.
+    pub listen: SocketAddr,
+    /// The media library root: `{library}/{asset}/manifest.mpd` and so on, as written by
+    /// `dashcdn origin package`.
+    pub library: PathBuf,
+    /// `Cache-Control: public, max-age=N` on MPDs: how stale a manifest edges and players
+    /// may use.
+    pub mpd_max_age_secs: u32,
+    /// `Cache-Control: public, max-age=N, immutable` on init and media segments.
+    pub segment_max_age_secs: u32,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is a socket address"),
+            library: PathBuf::from(DEFAULT_LIBRARY),
+            mpd_max_age_secs: DEFAULT_MPD_MAX_AGE_SECS,
+            segment_max_age_secs: DEFAULT_SEGMENT_MAX_AGE_SECS,
+        }
+    }
+}
+
+/// The TOML file as written; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServeConfig {
+    pub listen: Option<String>,
+    pub library: Option<PathBuf>,
+    pub mpd_max_age_secs: Option<u32>,
+    pub segment_max_age_secs: Option<u32>,
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: Box<ConfigError>,
+    },
+    // toml's message already names the line and the offending key.
+    #[error("invalid TOML")]
+    Toml(#[from] toml::de::Error),
+    #[error("invalid `{field}` {value:?}: {reason}")]
+    Field {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// Longest `max-age` accepted: RFC 9111 §1.2.2 lets caches cap delta-seconds at
+/// 2^31, and more than a year is never meant.
+const MAX_AGE_LIMIT_SECS: u32 = 31_536_000;
+
+impl RawServeConfig {
+    pub fn validate(self) -> Result<ServeConfig, ConfigError> {
+        let defaults = ServeConfig::default();
+        let listen = match self.listen {
+            None => defaults.listen,
+            Some(text) => text.parse().map_err(|_| ConfigError::Field {
+                field: "listen",
+                value: text.clone(),
+                reason: "expected IP:PORT, e.g. 127.0.0.1:8080 or [::]:80",
+            })?,
+        };
+        let library = self.library.unwrap_or(defaults.library);
+        if library.as_os_str().is_empty() {
+            return Err(ConfigError::Field {
+                field: "library",
+                value: String::new(),
+                reason: "must name a directory",
+            });
+        }
+        let mpd_max_age_secs = self.mpd_max_age_secs.unwrap_or(defaults.mpd_max_age_secs);
+        let segment_max_age_secs = self
+            .segment_max_age_secs
+            .unwrap_or(defaults.segment_max_age_secs);
+        for (field, value) in [
+            ("mpd_max_age_secs", mpd_max_age_secs),
+            ("segment_max_age_secs", segment_max_age_secs),
+        ] {
+            if value > MAX_AGE_LIMIT_SECS {
+                return Err(ConfigError::Field {
+                    field,
+                    value: value.to_string(),
+                    reason: "must be at most 31536000 (one year)",
+                });
+            }
+        }
+        Ok(ServeConfig {
+            listen,
+            library,
+            mpd_max_age_secs,
+            segment_max_age_secs,
+        })
+    }
+}
+
+impl ServeConfig {
+    /// A default configuration serving `library`.
+    pub fn new(library: impl Into<PathBuf>) -> ServeConfig {
+        ServeConfig {
+            library: library.into(),
+            ..ServeConfig::default()
+        }
+    }
+
+    /// Parses and validates TOML text. Errors name the field but not a file; see [`load`].
+    ///
+    /// [`load`]: ServeConfig::load
+    pub fn from_toml(text: &str) -> Result<ServeConfig, ConfigError> {
+        let raw: RawServeConfig = toml::from_str(text)?;
+        raw.validate()
+    }
+
+    /// Reads, parses and validates a TOML file; errors name the file. A relative
+    /// `library` is left relative to the working directory, like the CLI flag.
+    pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        ServeConfig::from_toml(&text).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole cause chain, as `main` prints it with `{:#}`.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            cur = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn example_toml_parses() {
+        let text = include_str!("../example.toml");
+        let config = ServeConfig::from_toml(text).expect("example.toml is valid");
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.library, PathBuf::from("/var/lib/dashcdn/library"));
+        assert_eq!(config.mpd_max_age_secs, 2);
+        assert_eq!(config.segment_max_age_secs, 31_536_000);
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(ServeConfig::from_toml("").unwrap(), ServeConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let err = ServeConfig::from_toml("listen = \"127.0.0.1:1\"\nmax_age = 3\n").unwrap_err();
+        let text = chain(&err);
+        assert!(text.contains("unknown field `max_age`"), "{text}");
+    }
+
+    #[test]
+    fn bad_listen_names_field_and_value() {
+        let err = ServeConfig::from_toml("listen = \"localhost\"").unwrap_err();
+        let text = chain(&err);
+        assert!(text.contains("`listen`"), "{text}");
+        assert!(text.contains("\"localhost\""), "{text}");
+    }
+
+    #[test]
+    fn max_age_is_bounded() {
+        let err = ServeConfig::from_toml("mpd_max_age_secs = 99999999").unwrap_err();
+        assert!(chain(&err).contains("`mpd_max_age_secs`"), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("origin.toml");
+        std::fs::write(&path, "library = 3\n").unwrap();
+        let text = chain(&ServeConfig::load(&path).unwrap_err());
+        assert!(text.contains("origin.toml"), "{text}");
+        assert!(text.contains("library"), "{text}");
+
+        let missing = dir.path().join("missing.toml");
+        let text = chain(&ServeConfig::load(&missing).unwrap_err());
+        assert!(text.contains("missing.toml"), "{text}");
+    }
+}

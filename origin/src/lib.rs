@@ -1,0 +1,28 @@
+//! dashcdn origin: turns any video into a multi-bitrate DASH presentation and serves it.
+//!
+//! Layout:
+//! - [`probe`]: ffprobe JSON → what the input is, or a clear reason it is not a video.
+//! - [`ladder`]: the bitrate ladder (default and `--ladder`), never upscaling.
+//! - [`transcode`]: one ffmpeg run → one MP4 per rendition + one audio MP4, keyframes forced
+//!   on segment boundaries, progress from `-progress`.
+//! - [`media`]: the track/sample model and the [`media::SampleSource`] trait segmenting reads from.
+//! - [`mp4source`]: a [`media::SampleSource`] over a finished MP4 file (shiguredo_mp4 demuxer).
+//! - [`segment`]: CMAF segmenter: `init.mp4` + `{n}.m4s` (moof+mdat) cut on sync samples.
+//! - [`manifest`]: the static MPD (dash-mpd-core model, serialised by quick-xml).
+//! - [`package`]: the whole `origin package` job, written atomically into the library.
+//! - [`library`]: the media library on disk and safe path resolution.
+//! - [`server`]: the HTTP origin (axum): MPD, segments, listing, health, metrics.
+//! - [`config`]: `origin serve` configuration (TOML + CLI overrides).
+
+pub mod config;
+pub mod ladder;
+pub mod library;
+pub mod manifest;
+pub mod media;
+pub mod metrics;
+pub mod mp4source;
+pub mod package;
+pub mod probe;
+pub mod segment;
+pub mod server;
+pub mod transcode;

@@ -1,0 +1,331 @@
+//! What the input is, from `ffprobe -print_format json`.
+//!
+//! Every way an input can be unusable ends here or in [`crate::transcode`] as one
+//! [`ProbeError`] line that names the file and the reason, before anything is written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+/// The parts of a probed input that packaging needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub path: PathBuf,
+    /// Container duration in seconds.
+    pub duration: f64,
+    pub video: VideoStream,
+    /// The first audio stream, if any; the ladder is video-only without one.
+    pub audio: Option<AudioStream>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoStream {
+    pub index: u32,
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    /// Display width after the sample aspect ratio, what a viewer sees.
+    pub display_width: u32,
+    /// Average frame rate as a fraction; `None` when ffprobe cannot tell (0/0).
+    pub frame_rate: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioStream {
+    pub index: u32,
+    pub codec: String,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub language: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{path}: no such file")]
+    NotFound { path: PathBuf },
+    #[error("{path}: is a directory, not a video file")]
+    IsDirectory { path: PathBuf },
+    #[error("{path}: not a video ffmpeg can read ({reason})")]
+    NotMedia { path: PathBuf, reason: String },
+    #[error("{path}: truncated or corrupt ({reason})")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: has no video stream (streams found: {found})")]
+    NoVideo { path: PathBuf, found: String },
+    #[error("{path}: has no duration; a finite video file is needed for on-demand packaging")]
+    NoDuration { path: PathBuf },
+    #[error("cannot run ffprobe on {path}: {source}; install ffmpeg (apt-get install ffmpeg)")]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawProbe {
+    #[serde(default)]
+    streams: Vec<RawStream>,
+    format: Option<RawFormat>,
+}
+
+#[derive(Deserialize)]
+struct RawFormat {
+    duration: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawStream {
+    index: u32,
+    codec_type: Option<String>,
+    codec_name: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    sample_aspect_ratio: Option<String>,
+    avg_frame_rate: Option<String>,
+    r_frame_rate: Option<String>,
+    sample_rate: Option<String>,
+    channels: Option<u16>,
+    duration: Option<String>,
+    #[serde(default)]
+    disposition: Disposition,
+    #[serde(default)]
+    tags: Tags,
+}
+
+#[derive(Deserialize, Default)]
+struct Disposition {
+    #[serde(default)]
+    attached_pic: u8,
+}
+
+#[derive(Deserialize, Default)]
+struct Tags {
+    language: Option<String>,
+}
+
+/// Runs ffprobe on `path` and says what it is, or exactly why it cannot be packaged.
+pub fn probe(path: &Path) -> Result<Probe, ProbeError> {
+    from_raw(path, ffprobe(path)?)
+}
+
+/// Which kinds of stream an already-encoded input holds (`origin segment` inputs may be
+/// audio-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streams {
+    pub has_video: bool,
+    pub has_audio: bool,
+}
+
+pub fn probe_any(path: &Path) -> Result<Streams, ProbeError> {
+    let raw = ffprobe(path)?;
+    let has = |k: &str| raw.streams.iter().any(|s| s.codec_type.as_deref() == Some(k));
+    let s = Streams {
+        has_video: has("video"),
+        has_audio: has("audio"),
+    };
+    if !s.has_video && !s.has_audio {
+        return Err(ProbeError::NoVideo {
+            path: path.to_owned(),
+            found: "none".into(),
+        });
+    }
+    Ok(s)
+}
+
+fn ffprobe(path: &Path) -> Result<RawProbe, ProbeError> {
+    let meta = std::fs::metadata(path).map_err(|_| ProbeError::NotFound {
+        path: path.to_owned(),
+    })?;
+    if meta.is_dir() {
+        return Err(ProbeError::IsDirectory {
+            path: path.to_owned(),
+        });
+    }
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .arg(path)
+        .output()
+        .map_err(|source| ProbeError::Spawn {
+            path: path.to_owned(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(classify_failure(path, &String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::NotMedia {
+        path: path.to_owned(),
+        reason: format!("ffprobe printed unreadable JSON: {e}"),
+    })
+}
+
+/// ffprobe's last stderr line, minus the `[demuxer @ 0x…]` / `path:` prefixes, says why.
+fn classify_failure(path: &Path, stderr: &str) -> ProbeError {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let clean = |l: &str| -> String {
+        let l = match l.find("] ") {
+            Some(i) if l.starts_with('[') => &l[i + 2..],
+            _ => l,
+        };
+        let prefix = format!("{}: ", path.display());
+        l.strip_prefix(&prefix).unwrap_or(l).to_string()
+    };
+    let reason = lines.iter().map(|l| clean(l)).collect::<Vec<_>>().join("; ");
+    let reason = if reason.is_empty() {
+        "ffprobe failed without a message".to_string()
+    } else {
+        reason
+    };
+    // A missing moov in a file that otherwise looks like MP4 is the classic cut-off upload.
+    if reason.contains("moov atom not found") || reason.contains("End of file") {
+        ProbeError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        }
+    } else {
+        ProbeError::NotMedia {
+            path: path.to_owned(),
+            reason,
+        }
+    }
+}
+
+fn parse_f64(s: Option<&String>) -> Option<f64> {
+    s.and_then(|s| s.parse::<f64>().ok()).filter(|d| d.is_finite() && *d > 0.0)
+}
+
+fn parse_ratio(s: Option<&String>, sep: char) -> Option<(u32, u32)> {
+    let (a, b) = s?.split_once(sep)?;
+    let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+    (a > 0 && b > 0).then_some((a, b))
+}
+
+fn from_raw(path: &Path, raw: RawProbe) -> Result<Probe, ProbeError> {
+    let kinds: Vec<String> = raw
+        .streams
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s.codec_type.as_deref().unwrap_or("unknown"),
+                s.codec_name.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    // Cover art is a video stream to ffprobe but a single picture to us.
+    let video = raw.streams.iter().find(|s| {
+        s.codec_type.as_deref() == Some("video")
+            && s.disposition.attached_pic == 0
+            && s.width.unwrap_or(0) > 0
+            && s.height.unwrap_or(0) > 0
+    });
+    let Some(v) = video else {
+        return Err(ProbeError::NoVideo {
+            path: path.to_owned(),
+            found: if kinds.is_empty() {
+                "none".into()
+            } else {
+                kinds.join(", ")
+            },
+        });
+    };
+    let duration = parse_f64(raw.format.as_ref().and_then(|f| f.duration.as_ref()))
+        .or_else(|| parse_f64(v.duration.as_ref()))
+        .ok_or_else(|| ProbeError::NoDuration {
+            path: path.to_owned(),
+        })?;
+    let (width, height) = (v.width.unwrap_or(0), v.height.unwrap_or(0));
+    let display_width = match parse_ratio(v.sample_aspect_ratio.as_ref(), ':') {
+        Some((n, d)) => ((width as u64 * n as u64) / d as u64) as u32,
+        None => width,
+    };
+    let frame_rate = parse_ratio(v.avg_frame_rate.as_ref(), '/')
+        .or_else(|| parse_ratio(v.r_frame_rate.as_ref(), '/'));
+    let audio = raw
+        .streams
+        .iter()
+        .find(|s| s.codec_type.as_deref() == Some("audio"))
+        .map(|a| AudioStream {
+            index: a.index,
+            codec: a.codec_name.clone().unwrap_or_default(),
+            sample_rate: a
+                .sample_rate
+                .as_ref()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(48_000),
+            channels: a.channels.unwrap_or(2),
+            language: a.tags.language.clone().filter(|l| l != "und"),
+        });
+    Ok(Probe {
+        path: path.to_owned(),
+        duration,
+        video: VideoStream {
+            index: v.index,
+            codec: v.codec_name.clone().unwrap_or_default(),
+            width,
+            height,
+            display_width,
+            frame_rate,
+        },
+        audio,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> RawProbe {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn audio_only_is_no_video() {
+        let r = raw(r#"{"streams":[{"index":0,"codec_type":"audio","codec_name":"aac"}],
+                        "format":{"duration":"3.0"}}"#);
+        let e = from_raw(Path::new("a.m4a"), r).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a.m4a: has no video stream (streams found: audio:aac)"
+        );
+    }
+
+    #[test]
+    fn cover_art_is_not_video() {
+        let r = raw(r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"mjpeg",
+                        "width":500,"height":500,"disposition":{"attached_pic":1}}],
+                        "format":{"duration":"3.0"}}"#);
+        assert!(matches!(
+            from_raw(Path::new("x.mp3"), r),
+            Err(ProbeError::NoVideo { .. })
+        ));
+    }
+
+    #[test]
+    fn anamorphic_display_width_and_rate() {
+        let r = raw(r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264",
+                        "width":720,"height":576,"sample_aspect_ratio":"16:15",
+                        "avg_frame_rate":"25/1"},
+                        {"index":1,"codec_type":"audio","codec_name":"aac","sample_rate":"44100",
+                        "channels":2,"tags":{"language":"eng"}}],
+                        "format":{"duration":"12.5"}}"#);
+        let p = from_raw(Path::new("x.mp4"), r).unwrap();
+        assert_eq!(p.video.display_width, 768);
+        assert_eq!(p.video.frame_rate, Some((25, 1)));
+        assert_eq!(p.duration, 12.5);
+        let a = p.audio.unwrap();
+        assert_eq!((a.sample_rate, a.language.as_deref()), (44100, Some("eng")));
+    }
+
+    #[test]
+    fn moov_missing_is_corrupt() {
+        let e = classify_failure(
+            Path::new("cut.mp4"),
+            "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55] moov atom not found\ncut.mp4: Invalid data found when processing input\n",
+        );
+        assert_eq!(
+            e.to_string(),
+            "cut.mp4: truncated or corrupt (moov atom not found; Invalid data found when processing input)"
+        );
+    }
+}

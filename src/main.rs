@@ -1,0 +1,184 @@
+//! The `dashcdn` binary: one front door with a subcommand per part of the CDN.
+//! Everything real lives in the crates; this file parses arguments and sets up logging.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "dashcdn", version, about = "A video CDN: DASH origin, edge caches, geo DNS and an ABR player")]
+struct Cli {
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Package a generated clip and serve it from a local origin (the whole job, on loopback).
+    Demo(DemoArgs),
+    /// The origin: package video into DASH, serve the library.
+    #[command(subcommand)]
+    Origin(OriginCommand),
+    /// The edge cache (not built yet).
+    Edge,
+    /// The geo-aware authoritative DNS (not built yet).
+    Geodns,
+    /// The adaptive-bitrate player (not built yet).
+    Player,
+}
+
+#[derive(Subcommand)]
+enum OriginCommand {
+    /// Transcode INPUT to a bitrate ladder and package it as DASH into the library.
+    Package(PackageArgs),
+    /// Package MP4s that are already encoded (keyframes aligned on segment boundaries)
+    /// without transcoding: each file's video is a representation named after the file.
+    Segment(SegmentArgs),
+    /// Serve the library over HTTP.
+    Serve(dashcdn::ServeArgs),
+}
+
+#[derive(Args)]
+struct SegmentArgs {
+    /// Encoded MP4 files (H.264/AAC...), one per rendition, plus one with audio.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[arg(long)]
+    asset: String,
+    #[arg(long, default_value = "library")]
+    library: PathBuf,
+    #[arg(long, default_value_t = 4.0)]
+    segment_duration: f64,
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct PackageArgs {
+    /// Any video file ffmpeg can read.
+    input: PathBuf,
+    /// Asset name: the folder in the library and the `/vod/{asset}/` path.
+    #[arg(long)]
+    asset: String,
+    /// The media library folder.
+    #[arg(long, default_value = "library")]
+    library: PathBuf,
+    /// Renditions, e.g. `1080p:5000k,720p:3000k,360p:800k` or `640x360:700k`; rungs taller
+    /// than the source are dropped. Default: 1080p/720p/480p/360p/240p.
+    #[arg(long)]
+    ladder: Option<dashcdn_origin::ladder::Ladder>,
+    /// Target segment duration in seconds; keyframes are forced on its multiples.
+    #[arg(long, default_value_t = 4.0)]
+    segment_duration: f64,
+    /// x264 preset (ultrafast … veryslow).
+    #[arg(long, default_value = "veryfast")]
+    preset: String,
+    /// Replace an existing asset of the same name.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where the demo library and generated clip live.
+    #[arg(long, default_value = ".demo")]
+    dir: PathBuf,
+    /// Address to serve on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Length of the generated clip in seconds.
+    #[arg(long, default_value_t = 30)]
+    seconds: u32,
+    /// Package and exit without serving (for scripts).
+    #[arg(long)]
+    no_serve: bool,
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Origin(OriginCommand::Package(a)) => {
+            let mut opts = dashcdn_origin::package::PackageOptions::new(a.asset, a.library);
+            if let Some(l) = a.ladder {
+                opts.ladder = l;
+            }
+            opts.segment_duration = a.segment_duration;
+            opts.force = a.force;
+            opts.encode.preset = a.preset;
+            opts.encode.progress = !cli.quiet;
+            let done = dashcdn_origin::package::package(&a.input, &opts)?;
+            report(&done);
+            Ok(())
+        }
+        Command::Origin(OriginCommand::Segment(a)) => {
+            let mut opts = dashcdn_origin::package::PackageOptions::new(a.asset, a.library);
+            opts.segment_duration = a.segment_duration;
+            opts.force = a.force;
+            let done = dashcdn_origin::package::package_encoded(&a.inputs, &opts)?;
+            report(&done);
+            Ok(())
+        }
+        Command::Origin(OriginCommand::Serve(a)) => runtime()?.block_on(dashcdn::serve_origin(a)),
+        Command::Demo(a) => runtime()?.block_on(dashcdn::demo(dashcdn::DemoOptions {
+            dir: a.dir,
+            listen: a.listen,
+            seconds: a.seconds,
+            serve: !a.no_serve,
+        })),
+        Command::Edge => bail!(dashcdn_edge::NOT_YET),
+        Command::Geodns => bail!(dashcdn_geodns::NOT_YET),
+        Command::Player => bail!(dashcdn_player::NOT_YET),
+    }
+}
+
+fn report(done: &dashcdn_origin::package::Packaged) {
+    let reps: Vec<&str> = done.summary.representations.iter().map(|r| r.id.as_str()).collect();
+    println!(
+        "packaged {} ({:.1} s; {}) into {}",
+        done.summary.name,
+        done.summary.duration_secs,
+        reps.join(", "),
+        done.dir.display()
+    );
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of dashcdn: real ffmpeg, real files, real HTTP on loopback.
+//! One test binary (ripgrep style); `util` makes each scenario a few lines.
+
+mod bad_input;
+mod package;
+mod serve;
+mod util;

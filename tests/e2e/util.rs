@@ -1,0 +1,165 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use dashcdn::clip::Clip;
+use dashcdn_origin::package::{package, PackageOptions};
+
+/// The packaged library every read-only test shares: packaging is the slow part.
+pub struct Fixture {
+    pub library: PathBuf,
+    pub source: PathBuf,
+    /// Duration of the source clip as ffprobe reads it.
+    pub source_duration: f64,
+    _dir: tempfile::TempDir,
+}
+
+pub const ASSET: &str = "clip";
+pub const LADDER: &str = "360p:800k,240p:400k";
+
+/// A 12 s 640x360 testsrc2 + sine clip with B-frames, packaged at 4 s segments once per run.
+pub fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.mp4");
+        Clip::new(12.0).arg("-bf").arg("3").write(&source).unwrap();
+        let library = dir.path().join("library");
+        let mut opts = PackageOptions::new(ASSET, &library);
+        opts.ladder = LADDER.parse().unwrap();
+        opts.encode.progress = false;
+        opts.encode.preset = "ultrafast".into();
+        package(&source, &opts).expect("packaging the generated clip");
+        let source_duration = ffprobe_duration(&source);
+        Fixture {
+            library,
+            source,
+            source_duration,
+            _dir: dir,
+        }
+    })
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// `ffprobe -show_entries` as JSON.
+pub fn ffprobe_json(args: &[&str], target: &str) -> serde_json::Value {
+    let o = run(Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(target));
+    assert!(
+        o.status.success(),
+        "ffprobe {target} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+pub fn ffprobe_duration(path: &Path) -> f64 {
+    let v = ffprobe_json(&["-show_entries", "format=duration"], path.to_str().unwrap());
+    v["format"]["duration"].as_str().unwrap().parse().unwrap()
+}
+
+/// Every file under `dir` with its size and content hash-ish (bytes), sorted: a snapshot
+/// that changes if anything is added, removed or rewritten.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, d: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_owned();
+            if p.is_dir() {
+                out.push((rel, Vec::new()));
+                walk(root, &p, out);
+            } else {
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The `dashcdn` binary built for these tests.
+pub fn dashcdn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dashcdn"))
+}
+
+/// Reads the boxes of an ISO BMFF buffer: (type, payload) at one level.
+pub fn boxes(mut b: &[u8]) -> Vec<([u8; 4], &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 8 {
+        let size = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
+        let ty: [u8; 4] = b[4..8].try_into().unwrap();
+        let (hdr, size) = match size {
+            1 => (16, u64::from_be_bytes(b[8..16].try_into().unwrap()) as usize),
+            0 => (8, b.len()),
+            s => (8, s),
+        };
+        assert!(size >= hdr && size <= b.len(), "box {:?} size {size} overruns", std::str::from_utf8(&ty));
+        out.push((ty, &b[hdr..size]));
+        b = &b[size..];
+    }
+    out
+}
+
+pub fn child<'a>(b: &'a [u8], ty: &[u8; 4]) -> Option<&'a [u8]> {
+    boxes(b).into_iter().find(|(t, _)| t == ty).map(|(_, p)| p)
+}
+
+/// `tfdt` base media decode time of a media segment (moof/traf/tfdt).
+pub fn tfdt(segment: &[u8]) -> u64 {
+    let moof = child(segment, b"moof").expect("segment has a moof");
+    let traf = child(moof, b"traf").expect("moof has a traf");
+    let t = child(traf, b"tfdt").expect("traf has a tfdt");
+    match t[0] {
+        1 => u64::from_be_bytes(t[4..12].try_into().unwrap()),
+        _ => u32::from_be_bytes(t[4..8].try_into().unwrap()) as u64,
+    }
+}
+
+/// A tokio runtime's worth of origin: serves `library` on an ephemeral loopback port.
+pub struct Origin {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_origin(library: &Path) -> Origin {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = dashcdn_origin::config::ServeConfig {
+        library: library.to_owned(),
+        listen: addr,
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(dashcdn_origin::server::run(listener, cfg, async move {
+        let _ = rx.await;
+    }));
+    Origin {
+        addr,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl Origin {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server and re-raises anything it failed with.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
