@@ -63,16 +63,27 @@ impl Clip {
             ));
         }
         if self.audio {
-            c.args(["-f", "lavfi", "-t", &t, "-i", "sine=frequency=440:sample_rate=48000"]);
+            c.args([
+                "-f",
+                "lavfi",
+                "-t",
+                &t,
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+            ]);
         }
         if self.video {
-            c.args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]);
+            c.args([
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            ]);
         }
         if self.audio {
             c.args(["-c:a", "aac", "-b:a", "96k"]);
         }
         c.args(&self.extra).arg(out);
-        let o = c.output().context("cannot run ffmpeg; install it (apt-get install ffmpeg)")?;
+        let o = c
+            .output()
+            .context("cannot run ffmpeg; install it (apt-get install ffmpeg)")?;
         if !o.status.success() {
             bail!(
                 "ffmpeg could not generate {}: {}",

@@ -83,7 +83,8 @@ pub struct DemoOptions {
 pub async fn demo(opts: DemoOptions) -> Result<()> {
     let library = opts.dir.join("library");
     let source = opts.dir.join(format!("testsrc2-{}s.mp4", opts.seconds));
-    std::fs::create_dir_all(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
     if !source.exists() {
         info!(clip = %source.display(), "generating the demo clip with ffmpeg");
         clip::Clip::new(opts.seconds as f64)
@@ -96,8 +97,7 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         p.force = true;
         p.ladder = "720p:3000k,480p:1400k,360p:800k,240p:400k".parse()?;
         let src = source.clone();
-        tokio::task::spawn_blocking(move || dashcdn_origin::package::package(&src, &p))
-            .await??;
+        tokio::task::spawn_blocking(move || dashcdn_origin::package::package(&src, &p)).await??;
     }
     if !opts.serve {
         println!("packaged {}", library.join("demo").display());

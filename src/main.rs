@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "dashcdn", version, about = "A video CDN: DASH origin, edge caches, geo DNS and an ABR player")]
+#[command(
+    name = "dashcdn",
+    version,
+    about = "A video CDN: DASH origin, edge caches, geo DNS and an ABR player"
+)]
 struct Cli {
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -166,7 +170,12 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn report(done: &dashcdn_origin::package::Packaged) {
-    let reps: Vec<&str> = done.summary.representations.iter().map(|r| r.id.as_str()).collect();
+    let reps: Vec<&str> = done
+        .summary
+        .representations
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
     println!(
         "packaged {} ({:.1} s; {}) into {}",
         done.summary.name,

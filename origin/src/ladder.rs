@@ -38,7 +38,9 @@ pub const AUDIO_KBPS: u32 = 128;
 pub enum LadderError {
     #[error("ladder is empty; give rungs like `720p:3000k,360p:800k`")]
     Empty,
-    #[error("ladder rung `{0}`: expected HEIGHTp[:KBPSk] or WIDTHxHEIGHT[:KBPSk], e.g. `720p:3000k`")]
+    #[error(
+        "ladder rung `{0}`: expected HEIGHTp[:KBPSk] or WIDTHxHEIGHT[:KBPSk], e.g. `720p:3000k`"
+    )]
     Syntax(String),
     #[error("ladder rung `{0}`: sizes must be between 16 and 8192 and bitrates above 0")]
     Range(String),
@@ -47,14 +49,20 @@ pub enum LadderError {
 impl Default for Ladder {
     fn default() -> Self {
         Ladder(
-            [(1080, 5000), (720, 3000), (480, 1400), (360, 800), (240, 400)]
-                .into_iter()
-                .map(|(height, kbps)| Rung {
-                    width: None,
-                    height,
-                    kbps,
-                })
-                .collect(),
+            [
+                (1080, 5000),
+                (720, 3000),
+                (480, 1400),
+                (360, 800),
+                (240, 400),
+            ]
+            .into_iter()
+            .map(|(height, kbps)| Rung {
+                width: None,
+                height,
+                kbps,
+            })
+            .collect(),
         )
     }
 }
@@ -181,7 +189,12 @@ impl Ladder {
                 .map(|r| r.kbps)
                 .min()
                 .unwrap_or(default_kbps(height));
-            push(&mut out, display_width, height, kbps.min(default_kbps(height).max(100)));
+            push(
+                &mut out,
+                display_width,
+                height,
+                kbps.min(default_kbps(height).max(100)),
+            );
         }
         out.sort_by(|a, b| b.height.cmp(&a.height).then(b.kbps.cmp(&a.kbps)));
         out
@@ -214,7 +227,10 @@ mod tests {
     fn tiny_source_keeps_one_rendition_at_source_size() {
         let r = Ladder::default().resolve(175, 99);
         assert_eq!(r.len(), 1);
-        assert_eq!((r[0].width, r[0].height, r[0].id.as_str()), (174, 98, "98p"));
+        assert_eq!(
+            (r[0].width, r[0].height, r[0].id.as_str()),
+            (174, 98, "98p")
+        );
     }
 
     #[test]

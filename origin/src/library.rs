@@ -120,7 +120,7 @@ pub fn valid_component(name: &str) -> bool {
 }
 
 /// A request path that passed validation: one of the three served shapes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MediaPath {
     /// `/vod/{asset}/manifest.mpd`
     Manifest { asset: String },

@@ -74,7 +74,7 @@ fn template(track: &PackagedTrack) -> SegmentTemplate {
 }
 
 fn secs(d: f64) -> Duration {
-    Duration::from_millis((d * 1000.0).round() as u64)
+    Duration::from_millis((d * 1000.0 + 1e-6).floor() as u64)
 }
 
 fn ratio((n, d): (u32, u32)) -> String {
@@ -90,18 +90,28 @@ pub fn build(video: &[PackagedTrack], audio: Option<&PackagedTrack>) -> Result<M
     if video.is_empty() {
         return Err(ManifestError::NoVideo);
     }
-    let all = video.iter().chain(audio);
-    let mut duration = 0.0f64;
     let mut max_seg = 0.0f64;
-    for t in all {
+    for t in video.iter().chain(audio) {
         if t.segments.is_empty() {
             return Err(ManifestError::Empty(t.id.clone()));
         }
-        duration = duration.max(t.duration_secs());
         let ts = t.info.timescale as f64;
-        max_seg = t.segments.iter().map(|s| s.duration as f64 / ts).fold(max_seg, f64::max);
+        max_seg = t
+            .segments
+            .iter()
+            .map(|s| s.duration as f64 / ts)
+            .fold(max_seg, f64::max);
     }
 
+    // The presentation lasts as long as the video. AAC ends on a whole frame and may carry
+    // its encoder's priming frame, so audio can run a few tens of ms longer; were that the
+    // Period's length, players would compute one more video segment than exists
+    // (ceil(duration / @duration)) and ask for it. Rounded down to the millisecond for the
+    // same reason.
+    let duration = video
+        .iter()
+        .map(PackagedTrack::duration_secs)
+        .fold(0.0, f64::max);
     let mut reps = Vec::new();
     let (mut max_w, mut max_h) = (0u64, 0u64);
     for t in video {
@@ -168,11 +178,14 @@ pub fn build(video: &[PackagedTrack], audio: Option<&PackagedTrack>) -> Result<M
         }
     }
     Ok(MPD {
+        // skip_serializing_none drops a None here, and without the namespace no schema
+        // (and no strict player) recognises the document.
+        xmlns: Some("urn:mpeg:dash:schema:mpd:2011".into()),
         profiles: Some(PROFILE.into()),
         mpdtype: Some("static".into()),
         mediaPresentationDuration: Some(secs(duration)),
         minBufferTime: Some(secs(max_seg.max(1.0))),
-        maxSegmentDuration: Some(secs(max_seg)),
+        maxSegmentDuration: Some(secs(max_seg + 0.000_999)),
         periods: vec![Period {
             id: Some("0".into()),
             start: Some(Duration::ZERO),
@@ -186,7 +199,9 @@ pub fn build(video: &[PackagedTrack], audio: Option<&PackagedTrack>) -> Result<M
 /// The MPD as XML, with the declaration players and xmllint expect.
 pub fn to_xml(mpd: &MPD) -> Result<String, ManifestError> {
     let body = quick_xml_body(mpd)?;
-    Ok(format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}\n"))
+    Ok(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}\n"
+    ))
 }
 
 fn quick_xml_body(mpd: &MPD) -> Result<String, ManifestError> {
@@ -241,15 +256,22 @@ mod tests {
     fn uniform_video_uses_duration_and_audio_uses_timeline() {
         let v = track(
             "720p",
-            MediaInfo::Video { width: 1280, height: 720, sar: (1, 1) },
+            MediaInfo::Video {
+                width: 1280,
+                height: 720,
+                sar: (1, 1),
+            },
             90000,
             &[360000, 360000, 180000],
         );
         let a = track(
             "audio",
-            MediaInfo::Audio { sample_rate: 48000, channels: 2 },
+            MediaInfo::Audio {
+                sample_rate: 48000,
+                channels: 2,
+            },
             48000,
-            &[192512, 191488, 192512, 95000],
+            &[192512, 191488, 96000],
         );
         let mpd = build(std::slice::from_ref(&v), Some(&a)).unwrap();
         let xml = to_xml(&mpd).unwrap();
@@ -261,11 +283,14 @@ mod tests {
         assert!(vt.SegmentTimeline.is_none());
         let at = sets[1].representations[0].SegmentTemplate.as_ref().unwrap();
         let tl = &at.SegmentTimeline.as_ref().unwrap().segments;
-        // 192512 appears twice but not adjacent: no run folds them.
-        assert_eq!(tl.len(), 4);
+        // Three different durations: nothing folds into a run.
+        assert_eq!(tl.len(), 3);
         assert_eq!(tl[0].t, Some(0));
         assert_eq!(tl[1].t, None);
-        assert_eq!(back.mediaPresentationDuration, Some(Duration::from_millis(10000)));
+        assert_eq!(
+            back.mediaPresentationDuration,
+            Some(Duration::from_millis(10000))
+        );
         assert_eq!(sets[1].lang.as_deref(), Some("eng"));
         // 100 kB over 2 s (the short last video segment) is the peak: 400 kbit/s.
         assert_eq!(sets[0].representations[0].bandwidth, Some(400_000));
@@ -275,7 +300,10 @@ mod tests {
     fn repeated_durations_fold_into_r() {
         let a = track(
             "audio",
-            MediaInfo::Audio { sample_rate: 48000, channels: 2 },
+            MediaInfo::Audio {
+                sample_rate: 48000,
+                channels: 2,
+            },
             48000,
             &[1000, 1000, 1000, 1024, 500],
         );

@@ -5,9 +5,9 @@
 //! the demuxer itself because it interleaves all tracks into one stream and hides what packaging
 //! needs per track: the edit list, the `mdhd` language and the sample entry up front.
 //!
-//! Sample data is read with one read per chunk (ffmpeg writes a chunk per ~1 s of a track), so
-//! a file of a few hundred MB is never held in memory and small audio frames do not cost a
-//! system call each.
+//! Sample data is read a whole chunk at a time (a chunk is a run of the track's samples that
+//! lie back to back in the file), so a file of a few hundred MB is never held in
+//! memory and a track stored in long chunks (a separate audio file) costs few system calls.
 //!
 //! # Edit lists and composition offsets
 //!
@@ -19,9 +19,9 @@
 //! For audio the edit is AAC priming (`media_time` 1024 at 48 kHz). Folding it in would make
 //! every audio PTS negative by 1024 and a segment's earliest presentation time different from
 //! its `tfdt`, which the manifest relies on. We keep it instead: the priming frame presents at
-//! 0 and the audio runs 21 ms behind the source's intent, well inside what viewers notice
-//! (ITU-R BT.1359 puts detectability at 45 ms of audio lag). Doing it exactly needs the init
-//! segment to carry the edit list, as ffmpeg's DASH muxer does.
+//! 0 and the audio runs 21 ms behind the source's intent, far below the ~125 ms of audio lag
+//! viewers detect (ITU-R BT.1359). Doing it exactly needs the init segment to carry the edit
+//! list, as ffmpeg's DASH muxer does.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -46,7 +46,8 @@ const FIRST_GOP_SCAN: u32 = 512;
 pub struct Mp4FileSource {
     /// The file, named in every error.
     path: PathBuf,
-    /// Our own handle, so tracks of one file can be read independently.
+    /// Opened for this track alone: a `try_clone` would share the file offset, and tracks of
+    /// one file may be packaged on different threads.
     file: File,
     info: TrackInfo,
     track_id: u32,
@@ -90,7 +91,7 @@ pub fn open_tracks(path: &Path) -> Result<Vec<Mp4FileSource>, MediaError> {
             HdlrBox::HANDLER_TYPE_SOUN => false,
             _ => continue,
         };
-        let file = file.try_clone().map_err(|e| io_error(path, e))?;
+        let file = File::open(path).map_err(|e| io_error(path, e))?;
         sources.push(Mp4FileSource::new(path, file, trak, is_video)?);
     }
     Ok(sources)
@@ -635,6 +636,43 @@ pub(crate) mod tests {
             assert_eq!(s.composition_offset, 0);
             assert_eq!(s.data.len(), probed[i].1);
         }
+    }
+
+    #[test]
+    fn reads_sample_aspect_ratio_and_language_from_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anamorphic.mp4");
+        run(
+            "ffmpeg",
+            &[
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-t",
+                "1",
+                "-vf",
+                "setsar=4/3",
+                "-c:v",
+                "libx264",
+                "-metadata:s:v",
+                "language=fra",
+            ],
+            &path,
+        );
+        let tracks = open_tracks(&path).unwrap();
+        let video = tracks[0].track();
+        assert_eq!(
+            video.media,
+            MediaInfo::Video {
+                width: 320,
+                height: 240,
+                sar: (4, 3)
+            }
+        );
+        assert_eq!(video.language.as_deref(), Some("fra"));
     }
 
     #[test]

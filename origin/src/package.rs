@@ -115,8 +115,16 @@ pub fn package(input: &Path, opts: &PackageOptions) -> Result<Packaged, PackageE
     let jobs: Vec<Job> = encoded
         .video
         .iter()
-        .map(|(r, f)| Job { id: r.id.clone(), file: f.clone(), video: true })
-        .chain(encoded.audio.iter().map(|f| Job { id: "audio".into(), file: f.clone(), video: false }))
+        .map(|(r, f)| Job {
+            id: r.id.clone(),
+            file: f.clone(),
+            video: true,
+        })
+        .chain(encoded.audio.iter().map(|f| Job {
+            id: "audio".into(),
+            file: f.clone(),
+            video: false,
+        }))
         .collect();
     let done = assemble(input, &jobs, opts, &out, staging.path())?;
     Ok(done)
@@ -133,7 +141,10 @@ pub struct Job {
 /// `dashcdn origin segment`: packages MP4s that are already encoded (keyframes aligned
 /// on segment boundaries by whoever encoded them) without transcoding. Each file's video
 /// track becomes a representation named after the file; its audio track, if any, `audio`.
-pub fn package_encoded(inputs: &[PathBuf], opts: &PackageOptions) -> Result<Packaged, PackageError> {
+pub fn package_encoded(
+    inputs: &[PathBuf],
+    opts: &PackageOptions,
+) -> Result<Packaged, PackageError> {
     check_target(opts)?;
     let mut jobs = Vec::new();
     for f in inputs {
@@ -146,11 +157,23 @@ pub fn package_encoded(inputs: &[PathBuf], opts: &PackageOptions) -> Result<Pack
             .ok_or_else(|| PackageError::BadName(f.display().to_string()))?
             .to_string();
         if p.has_video {
-            jobs.push(Job { id: stem.clone(), file: f.clone(), video: true });
+            jobs.push(Job {
+                id: stem.clone(),
+                file: f.clone(),
+                video: true,
+            });
         }
         if p.has_audio && !jobs.iter().any(|j| !j.video) {
-            let id = if p.has_video { "audio".to_string() } else { stem };
-            jobs.push(Job { id, file: f.clone(), video: false });
+            let id = if p.has_video {
+                "audio".to_string()
+            } else {
+                stem
+            };
+            jobs.push(Job {
+                id,
+                file: f.clone(),
+                video: false,
+            });
         }
     }
     let (staging, out) = stage(opts)?;
@@ -189,7 +212,13 @@ fn stage(opts: &PackageOptions) -> Result<(tempfile::TempDir, PathBuf), PackageE
 
 /// Segments every job (in parallel: renditions are independent), writes the MPD and
 /// `asset.json`, and publishes the asset.
-fn assemble(input: &Path, jobs: &[Job], opts: &PackageOptions, out: &Path, staging: &Path) -> Result<Packaged, PackageError> {
+fn assemble(
+    input: &Path,
+    jobs: &[Job],
+    opts: &PackageOptions,
+    out: &Path,
+    staging: &Path,
+) -> Result<Packaged, PackageError> {
     let seg = opts.segment_duration;
     let results: Vec<Result<PackagedTrack, PackageError>> = std::thread::scope(|s| {
         let handles: Vec<_> = jobs
@@ -222,7 +251,9 @@ fn assemble(input: &Path, jobs: &[Job], opts: &PackageOptions, out: &Path, stagi
     let mpd_path = out.join("manifest.mpd");
     std::fs::write(&mpd_path, xml).map_err(io("cannot write", &mpd_path))?;
     let summary = summarise(&opts.asset, &video, audio.as_ref());
-    summary.write_to(out).map_err(io("cannot write asset.json in", out))?;
+    summary
+        .write_to(out)
+        .map_err(io("cannot write asset.json in", out))?;
     let final_dir = opts.library.join(&opts.asset);
     publish(out, &final_dir, staging)?;
     info!(asset = %opts.asset, dir = %final_dir.display(), "packaged");
@@ -232,14 +263,23 @@ fn assemble(input: &Path, jobs: &[Job], opts: &PackageOptions, out: &Path, stagi
     })
 }
 
-fn segment_file(file: &Path, id: &str, dir: &Path, seg: f64, video: bool) -> Result<PackagedTrack, PackageError> {
+fn segment_file(
+    file: &Path,
+    id: &str,
+    dir: &Path,
+    seg: f64,
+    video: bool,
+) -> Result<PackagedTrack, PackageError> {
     let mut sources = mp4source::open_tracks(file)?;
     let idx = sources
         .iter()
         .position(|s| matches!(s.track().media, MediaInfo::Video { .. }) == video)
         .ok_or_else(|| MediaError::Unsupported {
             path: file.to_owned(),
-            reason: format!("ffmpeg wrote no {} track", if video { "video" } else { "audio" }),
+            reason: format!(
+                "ffmpeg wrote no {} track",
+                if video { "video" } else { "audio" }
+            ),
         })?;
     let mut src = sources.swap_remove(idx);
     std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
@@ -272,7 +312,9 @@ fn summarise(asset: &str, video: &[PackagedTrack], audio: Option<&PackagedTrack>
         .chain(audio)
         .map(|t| {
             let (kind, width, height, sample_rate) = match t.info.media {
-                MediaInfo::Video { width, height, .. } => ("video", Some(width), Some(height), None),
+                MediaInfo::Video { width, height, .. } => {
+                    ("video", Some(width), Some(height), None)
+                }
                 MediaInfo::Audio { sample_rate, .. } => ("audio", None, None, Some(sample_rate)),
             };
             RepresentationSummary {
@@ -309,7 +351,9 @@ fn remove_stale_staging(library: &Path) {
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             match std::fs::remove_dir_all(e.path()) {
                 Ok(()) => info!(dir = %e.path().display(), "removed staging folder of a dead run"),
-                Err(err) => warn!(dir = %e.path().display(), %err, "cannot remove stale staging folder"),
+                Err(err) => {
+                    warn!(dir = %e.path().display(), %err, "cannot remove stale staging folder")
+                }
             }
         }
     }

@@ -119,7 +119,11 @@ pub struct Streams {
 
 pub fn probe_any(path: &Path) -> Result<Streams, ProbeError> {
     let raw = ffprobe(path)?;
-    let has = |k: &str| raw.streams.iter().any(|s| s.codec_type.as_deref() == Some(k));
+    let has = |k: &str| {
+        raw.streams
+            .iter()
+            .any(|s| s.codec_type.as_deref() == Some(k))
+    };
     let s = Streams {
         has_video: has("video"),
         has_audio: has("audio"),
@@ -143,7 +147,14 @@ fn ffprobe(path: &Path) -> Result<RawProbe, ProbeError> {
         });
     }
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
         .arg(path)
         .output()
         .map_err(|source| ProbeError::Spawn {
@@ -151,7 +162,10 @@ fn ffprobe(path: &Path) -> Result<RawProbe, ProbeError> {
             source,
         })?;
     if !out.status.success() {
-        return Err(classify_failure(path, &String::from_utf8_lossy(&out.stderr)));
+        return Err(classify_failure(
+            path,
+            &String::from_utf8_lossy(&out.stderr),
+        ));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::NotMedia {
         path: path.to_owned(),
@@ -161,7 +175,11 @@ fn ffprobe(path: &Path) -> Result<RawProbe, ProbeError> {
 
 /// ffprobe's last stderr line, minus the `[demuxer @ 0x…]` / `path:` prefixes, says why.
 fn classify_failure(path: &Path, stderr: &str) -> ProbeError {
-    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let clean = |l: &str| -> String {
         let l = match l.find("] ") {
             Some(i) if l.starts_with('[') => &l[i + 2..],
@@ -170,14 +188,24 @@ fn classify_failure(path: &Path, stderr: &str) -> ProbeError {
         let prefix = format!("{}: ", path.display());
         l.strip_prefix(&prefix).unwrap_or(l).to_string()
     };
-    let reason = lines.iter().map(|l| clean(l)).collect::<Vec<_>>().join("; ");
+    let reason = lines
+        .iter()
+        .map(|l| clean(l))
+        .collect::<Vec<_>>()
+        .join("; ");
     let reason = if reason.is_empty() {
         "ffprobe failed without a message".to_string()
     } else {
         reason
     };
-    // A missing moov in a file that otherwise looks like MP4 is the classic cut-off upload.
-    if reason.contains("moov atom not found") || reason.contains("End of file") {
+    // A missing moov in a file that starts like ISO BMFF is the classic cut-off upload; in
+    // anything else (a text file named .mp4) it only means "not MP4 at all".
+    let corrupt = if reason.contains("moov atom not found") {
+        looks_like_iso_bmff(path)
+    } else {
+        reason.contains("End of file") || reason.contains("partial file")
+    };
+    if corrupt {
         ProbeError::Corrupt {
             path: path.to_owned(),
             reason,
@@ -190,8 +218,25 @@ fn classify_failure(path: &Path, stderr: &str) -> ProbeError {
     }
 }
 
+/// Whether the file opens with an ISO BMFF box (`ftyp`, `mdat`, …), read from its first bytes.
+fn looks_like_iso_bmff(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    if f.read_exact(&mut head).is_err() {
+        return false;
+    }
+    matches!(
+        &head[4..8],
+        b"ftyp" | b"styp" | b"moov" | b"mdat" | b"free" | b"skip" | b"wide"
+    )
+}
+
 fn parse_f64(s: Option<&String>) -> Option<f64> {
-    s.and_then(|s| s.parse::<f64>().ok()).filter(|d| d.is_finite() && *d > 0.0)
+    s.and_then(|s| s.parse::<f64>().ok())
+        .filter(|d| d.is_finite() && *d > 0.0)
 }
 
 fn parse_ratio(s: Option<&String>, sep: char) -> Option<(u32, u32)> {
@@ -281,8 +326,10 @@ mod tests {
 
     #[test]
     fn audio_only_is_no_video() {
-        let r = raw(r#"{"streams":[{"index":0,"codec_type":"audio","codec_name":"aac"}],
-                        "format":{"duration":"3.0"}}"#);
+        let r = raw(
+            r#"{"streams":[{"index":0,"codec_type":"audio","codec_name":"aac"}],
+                        "format":{"duration":"3.0"}}"#,
+        );
         let e = from_raw(Path::new("a.m4a"), r).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -292,9 +339,11 @@ mod tests {
 
     #[test]
     fn cover_art_is_not_video() {
-        let r = raw(r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"mjpeg",
+        let r = raw(
+            r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"mjpeg",
                         "width":500,"height":500,"disposition":{"attached_pic":1}}],
-                        "format":{"duration":"3.0"}}"#);
+                        "format":{"duration":"3.0"}}"#,
+        );
         assert!(matches!(
             from_raw(Path::new("x.mp3"), r),
             Err(ProbeError::NoVideo { .. })
@@ -303,12 +352,14 @@ mod tests {
 
     #[test]
     fn anamorphic_display_width_and_rate() {
-        let r = raw(r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264",
+        let r = raw(
+            r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264",
                         "width":720,"height":576,"sample_aspect_ratio":"16:15",
                         "avg_frame_rate":"25/1"},
                         {"index":1,"codec_type":"audio","codec_name":"aac","sample_rate":"44100",
                         "channels":2,"tags":{"language":"eng"}}],
-                        "format":{"duration":"12.5"}}"#);
+                        "format":{"duration":"12.5"}}"#,
+        );
         let p = from_raw(Path::new("x.mp4"), r).unwrap();
         assert_eq!(p.video.display_width, 768);
         assert_eq!(p.video.frame_rate, Some((25, 1)));
@@ -318,14 +369,21 @@ mod tests {
     }
 
     #[test]
-    fn moov_missing_is_corrupt() {
-        let e = classify_failure(
-            Path::new("cut.mp4"),
-            "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55] moov atom not found\ncut.mp4: Invalid data found when processing input\n",
-        );
+    fn moov_missing_is_corrupt_only_in_an_mp4() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cut, text) = (dir.path().join("cut.mp4"), dir.path().join("notes.mp4"));
+        std::fs::write(&cut, b"\0\0\0\x20ftypisom\0\0\x02\0").unwrap();
+        std::fs::write(&text, b"just some notes").unwrap();
+        let stderr = |p: &Path| {
+            format!("[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55] moov atom not found\n{}: Invalid data found when processing input\n", p.display())
+        };
         assert_eq!(
-            e.to_string(),
-            "cut.mp4: truncated or corrupt (moov atom not found; Invalid data found when processing input)"
+            classify_failure(&cut, &stderr(&cut)).to_string(),
+            format!("{}: truncated or corrupt (moov atom not found; Invalid data found when processing input)", cut.display())
         );
+        assert!(matches!(
+            classify_failure(&text, &stderr(&text)),
+            ProbeError::NotMedia { .. }
+        ));
     }
 }

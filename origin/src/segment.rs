@@ -11,7 +11,8 @@
 //! the segment duration and, for video, is a sync sample. Ingest forces keyframes exactly on
 //! those multiples, so video renditions cut at the same instants and audio (every frame a sync
 //! sample) cuts at its first frame at or after them. A keyframe that is late moves the cut
-//! with it, and the following boundary is the next multiple after the cut.
+//! with it, and the following boundary is the next multiple after the cut. A last segment
+//! shorter than a tenth of the duration is folded into the one before it.
 //!
 //! The boxes come from shiguredo_mp4's types. Its `Fmp4SegmentMuxer` is not used: it picks
 //! `tfdt` version 0 for small times, computes `tfdt` from its own running sum instead of the
@@ -45,6 +46,11 @@ const TRACK_ID: u32 = 1;
 /// large video samples bypass the buffer instead of being copied through it.
 const WRITE_BUFFER: usize = 256 * 1024;
 
+/// A last segment shorter than 1/SLIVER_DIVISOR of the segment duration is folded into the one
+/// before it. It is what AAC priming leaves: audio runs one frame (21 ms) longer than video, so
+/// a clip of whole segments would end its audio with a one-frame segment video does not have.
+const SLIVER_DIVISOR: f64 = 10.0;
+
 /// Sync sample: depends on nothing (`sample_depends_on` = 2).
 const SYNC_FLAGS: SampleFlags = SampleFlags::from_fields(0, 2, 0, 0, 0, false, 0);
 /// Non-sync sample: depends on others (1) and is not a sync point.
@@ -67,10 +73,17 @@ pub fn package_track(
         ));
     }
     let info = source.track().clone();
+    if info.timescale == 0 {
+        return Err(mux_error(dir, "track timescale is 0".into()));
+    }
     let is_video = matches!(info.media, MediaInfo::Video { .. });
     let mut boundaries = Boundaries::new(segment_duration, info.timescale);
     let mut writer = SegmentWriter::new(dir);
+    // A finished segment is held back until its successor is known not to be a sliver.
+    let mut done: Vec<Sample> = Vec::new();
     let mut pending: Vec<Sample> = Vec::new();
+    let mut pending_ticks = 0u64;
+    let sliver = (segment_duration * f64::from(info.timescale) / SLIVER_DIVISOR) as u64;
     // Frame rate is measured, not assumed: the most common sample duration.
     let mut duration_counts: HashMap<u32, u64> = HashMap::new();
     let mut next_dts = 0u64;
@@ -89,8 +102,12 @@ pub fn package_track(
         next_dts = sample.dts + u64::from(sample.duration);
         let at_boundary = sample.dts >= boundaries.next() && (sample.is_sync || !is_video);
         if at_boundary && !pending.is_empty() {
-            writer.write_segment(&pending)?;
-            pending.clear();
+            if !done.is_empty() {
+                writer.write_segment(&done)?;
+                done.clear();
+            }
+            std::mem::swap(&mut done, &mut pending);
+            pending_ticks = 0;
         }
         if pending.is_empty() {
             boundaries.advance_past(sample.dts);
@@ -98,10 +115,22 @@ pub fn package_track(
         if is_video {
             *duration_counts.entry(sample.duration).or_default() += 1;
         }
+        pending_ticks += u64::from(sample.duration);
         pending.push(sample);
+        if !done.is_empty() && pending_ticks >= sliver {
+            writer.write_segment(&done)?;
+            done.clear();
+        }
     }
-    if !pending.is_empty() {
-        writer.write_segment(&pending)?;
+    if done.is_empty() {
+        if !pending.is_empty() {
+            writer.write_segment(&pending)?;
+        }
+    } else {
+        // Only a sliver follows the last full segment: fold it in rather than publish a
+        // segment of a frame or two.
+        done.append(&mut pending);
+        writer.write_segment(&done)?;
     }
     if writer.segments.is_empty() {
         return Err(mux_error(dir, "track has no samples".into()));
@@ -149,6 +178,10 @@ impl Boundaries {
 
     /// Moves to the first boundary after `dts`, where a segment has just started.
     fn advance_past(&mut self, dts: u64) {
+        // Jump straight there (a late keyframe or a gap may skip boundaries), then let the
+        // loop settle what floating point leaves undecided.
+        let k = ((dts as f64 + 1e-3) / self.step).floor() as u64 + 1;
+        self.k = self.k.max(k);
         while self.next() <= dts {
             self.k += 1;
         }
@@ -453,6 +486,8 @@ fn encode_into(b: &impl Encode, buf: &mut Vec<u8>) -> shiguredo_mp4::Result<usiz
         buf.resize(4096, 0);
     }
     loop {
+        // Encoders may skip reserved bytes, trusting a zeroed buffer as encode_to_vec gives.
+        buf.fill(0);
         match b.encode(buf) {
             Ok(len) => return Ok(len),
             Err(e) if e.kind == ErrorKind::InsufficientBuffer => {
@@ -792,6 +827,32 @@ mod tests {
         assert_eq!(&bytes[first - 8 + 4..first], b"mdat");
         assert_eq!(moof_len + 8, trun.data_offset.unwrap() as usize);
         assert_eq!(bytes[first], 2040u64 as u8);
+    }
+
+    #[test]
+    fn a_last_sliver_is_folded_into_the_segment_before() {
+        let dir = tempfile::tempdir().unwrap();
+        // 8.04 s: the 40 ms after the 8 s boundary join the second segment.
+        let mut source = Scripted::video(vec![(40, true, 0); 201]);
+        let track = package_track(&mut source, "v", dir.path(), 4.0).unwrap();
+        let shape: Vec<(u64, u64)> = track
+            .segments
+            .iter()
+            .map(|s| (s.start, s.duration))
+            .collect();
+        assert_eq!(shape, [(0, 4000), (4000, 4040)]);
+        assert!(!dir.path().join("3.m4s").exists());
+
+        // 8.4 s: a tenth of the duration is a segment of its own.
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = Scripted::video(vec![(40, true, 0); 210]);
+        let track = package_track(&mut source, "v", dir.path(), 4.0).unwrap();
+        let shape: Vec<(u64, u64)> = track
+            .segments
+            .iter()
+            .map(|s| (s.start, s.duration))
+            .collect();
+        assert_eq!(shape, [(0, 4000), (4000, 4000), (8000, 400)]);
     }
 
     #[test]

@@ -14,15 +14,20 @@
 //! single byte ranges (RFC 9110 §14). Every response carries CORS headers so dash.js on
 //! another origin can fetch and time segments.
 //!
-//! Each media request makes exactly one trip to the blocking pool, which validates the
-//! path, opens the file, evaluates the preconditions and reads just the bytes the
-//! response needs: `tokio::fs` would make one trip per step. Bodies up to
-//! [`BUFFER_LIMIT`] are read whole (a segment is a few MB); larger ones are streamed.
+//! Performance (this is benchmarked against nginx with wrk):
+//! - a media request makes at most one trip to the blocking pool, which resolves the
+//!   path, opens the file, evaluates the preconditions and reads the bytes the response
+//!   needs: `tokio::fs` would make one trip per step;
+//! - small files (MPDs, init segments) are kept in memory for a second (see
+//!   [`SmallFiles`]), so the hottest requests skip the pool and the disk entirely;
+//! - response bodies up to [`BUFFER_LIMIT`] are read in one go (a media segment is a
+//!   few MB, and a range reads only its slice); larger ones are streamed.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +60,13 @@ use crate::metrics::{self, Metrics, Route};
 /// in [`STREAM_CHUNK`] pieces so a huge file never sits in memory whole.
 pub const BUFFER_LIMIT: u64 = 8 * 1024 * 1024;
 const STREAM_CHUNK: usize = 256 * 1024;
+/// Files up to this size are read whole and kept in [`SmallFiles`]: MPDs (even long
+/// SegmentTimeline ones) and init segments, never media segments.
+const SMALL_FILE_LIMIT: u64 = 256 * 1024;
+/// Memory the [`SmallFiles`] cache may hold.
+const SMALL_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// How long a cached small file is served without looking at the disk again.
+const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
 
 const MPD_CONTENT_TYPE: &str = "application/dash+xml";
 
@@ -70,6 +82,7 @@ struct Inner {
     /// Rendered once from the config: they are the same bytes on every response.
     mpd_cache_control: HeaderValue,
     segment_cache_control: HeaderValue,
+    small_files: SmallFiles,
 }
 
 impl AppState {
@@ -90,6 +103,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 mpd_cache_control,
                 segment_cache_control,
+                small_files: SmallFiles::default(),
             }),
         })
     }
@@ -363,22 +377,38 @@ async fn serve_file(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let conditions = Conditions::from_headers(headers, head);
+    if let Some(small) = state.inner.small_files.fresh(&media) {
+        return Ok(answer_small(&small, &conditions));
+    }
     let blocking_state = state.clone();
-    let prepared =
-        tokio::task::spawn_blocking(move || prepare(&blocking_state, &media, &conditions))
-            .await
-            .map_err(|join| AppError::Io {
-                path: path.to_owned(),
-                source: io::Error::other(join),
-            })?
-            .map_err(|e| match e {
-                PrepareError::Resolve(e) => AppError::from_resolve(path, e),
-                PrepareError::Io(source) => AppError::Io {
-                    path: path.to_owned(),
-                    source,
-                },
-            })?;
-    Ok(prepared.into_response())
+    let (loaded, media, conditions) = tokio::task::spawn_blocking(move || {
+        let loaded = load(&blocking_state, &media, &conditions);
+        (loaded, media, conditions)
+    })
+    .await
+    .map_err(|join| AppError::Io {
+        path: path.to_owned(),
+        source: io::Error::other(join),
+    })?;
+    let loaded = loaded.map_err(|e| match e {
+        LoadError::Resolve(e) => AppError::from_resolve(path, e),
+        LoadError::Io(source) => AppError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    Ok(match loaded {
+        Loaded::Small { meta, bytes } => {
+            let small = Arc::new(SmallFile {
+                meta,
+                bytes,
+                loaded: Instant::now(),
+            });
+            state.inner.small_files.remember(media, Arc::clone(&small));
+            answer_small(&small, &conditions)
+        }
+        Loaded::Large(prepared) => prepared.into_response(),
+    })
 }
 
 /// Everything about the request that decides the response, owned so it can move to the
@@ -451,6 +481,37 @@ impl Validators {
             etag,
             last_modified,
             len: meta.len(),
+        }
+    }
+}
+
+/// Everything a response for one version of a file carries besides the body, rendered
+/// once when the file is opened.
+#[derive(Clone, Debug)]
+struct FileMeta {
+    validators: Validators,
+    etag: HeaderValue,
+    last_modified: Option<HeaderValue>,
+    content_type: &'static str,
+    cache_control: HeaderValue,
+}
+
+impl FileMeta {
+    fn new(
+        meta: &std::fs::Metadata,
+        content_type: &'static str,
+        cache_control: HeaderValue,
+    ) -> FileMeta {
+        let validators = Validators::of(meta);
+        FileMeta {
+            etag: HeaderValue::try_from(validators.etag.as_str())
+                .expect("hex digits and quotes are a valid header value"),
+            last_modified: validators
+                .last_modified
+                .and_then(|m| HeaderValue::try_from(httpdate::fmt_http_date(m)).ok()),
+            validators,
+            content_type,
+            cache_control,
         }
     }
 }
@@ -640,36 +701,41 @@ fn parse_digits(s: &str) -> Option<u64> {
     }))
 }
 
-enum PrepareError {
+enum LoadError {
     Resolve(ResolveError),
     Io(io::Error),
 }
 
-/// What the blocking half hands back: the decision and the bytes it needs.
+/// What the blocking half hands back.
+enum Loaded {
+    /// A whole file of at most [`SMALL_FILE_LIMIT`] bytes, to cache and answer from.
+    Small { meta: FileMeta, bytes: Bytes },
+    /// A larger file, already decided and read as far as the response needs.
+    Large(Prepared),
+}
+
+/// The response to a request for a large file, minus the headers every response gets.
 struct Prepared {
     decision: Decision,
-    validators: Validators,
-    content_type: &'static str,
-    cache_control: HeaderValue,
+    meta: FileMeta,
     body: PreparedBody,
 }
 
 enum PreparedBody {
     Empty,
     Bytes(Bytes),
-    /// Positioned at the first byte to send.
-    Stream(std::fs::File),
+    /// Positioned at the first byte to send; `len` bytes to go.
+    Stream {
+        file: std::fs::File,
+        len: u64,
+    },
 }
 
-/// The blocking half of a media request: resolve, open, decide, read.
-fn prepare(
-    state: &AppState,
-    media: &MediaPath,
-    conditions: &Conditions,
-) -> Result<Prepared, PrepareError> {
+/// The blocking half of a media request: resolve, open, then read the whole file if it
+/// is small, or decide and read just the bytes the response needs if not.
+fn load(state: &AppState, media: &MediaPath, conditions: &Conditions) -> Result<Loaded, LoadError> {
     let library = state.library();
-    let (mut file, meta) = library.open_media(media).map_err(PrepareError::Resolve)?;
-    let validators = Validators::of(&meta);
+    let (mut file, meta) = library.open_media(media).map_err(LoadError::Resolve)?;
     let (content_type, cache_control) = match media.rep() {
         None => (MPD_CONTENT_TYPE, state.inner.mpd_cache_control.clone()),
         Some(rep) => (
@@ -677,104 +743,171 @@ fn prepare(
             state.inner.segment_cache_control.clone(),
         ),
     };
-    let decision = decide(conditions, &validators);
+    let meta = FileMeta::new(&meta, content_type, cache_control);
+    let len = meta.validators.len;
+    if len <= SMALL_FILE_LIMIT {
+        let bytes = read_exactly(&mut file, len).map_err(LoadError::Io)?;
+        return Ok(Loaded::Small { meta, bytes });
+    }
+    let decision = decide(conditions, &meta.validators);
     let span = match decision {
         _ if conditions.head => None,
-        Decision::Full => Some((0, validators.len)),
+        Decision::Full => Some((0, len)),
         Decision::Partial { first, last } => Some((first, last - first + 1)),
         _ => None,
     };
     let body = match span {
-        None | Some((_, 0)) => PreparedBody::Empty,
+        None => PreparedBody::Empty,
         Some((start, len)) => {
-            if start > 0 {
-                file.seek(SeekFrom::Start(start))
-                    .map_err(PrepareError::Io)?;
-            }
+            file.seek(SeekFrom::Start(start)).map_err(LoadError::Io)?;
             if len <= BUFFER_LIMIT {
-                let mut buf = Vec::with_capacity(len as usize);
-                file.take(len)
-                    .read_to_end(&mut buf)
-                    .map_err(PrepareError::Io)?;
-                if buf.len() as u64 != len {
-                    // Truncated while we read it: promising Content-Length and sending
-                    // less would leave the client hanging.
-                    return Err(PrepareError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("file shrank to {} bytes while being read", buf.len()),
-                    )));
-                }
-                PreparedBody::Bytes(Bytes::from(buf))
+                PreparedBody::Bytes(read_exactly(&mut file, len).map_err(LoadError::Io)?)
             } else {
-                PreparedBody::Stream(file)
+                PreparedBody::Stream { file, len }
             }
         }
     };
-    Ok(Prepared {
+    Ok(Loaded::Large(Prepared {
         decision,
-        validators,
-        content_type,
-        cache_control,
+        meta,
         body,
-    })
+    }))
+}
+
+/// Reads `len` bytes from the current position.
+fn read_exactly(file: &mut std::fs::File, len: u64) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        // Truncated while we read it: promising Content-Length and sending less would
+        // leave the client hanging.
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("file shrank to {} bytes while being read", buf.len()),
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 impl IntoResponse for Prepared {
     fn into_response(self) -> Response {
-        let v = &self.validators;
-        let (status, content_length, content_range) = match self.decision {
-            Decision::Full => (StatusCode::OK, Some(v.len), None),
-            Decision::Partial { first, last } => (
-                StatusCode::PARTIAL_CONTENT,
-                Some(last - first + 1),
-                Some(format!("bytes {first}-{last}/{}", v.len)),
-            ),
-            Decision::NotModified => (StatusCode::NOT_MODIFIED, None, None),
-            Decision::PreconditionFailed => {
-                return (StatusCode::PRECONDITION_FAILED, Body::empty()).into_response()
-            }
-            // §15.5.17: "a server generating a 416 response to a byte-range request
-            // SHOULD generate a Content-Range header field specifying the current length".
-            Decision::RangeNotSatisfiable => (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                Some(0),
-                Some(format!("bytes */{}", v.len)),
-            ),
-        };
         let body = match self.body {
             PreparedBody::Empty => Body::empty(),
             PreparedBody::Bytes(bytes) => Body::from(bytes),
-            PreparedBody::Stream(file) => Body::new(FileBody::new(
-                tokio::fs::File::from_std(file),
-                content_length.unwrap_or(0),
-            )),
+            PreparedBody::Stream { file, len } => {
+                Body::new(FileBody::new(tokio::fs::File::from_std(file), len))
+            }
         };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        // §15.4.5: a 304 carries the validators and Cache-Control a 200 would have.
-        if let Ok(etag) = HeaderValue::try_from(v.etag.as_str()) {
-            headers.insert(ETAG, etag);
+        respond(self.decision, &self.meta, body)
+    }
+}
+
+/// Answers a request for a small file from memory.
+fn answer_small(small: &SmallFile, conditions: &Conditions) -> Response {
+    let decision = decide(conditions, &small.meta.validators);
+    let body = match decision {
+        _ if conditions.head => Body::empty(),
+        Decision::Full => Body::from(small.bytes.clone()),
+        Decision::Partial { first, last } => {
+            Body::from(small.bytes.slice(first as usize..=last as usize))
         }
-        if let Some(modified) = v.last_modified {
-            if let Ok(date) = HeaderValue::try_from(httpdate::fmt_http_date(modified)) {
-                headers.insert(LAST_MODIFIED, date);
-            }
+        _ => Body::empty(),
+    };
+    respond(decision, &small.meta, body)
+}
+
+/// The status line and headers for `decision`, around `body` (already empty where the
+/// decision or a HEAD request calls for no body).
+fn respond(decision: Decision, meta: &FileMeta, body: Body) -> Response {
+    let len = meta.validators.len;
+    let (status, content_length, content_range) = match decision {
+        Decision::Full => (StatusCode::OK, Some(len), None),
+        Decision::Partial { first, last } => (
+            StatusCode::PARTIAL_CONTENT,
+            Some(last - first + 1),
+            Some(format!("bytes {first}-{last}/{len}")),
+        ),
+        Decision::NotModified => (StatusCode::NOT_MODIFIED, None, None),
+        Decision::PreconditionFailed => {
+            return (StatusCode::PRECONDITION_FAILED, Body::empty()).into_response()
         }
-        headers.insert(CACHE_CONTROL, self.cache_control);
-        headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if status != StatusCode::NOT_MODIFIED && status != StatusCode::RANGE_NOT_SATISFIABLE {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        // §15.5.17: "a server generating a 416 response to a byte-range request SHOULD
+        // generate a Content-Range header field specifying the current length".
+        Decision::RangeNotSatisfiable => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            Some(0),
+            Some(format!("bytes */{len}")),
+        ),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    // §15.4.5: a 304 carries the validators and Cache-Control a 200 would have.
+    headers.insert(ETAG, meta.etag.clone());
+    if let Some(date) = &meta.last_modified {
+        headers.insert(LAST_MODIFIED, date.clone());
+    }
+    headers.insert(CACHE_CONTROL, meta.cache_control.clone());
+    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status != StatusCode::NOT_MODIFIED && status != StatusCode::RANGE_NOT_SATISFIABLE {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(meta.content_type));
+    }
+    if let Some(len) = content_length {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if let Some(range) = content_range.and_then(|r| HeaderValue::try_from(r).ok()) {
+        headers.insert(CONTENT_RANGE, range);
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------
+// Small-file cache
+
+/// A whole small file (an MPD, an init segment) kept in memory.
+struct SmallFile {
+    meta: FileMeta,
+    bytes: Bytes,
+    /// When it was read; [`REVALIDATE_AFTER`] later the next request reads it again.
+    loaded: Instant,
+}
+
+/// Recently read small files, so the requests every player makes most often (the MPD,
+/// init segments) are answered without a trip to the blocking pool and four syscalls.
+///
+/// Entries are trusted for [`REVALIDATE_AFTER`], like nginx's `open_file_cache_valid`:
+/// a re-packaged or deleted asset is noticed within that, well inside the MPD's own
+/// max-age. Only paths that resolved inside the library are ever inserted, and at most
+/// [`SMALL_CACHE_BYTES`] are held: when full, it starts over.
+#[derive(Default)]
+struct SmallFiles {
+    inner: RwLock<SmallFilesInner>,
+}
+
+#[derive(Default)]
+struct SmallFilesInner {
+    files: HashMap<MediaPath, Arc<SmallFile>>,
+    bytes: usize,
+}
+
+impl SmallFiles {
+    fn fresh(&self, media: &MediaPath) -> Option<Arc<SmallFile>> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let small = inner.files.get(media)?;
+        (small.loaded.elapsed() < REVALIDATE_AFTER).then(|| Arc::clone(small))
+    }
+
+    fn remember(&self, media: MediaPath, small: Arc<SmallFile>) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let len = small.bytes.len();
+        if inner.bytes + len > SMALL_CACHE_BYTES {
+            inner.files.clear();
+            inner.bytes = 0;
         }
-        if let Some(len) = content_length {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        inner.bytes += len;
+        if let Some(old) = inner.files.insert(media, small) {
+            inner.bytes -= old.bytes.len();
         }
-        if let Some(range) = content_range {
-            if let Ok(range) = HeaderValue::try_from(range) {
-                headers.insert(CONTENT_RANGE, range);
-            }
-        }
-        response
     }
 }
 
@@ -1232,6 +1365,50 @@ mod tests {
         let response = get(&state, "/vod/demo/v0/2.m4s", &[("range", &range)]).await;
         assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
         assert!(body(response).await == big[100..len - 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn small_files_are_cached_for_a_second() {
+        let (dir, state) = fixture();
+        let uri = "/vod/demo/manifest.mpd";
+        assert_eq!(body(get(&state, uri, &[]).await).await, b"<MPD/>");
+        fs::write(dir.path().join("demo/manifest.mpd"), "<MPD v2/>").unwrap();
+        assert_eq!(body(get(&state, uri, &[]).await).await, b"<MPD/>");
+        // Ranges and conditionals are answered from the cached copy too.
+        let response = get(&state, uri, &[("range", "bytes=1-3")]).await;
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body(response).await, b"MPD");
+
+        tokio::time::advance(REVALIDATE_AFTER).await;
+        assert_eq!(body(get(&state, uri, &[]).await).await, b"<MPD v2/>");
+        fs::remove_file(dir.path().join("demo/manifest.mpd")).unwrap();
+        tokio::time::advance(REVALIDATE_AFTER).await;
+        assert_eq!(get(&state, uri, &[]).await.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn large_files_read_only_the_range() {
+        let (dir, state) = fixture();
+        let len = SMALL_FILE_LIMIT as usize * 3;
+        let big: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
+        fs::write(dir.path().join("demo/v0/3.m4s"), &big).unwrap();
+        let uri = "/vod/demo/v0/3.m4s";
+
+        let response = get(&state, uri, &[("range", "bytes=-10")]).await;
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body(response).await, &big[len - 10..]);
+
+        let response = send(&state, Method::HEAD, uri, &[]).await;
+        assert_eq!(header(&response, "content-length"), len.to_string());
+        let etag = header(&response, "etag").to_owned();
+        assert!(body(response).await.is_empty());
+
+        let response = get(&state, uri, &[("if-none-match", &etag)]).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        let response = get(&state, uri, &[("range", &format!("bytes={len}-"))]).await;
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(header(&response, "content-range"), format!("bytes */{len}"));
+        assert!(body(get(&state, uri, &[]).await).await == big);
     }
 
     #[test]

@@ -63,11 +63,26 @@ pub enum TranscodeError {
 
 /// Builds the ffmpeg argument list: one input, a `split` into every rendition's scaler,
 /// one output file per rendition and one for audio.
-pub fn ffmpeg_args(probe: &Probe, ladder: &[Rendition], opts: &EncodeOptions, work: &Path) -> Vec<String> {
+pub fn ffmpeg_args(
+    probe: &Probe,
+    ladder: &[Rendition],
+    opts: &EncodeOptions,
+    work: &Path,
+) -> Vec<String> {
     let d = opts.segment_duration;
-    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-v", "error", "-nostats", "-progress", "pipe:1", "-y", "-i"]
-        .map(String::from)
-        .to_vec();
+    let mut a: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "error",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-y",
+        "-i",
+    ]
+    .map(String::from)
+    .to_vec();
     a.push(probe.path.to_string_lossy().into_owned());
     let n = ladder.len();
     let mut graph = format!("[0:{}]split={n}", probe.video.index);
@@ -76,7 +91,10 @@ pub fn ffmpeg_args(probe: &Probe, ladder: &[Rendition], opts: &EncodeOptions, wo
     }
     for (i, r) in ladder.iter().enumerate() {
         // setsar=1: renditions are square-pixel at their own (display-aspect) size.
-        graph.push_str(&format!(";[s{i}]scale={}:{}:flags=bicubic,setsar=1[v{i}]", r.width, r.height));
+        graph.push_str(&format!(
+            ";[s{i}]scale={}:{}:flags=bicubic,setsar=1[v{i}]",
+            r.width, r.height
+        ));
     }
     a.extend(["-filter_complex".into(), graph]);
     // GOP of one segment at the source rate, and a keyframe at every segment boundary even
@@ -91,44 +109,44 @@ pub fn ffmpeg_args(probe: &Probe, ladder: &[Rendition], opts: &EncodeOptions, wo
     let keys = format!("expr:gte(t,n_forced*{d})");
     for (i, r) in ladder.iter().enumerate() {
         let k = r.kbps;
-        a.extend(
-            [
-                "-map".into(),
-                format!("[v{i}]"),
-                "-an".into(),
-                "-c:v".into(),
-                "libx264".into(),
-                "-preset".into(),
-                opts.preset.clone(),
-                "-profile:v".into(),
-                "high".into(),
-                "-pix_fmt".into(),
-                "yuv420p".into(),
-                "-b:v".into(),
-                format!("{k}k"),
-                "-maxrate".into(),
-                format!("{}k", k * 11 / 10),
-                "-bufsize".into(),
-                format!("{}k", k * 2),
-                "-g".into(),
-                gop.clone(),
-                "-keyint_min".into(),
-                gop.clone(),
-                "-sc_threshold".into(),
-                "0".into(),
-                "-forced-idr".into(),
-                "1".into(),
-                "-force_key_frames".into(),
-                keys.clone(),
-                "-fps_mode".into(),
-                "cfr".into(),
-                "-video_track_timescale".into(),
-                "90000".into(),
-                "-map_metadata".into(),
-                "-1".into(),
-                work.join(format!("{}.mp4", r.id)).to_string_lossy().into_owned(),
-            ],
-        );
+        a.extend([
+            "-map".into(),
+            format!("[v{i}]"),
+            "-an".into(),
+            "-c:v".into(),
+            "libx264".into(),
+            "-preset".into(),
+            opts.preset.clone(),
+            "-profile:v".into(),
+            "high".into(),
+            "-pix_fmt".into(),
+            "yuv420p".into(),
+            "-b:v".into(),
+            format!("{k}k"),
+            "-maxrate".into(),
+            format!("{}k", k * 11 / 10),
+            "-bufsize".into(),
+            format!("{}k", k * 2),
+            "-g".into(),
+            gop.clone(),
+            "-keyint_min".into(),
+            gop.clone(),
+            "-sc_threshold".into(),
+            "0".into(),
+            "-forced-idr".into(),
+            "1".into(),
+            "-force_key_frames".into(),
+            keys.clone(),
+            "-fps_mode".into(),
+            "cfr".into(),
+            "-video_track_timescale".into(),
+            "90000".into(),
+            "-map_metadata".into(),
+            "-1".into(),
+            work.join(format!("{}.mp4", r.id))
+                .to_string_lossy()
+                .into_owned(),
+        ]);
     }
     if let Some(au) = &probe.audio {
         a.extend([
@@ -150,7 +168,12 @@ pub fn ffmpeg_args(probe: &Probe, ladder: &[Rendition], opts: &EncodeOptions, wo
 }
 
 /// Runs the transcode, drawing progress, and checks the output covers the input.
-pub fn transcode(probe: &Probe, ladder: &[Rendition], opts: &EncodeOptions, work: &Path) -> Result<Encoded, TranscodeError> {
+pub fn transcode(
+    probe: &Probe,
+    ladder: &[Rendition],
+    opts: &EncodeOptions,
+    work: &Path,
+) -> Result<Encoded, TranscodeError> {
     let path = &probe.path;
     let args = ffmpeg_args(probe, ladder, opts, work);
     debug!(?args, "ffmpeg");
@@ -186,7 +209,10 @@ pub fn transcode(probe: &Probe, ladder: &[Rendition], opts: &EncodeOptions, work
     let mut out_time = 0.0f64;
     let stdout = child.stdout.take().expect("piped stdout");
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.parse::<i64>().ok()) {
+        if let Some(us) = line
+            .strip_prefix("out_time_us=")
+            .and_then(|v| v.parse::<i64>().ok())
+        {
             out_time = out_time.max(us as f64 / 1e6);
             bar.set_position((out_time * 1000.0) as u64);
         } else if let Some(speed) = line.strip_prefix("speed=") {
@@ -216,9 +242,6 @@ pub fn transcode(probe: &Probe, ladder: &[Rendition], opts: &EncodeOptions, work
             },
         });
     }
-    for l in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        warn!(input = %path.display(), "ffmpeg: {l}");
-    }
     if stderr.contains("partial file") {
         return Err(TranscodeError::Corrupt {
             path: path.clone(),
@@ -235,9 +258,17 @@ pub fn transcode(probe: &Probe, ladder: &[Rendition], opts: &EncodeOptions, work
             reason: format!(
                 "decoding stopped at {out_time:.1} s of {:.1} s{}",
                 probe.duration,
-                if last.is_empty() { String::new() } else { format!(": {last}") }
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
+                }
             ),
         });
+    }
+    // Decoded to the end, so whatever ffmpeg complained about was survivable: say it once.
+    for l in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        warn!(input = %path.display(), "ffmpeg: {l}");
     }
     Ok(Encoded {
         video: ladder
@@ -283,7 +314,10 @@ mod tests {
         let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
         assert!(graph.starts_with("[0:1]split=5[s0][s1][s2][s3][s4];"));
         assert!(graph.contains("scale=1280:720"));
-        assert_eq!(a.iter().filter(|x| *x == "expr:gte(t,n_forced*2)").count(), 5);
+        assert_eq!(
+            a.iter().filter(|x| *x == "expr:gte(t,n_forced*2)").count(),
+            5
+        );
         // 29.97 fps * 2 s rounds to a 60-frame GOP.
         assert!(a.windows(2).any(|w| w[0] == "-g" && w[1] == "60"));
         assert!(a.contains(&"/w/720p.mp4".to_string()));

@@ -32,8 +32,16 @@ fn package_fails(c: &Case, input: &Path, extra: &[&str]) -> String {
         .args(["--asset", "new", "--library"])
         .arg(&c.library)
         .args(extra));
-    assert!(!o.status.success(), "packaging {} should fail", input.display());
-    assert_eq!(snapshot(&c.library), before, "library changed after a failed package");
+    assert!(
+        !o.status.success(),
+        "packaging {} should fail",
+        input.display()
+    );
+    assert_eq!(
+        snapshot(&c.library),
+        before,
+        "library changed after a failed package"
+    );
     String::from_utf8_lossy(&o.stderr).trim_end().to_string()
 }
 
@@ -41,7 +49,10 @@ fn package_fails(c: &Case, input: &Path, extra: &[&str]) -> String {
 fn missing_file() {
     let c = case();
     let p = c.dir.path().join("nope.mp4");
-    assert_eq!(package_fails(&c, &p, &[]), format!("error: {}: no such file", p.display()));
+    assert_eq!(
+        package_fails(&c, &p, &[]),
+        format!("error: {}: no such file", p.display())
+    );
 }
 
 #[test]
@@ -51,7 +62,10 @@ fn not_a_video() {
     std::fs::write(&p, "these are my notes, not a video\n").unwrap();
     assert_eq!(
         package_fails(&c, &p, &[]),
-        format!("error: {}: not a video ffmpeg can read (Invalid data found when processing input)", p.display())
+        format!(
+            "error: {}: not a video ffmpeg can read (moov atom not found; Invalid data found when processing input)",
+            p.display()
+        )
     );
 }
 
@@ -72,7 +86,10 @@ fn audio_only() {
     Clip::new(2.0).video(false).write(&p).unwrap();
     assert_eq!(
         package_fails(&c, &p, &[]),
-        format!("error: {}: has no video stream (streams found: audio:aac)", p.display())
+        format!(
+            "error: {}: has no video stream (streams found: audio:aac)",
+            p.display()
+        )
     );
 }
 
@@ -100,12 +117,19 @@ fn truncated_with_its_index_first() {
     // only found while decoding, after the transcode has started writing.
     let c = case();
     let full = c.dir.path().join("full.mp4");
-    Clip::new(8.0).arg("-movflags").arg("+faststart").write(&full).unwrap();
+    Clip::new(8.0)
+        .arg("-movflags")
+        .arg("+faststart")
+        .write(&full)
+        .unwrap();
     let bytes = std::fs::read(&full).unwrap();
     let p = c.dir.path().join("cut.mp4");
     std::fs::write(&p, &bytes[..bytes.len() * 2 / 5]).unwrap();
     let err = package_fails(&c, &p, &["--ladder", "240p:300k", "--preset", "ultrafast"]);
-    let want = format!("error: {}: truncated or corrupt (the file ends early: ", p.display());
+    let want = format!(
+        "error: {}: truncated or corrupt (the file ends early: ",
+        p.display()
+    );
     assert!(err.starts_with(&want), "got: {err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 }
@@ -135,11 +159,23 @@ fn existing_asset_needs_force() {
     let o = run(dashcdn()
         .args(["-q", "origin", "package"])
         .arg(&p)
-        .args(["--asset", "existing", "--force", "--preset", "ultrafast", "--ladder", "240p:300k", "--library"])
+        .args([
+            "--asset",
+            "existing",
+            "--force",
+            "--preset",
+            "ultrafast",
+            "--ladder",
+            "240p:300k",
+            "--library",
+        ])
         .arg(&c.library));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(c.library.join("existing/240p/init.mp4").is_file());
-    assert!(!c.library.join("existing/360p").exists(), "old asset's files remain");
+    assert!(
+        !c.library.join("existing/360p").exists(),
+        "old asset's files remain"
+    );
     let names: Vec<_> = std::fs::read_dir(&c.library)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

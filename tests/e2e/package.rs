@@ -23,7 +23,8 @@ fn timelines(mpd: &MPD) -> Vec<(String, u64, Vec<(u64, u64)>)> {
                 .or(set.SegmentTemplate.as_ref())
                 .expect("a SegmentTemplate");
             let ts = t.timescale.unwrap_or(1);
-            let total = (mpd.mediaPresentationDuration.unwrap().as_secs_f64() * ts as f64).round() as u64;
+            let total =
+                (mpd.mediaPresentationDuration.unwrap().as_secs_f64() * ts as f64).round() as u64;
             let mut segs = Vec::new();
             if let Some(tl) = &t.SegmentTimeline {
                 let mut now = 0;
@@ -67,19 +68,30 @@ fn mpd_validates_against_the_dash_schema() {
 fn mpd_has_the_required_shape() {
     let m = mpd();
     assert_eq!(m.mpdtype.as_deref(), Some("static"));
-    assert_eq!(m.profiles.as_deref(), Some("urn:mpeg:dash:profile:isoff-live:2011"));
+    assert_eq!(
+        m.profiles.as_deref(),
+        Some("urn:mpeg:dash:profile:isoff-live:2011")
+    );
     assert!(m.minBufferTime.is_some());
     let sets = &m.periods[0].adaptations;
     assert_eq!(sets.len(), 2, "one video and one audio AdaptationSet");
     let (v, a) = (&sets[0], &sets[1]);
     assert_eq!(v.contentType.as_deref(), Some("video"));
     assert_eq!((v.segmentAlignment, v.startWithSAP), (Some(true), Some(1)));
-    let sizes: Vec<_> = v.representations.iter().map(|r| (r.width, r.height)).collect();
+    let sizes: Vec<_> = v
+        .representations
+        .iter()
+        .map(|r| (r.width, r.height))
+        .collect();
     assert_eq!(sizes, [(Some(640), Some(360)), (Some(426), Some(240))]);
     for r in &v.representations {
         assert_eq!(r.frameRate.as_deref(), Some("25"));
         assert_eq!(r.sar.as_deref(), Some("1:1"));
-        assert!(r.bandwidth.unwrap() > 50_000, "bandwidth measured: {:?}", r.bandwidth);
+        assert!(
+            r.bandwidth.unwrap() > 50_000,
+            "bandwidth measured: {:?}",
+            r.bandwidth
+        );
     }
     assert_eq!(a.contentType.as_deref(), Some("audio"));
     let ar = &a.representations[0];
@@ -92,21 +104,39 @@ fn segment_count_and_durations_match_the_source() {
     let f = fixture();
     let m = mpd();
     let total = m.mediaPresentationDuration.unwrap().as_secs_f64();
-    assert!((total - f.source_duration).abs() < 0.15, "MPD says {total} s, source is {} s", f.source_duration);
+    assert!(
+        (total - f.source_duration).abs() < 0.15,
+        "MPD says {total} s, source is {} s",
+        f.source_duration
+    );
     for (id, ts, segs) in timelines(&m) {
         // 12 s at 4 s segments: 3 segments (audio may carry a sliver of a 4th frame run).
         assert_eq!(segs.len(), 3, "{id}: {segs:?}");
         let sum: u64 = segs.iter().map(|s| s.1).sum();
         let secs = sum as f64 / ts as f64;
-        assert!((secs - f.source_duration).abs() < 0.15, "{id}: {secs} s vs {}", f.source_duration);
+        assert!(
+            (secs - f.source_duration).abs() < 0.15,
+            "{id}: {secs} s vs {}",
+            f.source_duration
+        );
         for (i, (_, d)) in segs.iter().enumerate().take(segs.len() - 1) {
             let d = *d as f64 / ts as f64;
             assert!((d - 4.0).abs() < 0.05, "{id} segment {} lasts {d} s", i + 1);
         }
         for n in 1..=segs.len() {
-            assert!(f.library.join(ASSET).join(&id).join(format!("{n}.m4s")).is_file());
+            assert!(f
+                .library
+                .join(ASSET)
+                .join(&id)
+                .join(format!("{n}.m4s"))
+                .is_file());
         }
-        assert!(!f.library.join(ASSET).join(&id).join(format!("{}.m4s", segs.len() + 1)).exists());
+        assert!(!f
+            .library
+            .join(ASSET)
+            .join(&id)
+            .join(format!("{}.m4s", segs.len() + 1))
+            .exists());
     }
 }
 
@@ -116,10 +146,26 @@ fn tfdt_is_continuous_and_matches_the_mpd() {
     for (id, _, segs) in timelines(&mpd()) {
         let mut expected = 0;
         for (i, (start, d)) in segs.iter().enumerate() {
-            let bytes = std::fs::read(f.library.join(ASSET).join(&id).join(format!("{}.m4s", i + 1))).unwrap();
+            let bytes = std::fs::read(
+                f.library
+                    .join(ASSET)
+                    .join(&id)
+                    .join(format!("{}.m4s", i + 1)),
+            )
+            .unwrap();
             let t = tfdt(&bytes);
-            assert_eq!(t, expected, "{id} segment {}: tfdt {t}, previous ended at {expected}", i + 1);
-            assert_eq!(t, *start, "{id} segment {}: tfdt differs from the MPD", i + 1);
+            assert_eq!(
+                t,
+                expected,
+                "{id} segment {}: tfdt {t}, previous ended at {expected}",
+                i + 1
+            );
+            assert_eq!(
+                t,
+                *start,
+                "{id} segment {}: tfdt differs from the MPD",
+                i + 1
+            );
             expected = t + d;
         }
     }
@@ -153,11 +199,16 @@ fn codecs_strings_match_ffprobe_of_the_segments() {
             let codecs = rep.codecs.as_deref().unwrap();
             match s["codec_name"].as_str().unwrap() {
                 "h264" => {
-                    let (p, l) = expected_avc1(s["profile"].as_str().unwrap(), s["level"].as_u64().unwrap());
+                    let (p, l) =
+                        expected_avc1(s["profile"].as_str().unwrap(), s["level"].as_u64().unwrap());
                     assert!(codecs.starts_with("avc1."), "{id}: {codecs}");
                     assert_eq!(&codecs[5..7], p, "{id}: profile in {codecs}");
                     assert_eq!(&codecs[9..11], l, "{id}: level in {codecs}");
                     assert_eq!(rep.width, s["width"].as_u64());
+                    assert!(
+                        s["has_b_frames"].as_u64().unwrap() > 0,
+                        "{id}: no B-frames to test with"
+                    );
                     assert_eq!(rep.height, s["height"].as_u64());
                 }
                 "aac" => {
@@ -187,9 +238,17 @@ fn every_representation_decodes_whole_and_starts_at_zero() {
             .arg(tmp.path())
             .args(["-f", "null", "-"]));
         assert!(o.status.success());
-        assert_eq!(String::from_utf8_lossy(&o.stderr), "", "{id}: decode errors");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "",
+            "{id}: decode errors"
+        );
         let d = ffprobe_duration(tmp.path());
-        assert!((d - f.source_duration).abs() < 0.15, "{id}: decodes {d} s of {}", f.source_duration);
+        assert!(
+            (d - f.source_duration).abs() < 0.15,
+            "{id}: decodes {d} s of {}",
+            f.source_duration
+        );
         // The first presented frame/sample is at time 0 (edit lists and B-frames handled).
         let v = ffprobe_json(
             &["-show_entries", "frame=pts_time", "-read_intervals", "%+#3"],

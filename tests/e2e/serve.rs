@@ -13,7 +13,11 @@ async fn ffmpeg_dash_demuxer_sees_every_representation() {
         let o = run(Command::new("ffprobe")
             .args(["-v", "error", "-of", "json", "-show_streams"])
             .arg(&url));
-        assert!(o.status.success(), "ffprobe over HTTP: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "ffprobe over HTTP: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     })
     .await
@@ -40,7 +44,11 @@ async fn segments_ranges_and_revalidation() {
     let path = f.library.join(ASSET).join("360p/2.m4s");
     let body = std::fs::read(&path).unwrap();
 
-    let full = http.get(origin.url(&format!("/vod/{ASSET}/360p/2.m4s"))).send().await.unwrap();
+    let full = http
+        .get(origin.url(&format!("/vod/{ASSET}/360p/2.m4s")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(full.status(), 200);
     let h = full.headers().clone();
     assert_eq!(h["content-type"], "video/mp4");
@@ -57,7 +65,10 @@ async fn segments_ranges_and_revalidation() {
         .await
         .unwrap();
     assert_eq!(part.status(), 206);
-    assert_eq!(part.headers()["content-range"], format!("bytes 100-199/{}", body.len()).as_str());
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 100-199/{}", body.len()).as_str()
+    );
     assert_eq!(part.bytes().await.unwrap().as_ref(), &body[100..200]);
 
     let beyond = http
@@ -76,15 +87,33 @@ async fn segments_ranges_and_revalidation() {
         .unwrap();
     assert_eq!(again.status(), 304);
 
-    let audio = http.head(origin.url(&format!("/vod/{ASSET}/audio/init.mp4"))).send().await.unwrap();
+    let audio = http
+        .head(origin.url(&format!("/vod/{ASSET}/audio/init.mp4")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(audio.status(), 200);
     assert_eq!(audio.headers()["content-type"], "audio/mp4");
 
-    let mpd = http.get(origin.url(&format!("/vod/{ASSET}/manifest.mpd"))).send().await.unwrap();
+    let mpd = http
+        .get(origin.url(&format!("/vod/{ASSET}/manifest.mpd")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(mpd.headers()["content-type"], "application/dash+xml");
-    assert!(!mpd.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert!(!mpd.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
 
-    let list: serde_json::Value = http.get(origin.url("/vod/")).send().await.unwrap().json().await.unwrap();
+    let list: serde_json::Value = http
+        .get(origin.url("/vod/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let asset = list
         .as_array()
         .or_else(|| list["assets"].as_array())
@@ -112,9 +141,11 @@ async fn traversal_never_leaves_the_library() {
         "/vod/clip%00/manifest.mpd",
     ] {
         let mut s = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut resp = Vec::new();
         s.read_to_end(&mut resp).await.unwrap();
         let head = String::from_utf8_lossy(&resp[..resp.len().min(12)]).to_string();

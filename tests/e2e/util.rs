@@ -30,7 +30,9 @@ pub fn fixture() -> &'static Fixture {
         let mut opts = PackageOptions::new(ASSET, &library);
         opts.ladder = LADDER.parse().unwrap();
         opts.encode.progress = false;
-        opts.encode.preset = "ultrafast".into();
+        // veryfast keeps B-frames (ultrafast has none), so composition offsets and the
+        // encoder's edit list are exercised.
+        opts.encode.preset = "veryfast".into();
         package(&source, &opts).expect("packaging the generated clip");
         let source_duration = ffprobe_duration(&source);
         Fixture {
@@ -62,7 +64,10 @@ pub fn ffprobe_json(args: &[&str], target: &str) -> serde_json::Value {
 }
 
 pub fn ffprobe_duration(path: &Path) -> f64 {
-    let v = ffprobe_json(&["-show_entries", "format=duration"], path.to_str().unwrap());
+    let v = ffprobe_json(
+        &["-show_entries", "format=duration"],
+        path.to_str().unwrap(),
+    );
     v["format"]["duration"].as_str().unwrap().parse().unwrap()
 }
 
@@ -100,11 +105,18 @@ pub fn boxes(mut b: &[u8]) -> Vec<([u8; 4], &[u8])> {
         let size = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
         let ty: [u8; 4] = b[4..8].try_into().unwrap();
         let (hdr, size) = match size {
-            1 => (16, u64::from_be_bytes(b[8..16].try_into().unwrap()) as usize),
+            1 => (
+                16,
+                u64::from_be_bytes(b[8..16].try_into().unwrap()) as usize,
+            ),
             0 => (8, b.len()),
             s => (8, s),
         };
-        assert!(size >= hdr && size <= b.len(), "box {:?} size {size} overruns", std::str::from_utf8(&ty));
+        assert!(
+            size >= hdr && size <= b.len(),
+            "box {:?} size {size} overruns",
+            std::str::from_utf8(&ty)
+        );
         out.push((ty, &b[hdr..size]));
         b = &b[size..];
     }
