@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Packaging speed: our CMAF segmenter + MPD writer vs `ffmpeg -c copy -f dash`, on the same
 # already-encoded renditions (ffmpeg only copies, so both sides do segmenting work only).
-#   bench/package.sh [SECONDS]     (default 300 s of 1080p/720p/360p + AAC)
+#   bench/package.sh [SECONDS]     (default 120 s of 1080p/720p/360p + AAC)
 source "$(dirname "$0")/common.sh"
-SECS="${1:-300}"
+SECS="${1:-120}"
 SRC="$OUT/encoded-$SECS"
 if [[ ! -f "$SRC/audio.mp4" ]]; then
   mkdir -p "$SRC"

@@ -38,7 +38,11 @@ fn template(track: &PackagedTrack) -> SegmentTemplate {
     let ts = track.info.timescale as u64;
     let segs = &track.segments;
     let first = segs.first().map(|s| s.duration).unwrap_or(0);
-    let uniform = segs.len() <= 1 || segs[..segs.len() - 1].iter().all(|s| s.duration == first);
+    // A player counts ceil(total / @duration) segments, so a template duration only works
+    // when no segment, including the last, is longer than the others.
+    let uniform = segs.split_last().is_none_or(|(last, rest)| {
+        rest.iter().all(|s| s.duration == first) && last.duration <= first
+    });
     let start = segs.first().map(|s| s.start).unwrap_or(0);
     let mut t = SegmentTemplate {
         media: Some(MEDIA_TEMPLATE.into()),
@@ -294,6 +298,20 @@ mod tests {
         assert_eq!(sets[1].lang.as_deref(), Some("eng"));
         // 100 kB over 2 s (the short last video segment) is the peak: 400 kbit/s.
         assert_eq!(sets[0].representations[0].bandwidth, Some(400_000));
+    }
+
+    #[test]
+    fn a_long_last_segment_needs_a_timeline() {
+        let v = track(
+            "720p",
+            MediaInfo::Video { width: 1280, height: 720, sar: (1, 1) },
+            90000,
+            &[360000, 360000, 363600],
+        );
+        let t = template(&v);
+        assert!(t.duration.is_none());
+        let tl = t.SegmentTimeline.unwrap().segments;
+        assert_eq!((tl[0].d, tl[0].r, tl[1].d), (360000, Some(1), 363600));
     }
 
     #[test]
