@@ -12,9 +12,17 @@
 //! - [`package`]: the whole `origin package` job, written atomically into the library.
 //! - [`library`]: the media library on disk and safe path resolution.
 //! - [`server`]: the HTTP origin (axum): MPD, segments, listing, health, metrics.
+//! - [`file`](mod@file): one library file as a response: the blocking-pool load, 200/206/304/412/416.
+//! - [`conditional`]: RFC 9110 §13 preconditions (ETag, Last-Modified) → what to send.
+//! - [`range`]: RFC 9110 §14 `Range: bytes=` parsing; multi-range requests get the whole file.
+//! - [`small_files`]: MPDs and init segments kept in memory for a second.
+//! - [`body`]: file bodies, read in one go up to 8 MB, streamed beyond.
 //! - [`config`]: `origin serve` configuration (TOML + CLI overrides).
 
+pub mod body;
+pub mod conditional;
 pub mod config;
+pub mod file;
 pub mod ladder;
 pub mod library;
 pub mod manifest;
@@ -23,6 +31,8 @@ pub mod metrics;
 pub mod mp4source;
 pub mod package;
 pub mod probe;
+pub mod range;
 pub mod segment;
 pub mod server;
+pub mod small_files;
 pub mod transcode;

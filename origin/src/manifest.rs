@@ -250,6 +250,7 @@ mod tests {
                 language: Some("eng".into()),
                 media,
                 sample_entry: entry,
+                presentation_offset: 0,
             },
             segments,
             frame_rate: Some((25, 1)),
@@ -304,7 +305,11 @@ mod tests {
     fn a_long_last_segment_needs_a_timeline() {
         let v = track(
             "720p",
-            MediaInfo::Video { width: 1280, height: 720, sar: (1, 1) },
+            MediaInfo::Video {
+                width: 1280,
+                height: 720,
+                sar: (1, 1),
+            },
             90000,
             &[360000, 360000, 363600],
         );

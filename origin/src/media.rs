@@ -33,6 +33,13 @@ pub struct TrackInfo {
     pub media: MediaInfo,
     /// The sample entry as the muxer needs it to write `init.mp4`.
     pub sample_entry: shiguredo_mp4::boxes::SampleEntry,
+    /// Media time (track timescale) at which presentation starts, from the source's edit
+    /// list: the B-frame reorder delay for video, the encoder priming for AAC. Written as a
+    /// single-entry edit list (`elst` media_time) in `init.mp4`, which ffmpeg, Chromium and
+    /// Firefox MSE all honour, so the first frame presents at 0 while every composition
+    /// offset stays non-negative. (ffmpeg only shifts by it; to drop AAC priming it also
+    /// needs the `iTunSMPB` tag the segmenter adds.)
+    pub presentation_offset: u64,
 }
 
 /// One access unit in decode order.
@@ -42,8 +49,11 @@ pub struct Sample {
     pub dts: u64,
     /// Decode duration in track timescale.
     pub duration: u32,
-    /// Presentation minus decode time, already corrected for the source's edit list so that
-    /// the first presented frame is at time 0 (may be negative with B-frames).
+    /// Composition minus decode time, as in the source's `ctts`: non-negative for
+    /// ffmpeg-written streams, whose B-frame delay is undone by
+    /// [`TrackInfo::presentation_offset`] rather than here (a file source also moves any
+    /// negative `ctts` there). Other sources may still give negative offsets, which the
+    /// segmenter writes with `trun` version 1.
     pub composition_offset: i32,
     /// A sync sample (IDR for video; every AAC frame).
     pub is_sync: bool,
@@ -62,11 +72,14 @@ pub trait SampleSource {
 pub struct SegmentInfo {
     /// `$Number$` of the segment, starting at 1.
     pub number: u64,
-    /// Earliest presentation time (== `tfdt` for our streams) in track timescale.
+    /// Decode time of the first sample (`tfdt`) in track timescale. With the edit list
+    /// applied the segment presents from `start` for video (the IDR at a segment's start has
+    /// the reorder delay as its offset, so it presents at its decode time) and from
+    /// `start - presentation_offset` for audio.
     pub start: u64,
     /// Duration in track timescale.
     pub duration: u64,
-    /// Size on disk in bytes (moof + mdat).
+    /// Size of the `.m4s` file in bytes (`styp` + `moof` + `mdat`).
     pub bytes: u64,
 }
 
@@ -114,4 +127,10 @@ pub enum MediaError {
     Unsupported { path: PathBuf, reason: String },
     #[error("cannot write segment {path}: {reason}")]
     Mux { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }

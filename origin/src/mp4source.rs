@@ -11,17 +11,22 @@
 //!
 //! # Edit lists and composition offsets
 //!
-//! libx264 with B-frames makes ffmpeg write `ctts` offsets and an `elst` whose `media_time` is
-//! the first frame's offset, so the first presented frame is at 0. We fold that edit into
-//! [`Sample::composition_offset`] (`ctts - media_time`, negative for frames that are shown
-//! before the frame decoded with them), so video DTS starts at 0 and the first PTS is 0.
+//! libx264 with B-frames makes ffmpeg write `ctts` offsets (the IDR's offset is the reorder
+//! delay) and an `elst` whose `media_time` is that delay, so the first frame presents at 0.
+//! For AAC the edit's `media_time` is the encoder priming (1024 samples). We keep both as
+//! they are: samples carry `ctts` unchanged and the edit becomes
+//! [`TrackInfo::presentation_offset`], which the segmenter writes back as the edit list of
+//! `init.mp4`, as ffmpeg's own DASH muxer does.
 //!
-//! For audio the edit is AAC priming (`media_time` 1024 at 48 kHz). Folding it in would make
-//! every audio PTS negative by 1024 and a segment's earliest presentation time different from
-//! its `tfdt`, which the manifest relies on. We keep it instead: the priming frame presents at
-//! 0 and the audio runs 21 ms behind the source's intent, far below the ~125 ms of audio lag
-//! viewers detect (ITU-R BT.1359). Doing it exactly needs the init segment to carry the edit
-//! list, as ffmpeg's DASH muxer does.
+//! Folding the edit into the offsets instead (`ctts - media_time`) makes them negative for
+//! B-frames, and ffmpeg's mov demuxer then shifts a fragmented file's timeline by the most
+//! negative offset it has seen, so the first frame shows at 0.04 s rather than 0. For audio
+//! it would put a segment's earliest presentation before its `tfdt`.
+//!
+//! A source with negative offsets (`ctts` version 1, e.g. ffmpeg's `negative_cts_offsets`)
+//! is brought to the same form: its most negative offset is subtracted from every offset and
+//! added to the presentation offset, which keeps what presents when but avoids `trun` v1.
+//! Without an edit list the earliest composition time of the first GOP presents at 0.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -38,8 +43,8 @@ use crate::media::{MediaError, MediaInfo, Sample, SampleSource, TrackInfo};
 /// files written with few, huge chunks.
 const MAX_CHUNK_READ: u64 = 8 * 1024 * 1024;
 
-/// How many samples at most are scanned for the earliest composition time when a video
-/// track has no edit list (a GOP is rarely longer).
+/// How many samples at most are scanned for the earliest composition time when a track has
+/// no edit list (a GOP is rarely longer).
 const FIRST_GOP_SCAN: u32 = 512;
 
 /// One video or audio track of an MP4 file, read in decode order.
@@ -54,7 +59,8 @@ pub struct Mp4FileSource {
     table: SampleTableAccessor<StblBox>,
     /// 1-based index of the next sample to return.
     next: u32,
-    /// Subtracted from every `ctts` offset so the first presented sample is at 0.
+    /// Subtracted from every `ctts` offset; zero unless the source's offsets are negative
+    /// (see the module doc).
     composition_shift: i64,
     /// File bytes of (part of) the current chunk, starting at `window_start`.
     window: Vec<u8>,
@@ -147,15 +153,31 @@ impl Mp4FileSource {
 
         let table = SampleTableAccessor::new(stbl)
             .map_err(|e| demux_error(path, format!("track {track_id}: sample table: {e}")))?;
-        let composition_shift = if is_video {
-            media_time.unwrap_or_else(|| earliest_composition_offset(&table))
-        } else {
-            // See the module doc: audio keeps its priming, only a ctts of its own is undone.
-            table
-                .get_sample(NonZeroU32::MIN)
-                .and_then(|s| s.composition_time_offset())
-                .unwrap_or(0)
-        };
+        // Offsets are raised only when some are negative, and then by the most negative one
+        // anywhere in the track, so none stays negative (see the module doc).
+        let composition_shift = table
+            .stbl_box()
+            .ctts_box
+            .as_ref()
+            .and_then(|ctts| {
+                ctts.entries
+                    .iter()
+                    .filter(|e| e.sample_count > 0)
+                    .map(|e| e.sample_offset)
+                    .min()
+            })
+            .unwrap_or(0)
+            .min(0);
+        // Without an edit list the earliest composed frame is meant to present first.
+        let start = media_time.unwrap_or_else(|| earliest_composition_time(&table));
+        let presentation_offset = start
+            .checked_sub(composition_shift)
+            .and_then(|t| u64::try_from(t).ok())
+            .ok_or_else(|| {
+                track_err(format!(
+                    "presentation starts at media time {start}, out of range"
+                ))
+            })?;
 
         Ok(Self {
             path: path.to_owned(),
@@ -166,6 +188,7 @@ impl Mp4FileSource {
                 language,
                 media,
                 sample_entry,
+                presentation_offset,
             },
             track_id,
             table,
@@ -404,16 +427,16 @@ fn aac_config(entry: &SampleEntry) -> Option<(u32, u16)> {
     (asc.len() >= needed_bytes && rate > 0).then_some((rate, channels))
 }
 
-/// The smallest `ctts` offset of the first GOP: without an edit list, subtracting it puts the
-/// first presented frame at 0.
-fn earliest_composition_offset(table: &SampleTableAccessor<StblBox>) -> i64 {
+/// The earliest composition time (decode time + `ctts`) of the first GOP: the frame a track
+/// without an edit list presents first. For audio the first GOP is the first frame.
+fn earliest_composition_time(table: &SampleTableAccessor<StblBox>) -> i64 {
     let mut earliest: Option<i64> = None;
     for sample in table.samples().take(FIRST_GOP_SCAN as usize) {
         if sample.index().get() > 1 && sample.is_sync_sample() {
             break;
         }
-        let offset = sample.composition_time_offset().unwrap_or(0);
-        earliest = Some(earliest.map_or(offset, |e| e.min(offset)));
+        let time = sample.timestamp() as i64 + sample.composition_time_offset().unwrap_or(0);
+        earliest = Some(earliest.map_or(time, |e| e.min(time)));
     }
     earliest.unwrap_or(0)
 }
@@ -573,6 +596,11 @@ pub(crate) mod tests {
         assert_eq!(audio.language, None);
     }
 
+    /// Presentation time of a sample once the track's edit list is applied.
+    fn presentation(track: &TrackInfo, sample: &Sample) -> i64 {
+        sample.dts as i64 + i64::from(sample.composition_offset) - track.presentation_offset as i64
+    }
+
     #[test]
     fn video_samples_match_ffprobe_and_present_from_zero_despite_b_frames() {
         let dir = tempfile::tempdir().unwrap();
@@ -580,11 +608,17 @@ pub(crate) mod tests {
         let path = clip(dir.path(), "v.mp4", Clip::VideoOnly, false);
         let mut tracks = open_tracks(&path).unwrap();
         assert_eq!(tracks.len(), 1);
+        let info = tracks[0].track().clone();
+        // Two B-frames of reorder delay at 25 fps in 1/12800 s, as ffmpeg's edit list says.
+        assert_eq!(info.presentation_offset, 1024);
         let samples = read_all(&mut tracks[0]);
         assert_eq!(samples.len(), 225);
         assert_eq!(samples[0].dts, 0);
+        assert!(samples.iter().all(|s| s.composition_offset >= 0));
         assert!(
-            samples.iter().any(|s| s.composition_offset < 0),
+            samples
+                .iter()
+                .any(|s| i64::from(s.composition_offset) < info.presentation_offset as i64),
             "B-frames expected"
         );
 
@@ -592,25 +626,22 @@ pub(crate) mod tests {
         let probed = probe_packets(&path, "v");
         assert_eq!(probed.len(), samples.len());
         for (sample, &(pts, size, key)) in samples.iter().zip(&probed) {
-            assert_eq!(
-                sample.dts as i64 + i64::from(sample.composition_offset),
-                pts
-            );
+            assert_eq!(presentation(&info, sample), pts);
             assert_eq!(sample.data.len(), size);
             assert_eq!(sample.is_sync, key);
         }
-        let first_pts = samples
-            .iter()
-            .map(|s| s.dts as i64 + i64::from(s.composition_offset))
-            .min();
+        let first_pts = samples.iter().map(|s| presentation(&info, s)).min();
         assert_eq!(first_pts, Some(0));
-        // Keyframes every 2 s, and each one presents at its own decode time.
+        // Keyframes every 2 s, and each one presents at its own decode time: what lets a
+        // segment's tfdt stand for its presentation start.
         let keyframes: Vec<_> = samples.iter().filter(|s| s.is_sync).collect();
         assert_eq!(
             keyframes.iter().map(|s| s.dts).collect::<Vec<_>>(),
             [0, 25600, 51200, 76800, 102400]
         );
-        assert!(keyframes.iter().all(|s| s.composition_offset == 0));
+        assert!(keyframes
+            .iter()
+            .all(|s| presentation(&info, s) == s.dts as i64));
         // Every sample's bytes are one H.264 access unit in AVCC form: the first NAL length
         // prefix stays within the sample.
         for s in &samples {
@@ -620,22 +651,67 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn audio_keeps_its_priming_and_starts_at_zero() {
+    fn negative_offsets_are_raised_into_the_presentation_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("neg.mp4");
+        // ctts version 1 with negative offsets for B-frames and an edit list at media time 0.
+        run(
+            "ffmpeg",
+            &[
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-t",
+                "2",
+                "-c:v",
+                "libx264",
+                "-bf",
+                "2",
+                "-movflags",
+                "+negative_cts_offsets",
+            ],
+            &path,
+        );
+        let mut tracks = open_tracks(&path).unwrap();
+        let info = tracks[0].track().clone();
+        assert_eq!(info.presentation_offset, 512);
+        let samples = read_all(&mut tracks[0]);
+        assert!(samples.iter().all(|s| s.composition_offset >= 0));
+        let probed = probe_packets(&path, "v");
+        assert_eq!(probed.len(), samples.len());
+        for (sample, &(pts, _, _)) in samples.iter().zip(&probed) {
+            assert_eq!(presentation(&info, sample), pts);
+        }
+        assert_eq!(
+            samples.iter().map(|s| presentation(&info, s)).min(),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn audio_priming_becomes_the_presentation_offset() {
         let dir = tempfile::tempdir().unwrap();
         let path = clip(dir.path(), "a.mp4", Clip::AudioOnly, true);
         let mut tracks = open_tracks(&path).unwrap();
         assert_eq!(tracks.len(), 1);
-        assert_eq!(tracks[0].track().codecs, "mp4a.40.2");
+        let info = tracks[0].track().clone();
+        assert_eq!(info.codecs, "mp4a.40.2");
+        // The AAC encoder's priming frame presents before 0, where players drop it.
+        assert_eq!(info.presentation_offset, 1024);
         let samples = read_all(&mut tracks[0]);
         let probed = probe_packets(&path, "a");
         assert_eq!(samples.len(), probed.len());
-        assert_eq!(samples[0].dts, 0);
         for (i, s) in samples.iter().enumerate() {
             assert_eq!(s.dts, i as u64 * 1024);
             assert!(s.is_sync);
             assert_eq!(s.composition_offset, 0);
             assert_eq!(s.data.len(), probed[i].1);
+            assert_eq!(presentation(&info, s), probed[i].0);
         }
+        assert_eq!(presentation(&info, &samples[1]), 0);
     }
 
     #[test]

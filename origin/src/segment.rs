@@ -5,6 +5,15 @@
 //! with per-sample duration/size/flags/composition offset) + `mdat`: a CMAF fragment that is
 //! also a whole CMAF segment (ISO/IEC 23000-19 7.3.2).
 //!
+//! # Presentation times
+//!
+//! Composition offsets are written as the source has them (non-negative for ffmpeg's files,
+//! so `trun` version 0), and the track's [`TrackInfo::presentation_offset`] (B-frame delay,
+//! AAC priming) becomes a one-entry edit list in `init.mp4`, as ffmpeg's DASH muxer writes:
+//! every player subtracts it, so the first frame presents at 0. Negative offsets in the
+//! fragments would work for MSE but not for ffmpeg, which then shifts the whole fragmented
+//! track by its most negative offset.
+//!
 //! # Cut rule
 //!
 //! A segment starts at the first sample whose decode time is at or after the next multiple of
@@ -25,10 +34,10 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use shiguredo_mp4::boxes::{
-    Brand, DinfBox, FtypBox, HdlrBox, MdatBox, MdhdBox, MdiaBox, MediaHeader, MehdBox, MfhdBox,
-    MinfBox, MoofBox, MoovBox, MvexBox, MvhdBox, SmhdBox, StblBox, StcoBox, StscBox, StsdBox,
-    StszBox, SttsBox, TfdtBox, TfhdBox, TkhdBox, TrafBox, TrakBox, TrexBox, TrunBox, TrunSample,
-    UnknownBox, VmhdBox,
+    Brand, DinfBox, EdtsBox, ElstBox, ElstEntry, FtypBox, HdlrBox, MdatBox, MdhdBox, MdiaBox,
+    MediaHeader, MehdBox, MfhdBox, MinfBox, MoofBox, MoovBox, MvexBox, MvhdBox, SampleEntry,
+    SmhdBox, StblBox, StcoBox, StscBox, StsdBox, StszBox, SttsBox, TfdtBox, TfhdBox, TkhdBox,
+    TrafBox, TrakBox, TrexBox, TrunBox, TrunSample, UnknownBox, VmhdBox,
 };
 use shiguredo_mp4::{
     BoxHeader, BoxSize, BoxType, Either, Encode, ErrorKind, FixedPointNumber, LanguageCode,
@@ -284,7 +293,7 @@ impl SegmentWriter {
         moof.traf_boxes[0].trun_boxes[0].data_offset = Some(data_offset);
         let moof_len = encode_into(&moof, &mut self.moof).map_err(|e| err(e.to_string()))?;
 
-        let file = File::create(&path).map_err(|e| err(e.to_string()))?;
+        let file = File::create(&path).map_err(write_error(&path))?;
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         let write = |out: &mut BufWriter<File>| -> std::io::Result<()> {
             out.write_all(&self.styp)?;
@@ -295,7 +304,7 @@ impl SegmentWriter {
             }
             out.flush()
         };
-        write(&mut out).map_err(|e| err(e.to_string()))?;
+        write(&mut out).map_err(write_error(&path))?;
 
         self.segments.push(SegmentInfo {
             number,
@@ -307,9 +316,9 @@ impl SegmentWriter {
     }
 }
 
-/// Writes `dir/init.mp4`: `ftyp` + a `moov` with the one track's sample entry and `mvex`.
-/// Every time in it is 0 so that packaging the same input twice gives the same bytes
-/// (and the same ETag).
+/// Writes `dir/init.mp4`: `ftyp` + a `moov` with the one track's sample entry, its edit list
+/// (when it has a presentation offset) and `mvex`. Every creation and modification time in
+/// it is 0 so that packaging the same input twice gives the same bytes (and the same ETag).
 fn write_init(dir: &Path, info: &TrackInfo, total_duration: u64) -> Result<(), MediaError> {
     let path = dir.join("init.mp4");
     let err = |reason: String| mux_error(&path, reason);
@@ -354,6 +363,26 @@ fn write_init(dir: &Path, info: &TrackInfo, total_duration: u64) -> Result<(), M
         .and_then(LanguageCode::from_ascii)
         .unwrap_or(LanguageCode::UNDEFINED);
 
+    // The source's edit list, as ffmpeg's DASH muxer writes it: one entry, rate 1, duration 0
+    // (movenc's value for fragmented output, whose length is unknown when the moov is
+    // written). Chromium (track_run_iterator.cc) and Firefox (MoofParser) subtract the first
+    // entry's media_time from every composition time and ignore its duration; so does ffmpeg
+    // for fragmented files, as a shift of the timeline.
+    let edts_box = match info.presentation_offset {
+        0 => None,
+        offset => Some(EdtsBox {
+            elst_box: Some(ElstBox {
+                entries: vec![ElstEntry {
+                    edit_duration: 0,
+                    media_time: i64::try_from(offset)
+                        .map_err(|_| err(format!("presentation offset {offset} is too large")))?,
+                    media_rate: FixedPointNumber::new(1, 0),
+                }],
+            }),
+            unknown_boxes: Vec::new(),
+        }),
+    };
+
     let ftyp = FtypBox {
         major_brand: Brand::ISO6,
         minor_version: 0,
@@ -376,8 +405,7 @@ fn write_init(dir: &Path, info: &TrackInfo, total_duration: u64) -> Result<(), M
             width,
             height,
         },
-        // Presentation already starts at 0 (see mp4source): no edit list needed.
-        edts_box: None,
+        edts_box,
         mdia_box: MdiaBox {
             mdhd_box: MdhdBox {
                 creation_time: epoch,
@@ -448,12 +476,70 @@ fn write_init(dir: &Path, info: &TrackInfo, total_duration: u64) -> Result<(), M
             }],
             unknown_boxes: Vec::new(),
         }),
-        unknown_boxes: Vec::new(),
+        unknown_boxes: aac_priming_udta(info, total_duration).into_iter().collect(),
     };
 
     let mut bytes = ftyp.encode_to_vec().map_err(|e| err(e.to_string()))?;
     bytes.extend(moov.encode_to_vec().map_err(|e| err(e.to_string()))?);
-    std::fs::write(&path, bytes).map_err(|e| err(e.to_string()))
+    std::fs::write(&path, bytes).map_err(write_error(&path))
+}
+
+/// For AAC with priming, a `udta` holding iTunes' gapless tag (`iTunSMPB`) that states the
+/// priming again, for ffmpeg: reading a fragmented file it applies the edit list only as a
+/// shift of the timeline and decodes the priming frame at -21 ms, whereas this tag makes it
+/// skip the priming samples (mov.c `start_pad`), so its first audio frame is at 0 as in MSE.
+/// The MSE parsers of Chromium and Firefox do not read `udta`. `None` when there is nothing to trim or the track's timescale is
+/// not its sample rate (the tag counts samples).
+fn aac_priming_udta(info: &TrackInfo, total_duration: u64) -> Option<UnknownBox> {
+    let MediaInfo::Audio { sample_rate, .. } = info.media else {
+        return None;
+    };
+    let priming = info.presentation_offset;
+    let is_aac = matches!(info.sample_entry, SampleEntry::Mp4a(_));
+    // ffmpeg ignores a priming of 16384 samples or more.
+    if !is_aac || priming == 0 || priming >= 16384 || sample_rate != info.timescale {
+        return None;
+    }
+    // The layout iTunes writes: reserved, priming, end padding, sample count, then eight
+    // reserved words; hex, each field led by a space. End padding is unknown here (0), so the
+    // count is every sample after the priming.
+    let value = format!(
+        " 00000000 {priming:08X} 00000000 {:016X}{}",
+        total_duration.saturating_sub(priming),
+        " 00000000".repeat(8)
+    );
+    let full = |box_type: &[u8; 4], payload: &[u8]| raw_box(box_type, &[&[0; 4], payload]);
+    let tag = raw_box(
+        b"----",
+        &[
+            &full(b"mean", b"com.apple.iTunes"),
+            &full(b"name", b"iTunSMPB"),
+            // Well-known type 1 (UTF-8), locale 0.
+            &raw_box(b"data", &[&[0, 0, 0, 1, 0, 0, 0, 0], value.as_bytes()]),
+        ],
+    );
+    // The metadata handler `mdir` is what marks `ilst` as iTunes-style metadata.
+    let hdlr = full(b"hdlr", &[&[0; 4], &b"mdirappl"[..], &[0; 9]].concat());
+    let meta = full(b"meta", &[hdlr, raw_box(b"ilst", &[&tag])].concat());
+    let box_type = BoxType::Normal(*b"udta");
+    Some(UnknownBox {
+        box_type,
+        box_size: BoxSize::with_payload_size(box_type, meta.len() as u64),
+        payload: meta,
+    })
+}
+
+/// A plain box: 32-bit size, type, then `parts` back to back. Only for the few small boxes
+/// shiguredo_mp4 has no type for.
+fn raw_box(box_type: &[u8; 4], parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = 8 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend((len as u32).to_be_bytes());
+    out.extend(box_type);
+    for part in parts {
+        out.extend(*part);
+    }
+    out
 }
 
 /// The `styp` every segment starts with: a DASH media segment (`msdh`, ISO/IEC 23009-1
@@ -508,6 +594,13 @@ fn reduce(timescale: u32, duration: u32) -> (u32, u32) {
     (timescale / a, duration / a)
 }
 
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> MediaError + '_ {
+    move |source| MediaError::Write {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 fn mux_error(path: &Path, reason: String) -> MediaError {
     MediaError::Mux {
         path: path.to_owned(),
@@ -519,7 +612,6 @@ fn mux_error(path: &Path, reason: String) -> MediaError {
 mod tests {
     use std::process::Command;
 
-    use shiguredo_mp4::boxes::SampleEntry;
     use shiguredo_mp4::Decode;
 
     use super::*;
@@ -581,6 +673,45 @@ mod tests {
         out.trim().parse().unwrap()
     }
 
+    /// Presentation times of the decoded frames as ffprobe prints them (`pts_time`), in
+    /// decode output order; what a user of ffmpeg sees.
+    fn probe_frame_times(path: &Path) -> Vec<String> {
+        let out = run(
+            "ffprobe",
+            &[
+                "-v",
+                "error",
+                "-show_entries",
+                "frame=pts_time",
+                "-of",
+                "csv=p=0",
+            ],
+            path,
+        );
+        // Frames with side data (x264's SEI, AAC skip samples) get a trailing comma and a
+        // blank line.
+        out.lines()
+            .filter_map(|l| l.split(',').next().filter(|v| !v.is_empty()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The one edit of an `init.mp4` as (edit_duration, media_time, rate), if it has one.
+    fn init_edit(track: &PackagedTrack) -> Option<(u64, i64, i16)> {
+        let bytes = std::fs::read(track.dir.join("init.mp4")).unwrap();
+        let (_, ftyp_len) = FtypBox::decode(&bytes).unwrap();
+        let (moov, _) = MoovBox::decode(&bytes[ftyp_len..]).unwrap();
+        let elst = moov.trak_boxes[0].edts_box.as_ref()?.elst_box.as_ref()?;
+        let [entry] = elst.entries.as_slice() else {
+            panic!("one edit expected, got {:?}", elst.entries);
+        };
+        Some((
+            entry.edit_duration,
+            entry.media_time,
+            entry.media_rate.integer,
+        ))
+    }
+
     fn assert_contiguous(track: &PackagedTrack) {
         for (i, pair) in track.segments.windows(2).enumerate() {
             assert_eq!(pair[1].number, i as u64 + 2);
@@ -623,6 +754,11 @@ mod tests {
         assert_eq!(audio.frame_rate, None);
         assert!((audio.duration_secs() - 9.0).abs() < 0.05);
 
+        // The source's edit lists travel in init.mp4 as ffmpeg's DASH muxer writes them:
+        // two frames of B-frame delay, one AAC frame of priming.
+        assert_eq!(init_edit(video), Some((0, 1024, 1)));
+        assert_eq!(init_edit(audio), Some((0, 1024, 1)));
+
         for track in [video, audio] {
             assert_contiguous(track);
             assert!(!track.dir.join("4.m4s").exists());
@@ -630,23 +766,37 @@ mod tests {
             assert_decodes_cleanly(&all);
             let duration = probe_duration(&all);
             assert!((duration - 9.0).abs() < 0.1, "{}: {duration}", track.id);
+            // The first frame presents at 0: no B-frame shift for video, and the priming
+            // frame trimmed for audio.
+            let times = probe_frame_times(&all);
+            let first = times
+                .iter()
+                .map(|t| t.parse::<f64>().unwrap())
+                .fold(f64::MAX, f64::min);
+            assert_eq!(first, 0.0, "{}: {:?}", track.id, &times[..3]);
+            assert_eq!(times[0], "0.000000", "{}", track.id);
         }
     }
 
     /// (presentation time, composition offset) of every sample of a packaged track, read back
-    /// from its segments' boxes as ISO/IEC 14496-12 (and MSE) reads them:
-    /// CT = tfdt + preceding durations + offset.
+    /// from its boxes as ISO/IEC 14496-12 (and MSE) reads them: the composition time is tfdt
+    /// plus the preceding durations plus the offset, and presentation subtracts the init
+    /// segment's edit media_time. Also checks each `trun` is version 0 (unsigned offsets),
+    /// which every player reads alike.
     fn read_back(track: &PackagedTrack) -> Vec<(i64, i64)> {
+        let media_time = init_edit(track).map_or(0, |(_, media_time, _)| media_time);
         let mut samples = Vec::new();
         for s in &track.segments {
             let bytes = std::fs::read(track.dir.join(format!("{}.m4s", s.number))).unwrap();
             let (_, styp_len) = UnknownBox::decode(&bytes).unwrap();
             let (moof, _) = MoofBox::decode(&bytes[styp_len..]).unwrap();
+            let trun_at = bytes.windows(4).position(|w| w == b"trun").unwrap();
+            assert_eq!(bytes[trun_at + 4], 0, "segment {}: trun version", s.number);
             let traf = &moof.traf_boxes[0];
             let mut dts = traf.tfdt_box.as_ref().unwrap().base_media_decode_time as i64;
             for sample in &traf.trun_boxes[0].samples {
                 let offset = sample.composition_time_offset.unwrap_or(0);
-                samples.push((dts + offset, offset));
+                samples.push((dts + offset - media_time, offset));
                 dts += i64::from(sample.duration.unwrap());
             }
         }
@@ -660,40 +810,31 @@ mod tests {
         let track = package_all(&input, dir.path()).remove(0);
 
         let written = read_back(&track);
+        assert!(written.iter().all(|&(_, offset)| offset >= 0));
         let mut presented: Vec<i64> = written.iter().map(|&(pts, _)| pts).collect();
         presented.sort_unstable();
         // Every frame once, the first at 0, 25 fps in 1/12800 s.
         assert_eq!(presented, (0..225).map(|i| i * 512).collect::<Vec<_>>());
-        let largest_negative = -written.iter().map(|&(_, offset)| offset).min().unwrap();
-        assert!(largest_negative > 0, "-bf 2 must give negative offsets");
+        // Each segment starts with an IDR that presents at its tfdt, so a segment's
+        // SegmentInfo::start is also its earliest presentation time.
+        let mut first_of_segment = 0;
+        for s in &track.segments {
+            assert_eq!(
+                written[first_of_segment].0, s.start as i64,
+                "segment {}",
+                s.number
+            );
+            first_of_segment += (s.duration / 512) as usize;
+        }
 
-        // FFmpeg shows a fragment's picture at dts + offset + `dts_shift`, the largest negative
-        // offset read so far (mov.c `mov_update_dts_shift`), so its first frame is at that
-        // shift rather than 0; apart from it, it must see exactly these presentation times.
+        // FFmpeg sees exactly these presentation times, from 0.
         let all = concatenate(&track);
         assert_decodes_cleanly(&all);
-        let out = run(
-            "ffprobe",
-            &[
-                "-v",
-                "error",
-                "-select_streams",
-                "v",
-                "-show_entries",
-                "frame=pts",
-                "-of",
-                "csv=p=0",
-            ],
-            &all,
-        );
-        // Frames with side data (x264's SEI) get a trailing comma and a blank line.
-        let shown: Vec<i64> = out
-            .lines()
-            .filter_map(|l| l.split(',').next().filter(|v| !v.is_empty()))
-            .map(|v| v.parse().unwrap())
+        let shown: Vec<i64> = probe_frame_times(&all)
+            .iter()
+            .map(|t| (t.parse::<f64>().unwrap() * 12800.0).round() as i64)
             .collect();
-        let expected: Vec<i64> = presented.iter().map(|t| t + largest_negative).collect();
-        assert_eq!(shown, expected);
+        assert_eq!(shown, presented);
     }
 
     #[test]
@@ -752,6 +893,7 @@ mod tests {
             Self {
                 info: TrackInfo {
                     timescale: 1000,
+                    presentation_offset: 0,
                     ..info
                 },
                 samples: samples.into_iter(),

@@ -2,6 +2,7 @@
 //! One test binary (ripgrep style); `util` makes each scenario a few lines.
 
 mod bad_input;
+mod interrupt;
 mod package;
 mod serve;
 mod util;
