@@ -148,27 +148,28 @@ pub fn package_encoded(
     check_target(opts)?;
     let mut jobs = Vec::new();
     for f in inputs {
-        // Probing first gives the same clear errors as `package` before anything is written.
-        let p = probe::probe_any(f)?;
+        // Reading each index first fails on a bad input before anything is written; no
+        // ffprobe here, its start-up would cost more than segmenting a short file.
+        let tracks = mp4source::open_tracks(f)?;
+        let is_video =
+            |t: &mp4source::Mp4FileSource| matches!(t.track().media, MediaInfo::Video { .. });
+        let has_video = tracks.iter().any(is_video);
+        let has_audio = tracks.iter().any(|t| !is_video(t));
         let stem = f
             .file_stem()
             .and_then(|s| s.to_str())
             .filter(|s| library::valid_component(s))
             .ok_or_else(|| PackageError::BadName(f.display().to_string()))?
             .to_string();
-        if p.has_video {
+        if has_video {
             jobs.push(Job {
                 id: stem.clone(),
                 file: f.clone(),
                 video: true,
             });
         }
-        if p.has_audio && !jobs.iter().any(|j| !j.video) {
-            let id = if p.has_video {
-                "audio".to_string()
-            } else {
-                stem
-            };
+        if has_audio && !jobs.iter().any(|j| !j.video) {
+            let id = if has_video { "audio".to_string() } else { stem };
             jobs.push(Job {
                 id,
                 file: f.clone(),

@@ -109,34 +109,6 @@ pub fn probe(path: &Path) -> Result<Probe, ProbeError> {
     from_raw(path, ffprobe(path)?)
 }
 
-/// Which kinds of stream an already-encoded input holds (`origin segment` inputs may be
-/// audio-only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Streams {
-    pub has_video: bool,
-    pub has_audio: bool,
-}
-
-pub fn probe_any(path: &Path) -> Result<Streams, ProbeError> {
-    let raw = ffprobe(path)?;
-    let has = |k: &str| {
-        raw.streams
-            .iter()
-            .any(|s| s.codec_type.as_deref() == Some(k))
-    };
-    let s = Streams {
-        has_video: has("video"),
-        has_audio: has("audio"),
-    };
-    if !s.has_video && !s.has_audio {
-        return Err(ProbeError::NoVideo {
-            path: path.to_owned(),
-            found: "none".into(),
-        });
-    }
-    Ok(s)
-}
-
 fn ffprobe(path: &Path) -> Result<RawProbe, ProbeError> {
     let meta = std::fs::metadata(path).map_err(|_| ProbeError::NotFound {
         path: path.to_owned(),
