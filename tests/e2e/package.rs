@@ -12,8 +12,10 @@ fn mpd() -> MPD {
     dash_mpd_core::parse(&xml).expect("our MPD parses back")
 }
 
-/// (rep id, timescale, [(start, duration)]) for every representation, from the MPD alone.
-fn timelines(mpd: &MPD) -> Vec<(String, u64, Vec<(u64, u64)>)> {
+/// `(rep id, timescale, [(start, duration)])` of one representation, from the MPD alone.
+type Timeline = (String, u64, Vec<(u64, u64)>);
+
+fn timelines(mpd: &MPD) -> Vec<Timeline> {
     let mut out = Vec::new();
     for set in &mpd.periods[0].adaptations {
         for rep in &set.representations {
