@@ -7,7 +7,8 @@
 //!   on segment boundaries, progress from `-progress`.
 //! - [`media`]: the track/sample model and the [`media::SampleSource`] trait segmenting reads from.
 //! - [`mp4source`]: a [`media::SampleSource`] over a finished MP4 file (shiguredo_mp4 demuxer).
-//! - [`segment`]: CMAF segmenter: `init.mp4` + `{n}.m4s` (moof+mdat) cut on sync samples.
+//! - [`segment`]: CMAF segmenter: `{n}.m4s` (moof+mdat) cut on sync samples.
+//! - [`init`]: the CMAF initialization segment, `init.mp4` (ftyp+moov, edit list, mvex).
 //! - [`manifest`]: the static MPD (dash-mpd-core model, serialised by quick-xml).
 //! - [`package`]: the whole `origin package` job, written atomically into the library.
 //! - [`library`]: the media library on disk and safe path resolution.
@@ -23,6 +24,7 @@ pub mod body;
 pub mod conditional;
 pub mod config;
 pub mod file;
+pub mod init;
 pub mod ladder;
 pub mod library;
 pub mod manifest;

@@ -15,9 +15,9 @@
 //! `[A-Za-z0-9_-][A-Za-z0-9._-]*`: that one rule excludes `..`, dot-files (and so the
 //! packager's temp dirs), `/` or `\` smuggled inside a component, NUL, and empty
 //! components (`//`, which would make `join` treat the rest as absolute). As a second,
-//! independent guard, [`Library::open_media`] canonicalises the resolved path and refuses
-//! anything that is no longer under the canonical root, which is what a symlink pointing
-//! outside the library looks like.
+//! independent guard, [`Library::resolve`] refuses any path that, once symlinks below the
+//! root are followed, is no longer under the canonical root, which is what a symlink
+//! pointing outside the library looks like.
 
 use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
@@ -211,14 +211,17 @@ impl MediaPath {
         }
     }
 
-    /// The path relative to the library root. Only built from validated components, so
-    /// it has no `..`, no root and no prefix.
-    fn relative(&self) -> PathBuf {
-        match self {
-            MediaPath::Manifest { asset } => [asset.as_str(), MANIFEST_FILE].iter().collect(),
-            MediaPath::Init { asset, rep } => [asset.as_str(), rep, INIT_FILE].iter().collect(),
-            MediaPath::Segment { asset, rep, file } => [asset.as_str(), rep, file].iter().collect(),
-        }
+    /// The path's components below the library root, outermost first. All validated, so
+    /// none is `.`, `..`, empty, or holds a separator.
+    fn components(&self) -> impl Iterator<Item = &str> {
+        let (asset, rep, file) = match self {
+            MediaPath::Manifest { asset } => (asset, None, MANIFEST_FILE),
+            MediaPath::Init { asset, rep } => (asset, Some(rep.as_str()), INIT_FILE),
+            MediaPath::Segment { asset, rep, file } => (asset, Some(rep.as_str()), file.as_str()),
+        };
+        std::iter::once(asset.as_str())
+            .chain(rep)
+            .chain(std::iter::once(file))
     }
 }
 
@@ -263,8 +266,9 @@ pub struct ListingEntry {
 /// `spawn_blocking`.
 #[derive(Debug)]
 pub struct Library {
-    /// Canonical (absolute, symlink-free), so a canonicalised file path can be checked
-    /// for containment with a plain prefix test.
+    /// Canonical (absolute, symlink-free), so validated components joined to it make a
+    /// canonical path unless one is a symlink, and a canonicalised file path can be
+    /// checked for containment with a plain prefix test.
     root: PathBuf,
     /// asset name → its parsed asset.json, so a segment request costs one `stat` of the
     /// summary instead of a read and a JSON parse.
@@ -332,8 +336,34 @@ impl Library {
     }
 
     /// Resolves `media` to a canonical path inside the library, or refuses.
+    ///
+    /// The root is canonical and every component is validated, so the joined path is
+    /// already canonical unless something below the root is a symlink: one `lstat` per
+    /// component finds out. Only then is the whole path canonicalised and checked, since
+    /// `fs::canonicalize` costs a `readlink` per component of the absolute path, the
+    /// root's own included, on every request. The root is not re-checked per request:
+    /// swapping one of its ancestors for a symlink needs write access outside the library.
     pub fn resolve(&self, media: &MediaPath) -> Result<PathBuf, ResolveError> {
-        let requested = self.root.join(media.relative());
+        let mut path = self.root.clone();
+        let mut components = media.components();
+        while let Some(component) = components.next() {
+            path.push(component);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    path.extend(components);
+                    return self.resolve_symlinked(path);
+                }
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => return Err(ResolveError::NotFound),
+                Err(source) => return Err(ResolveError::Io { path, source }),
+            }
+        }
+        Ok(path)
+    }
+
+    /// [`Library::resolve`] for a path with a symlink in it: canonicalised whole, and
+    /// refused if that leaves the library.
+    fn resolve_symlinked(&self, requested: PathBuf) -> Result<PathBuf, ResolveError> {
         let target = match fs::canonicalize(&requested) {
             Ok(target) => target,
             Err(e) if is_not_found(&e) => return Err(ResolveError::NotFound),
@@ -373,7 +403,7 @@ impl Library {
     }
 
     /// The parsed asset.json of `asset`, if it has a readable one. Cached; revalidated
-    /// with one `stat` per call.
+    /// with one `stat` per call, whether the file is there or not.
     pub fn summary(&self, asset: &str) -> Option<Arc<AssetSummary>> {
         let asset_dir = self.root.join(asset);
         let path = asset_dir.join(SUMMARY_FILE);
@@ -382,10 +412,7 @@ impl Library {
         let meta = match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_file() => meta,
             _ => {
-                self.summaries
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(asset);
+                self.forget_summary(asset);
                 return None;
             }
         };
@@ -418,6 +445,23 @@ impl Library {
                 },
             );
         summary
+    }
+
+    /// Drops the cached summary of an asset whose asset.json is gone. Assets packaged
+    /// without one land here on every segment request, so the common case (nothing to
+    /// drop) takes only the read lock and never blocks other requests.
+    fn forget_summary(&self, asset: &str) {
+        let cached = self
+            .summaries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(asset);
+        if cached {
+            self.summaries
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(asset);
+        }
     }
 
     /// The Content-Type of `rep`'s init and media segments: what asset.json says its
@@ -643,6 +687,10 @@ mod tests {
         changed.name = "demo-renamed".into();
         changed.write_to(&asset).unwrap();
         assert_eq!(library.segment_content_type("demo", "v0"), "audio/mp4");
+        // And so is a removed one.
+        fs::remove_file(asset.join(SUMMARY_FILE)).unwrap();
+        assert_eq!(library.segment_content_type("demo", "v0"), "video/mp4");
+        assert!(library.summaries.read().unwrap().is_empty());
     }
 
     #[cfg(unix)]
@@ -657,8 +705,13 @@ mod tests {
         fs::create_dir(base.path().join("outside")).unwrap();
         fs::write(base.path().join("outside/manifest.mpd"), "secret").unwrap();
         std::os::unix::fs::symlink(base.path().join("outside"), root.join("leak")).unwrap();
-        // A symlink that stays inside is fine.
+        // A representation directory leading out, below a real asset directory.
+        fs::write(base.path().join("outside/1.m4s"), "secret").unwrap();
+        std::os::unix::fs::symlink(base.path().join("outside"), root.join("demo/out")).unwrap();
+        // Symlinks that stay inside are fine, at any depth.
         std::os::unix::fs::symlink(root.join("demo"), root.join("alias")).unwrap();
+        std::os::unix::fs::symlink(root.join("demo/v"), root.join("demo/v2")).unwrap();
+        fs::write(root.join("demo/v/3.m4s"), "media").unwrap();
 
         let library = Library::open(&root).unwrap();
         let seg = MediaPath::parse("/vod/demo/v/1.m4s").unwrap();
@@ -671,8 +724,24 @@ mod tests {
             library.open_media(&leak),
             Err(ResolveError::Escapes { .. })
         ));
+        let out = MediaPath::parse("/vod/demo/out/1.m4s").unwrap();
+        assert!(matches!(
+            library.open_media(&out),
+            Err(ResolveError::Escapes { .. })
+        ));
         let alias = MediaPath::parse("/vod/alias/manifest.mpd").unwrap();
         assert!(library.open_media(&alias).is_ok());
+        let deep_alias = MediaPath::parse("/vod/demo/v2/3.m4s").unwrap();
+        assert_eq!(
+            library.resolve(&deep_alias).unwrap(),
+            library.root().join("demo/v/3.m4s")
+        );
+        // Without symlinks, the resolved path is the joined one.
+        let plain = MediaPath::parse("/vod/demo/v/3.m4s").unwrap();
+        assert_eq!(
+            library.resolve(&plain).unwrap(),
+            library.root().join("demo/v/3.m4s")
+        );
         let missing = MediaPath::parse("/vod/demo/v/2.m4s").unwrap();
         assert!(matches!(
             library.open_media(&missing),
