@@ -8,6 +8,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc malloc: the origin hands out multi-megabyte segment buffers,
+/// which glibc returns to the kernel and faults back in on every request (~150 page faults
+/// per 2 MB response); mimalloc keeps them, which measured ~20–30% more segment throughput.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "dashcdn",
