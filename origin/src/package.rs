@@ -303,9 +303,10 @@ fn publish(out: &Path, final_dir: &Path, staging: &Path) -> Result<(), PackageEr
 }
 
 fn summarise(asset: &str, video: &[PackagedTrack], audio: Option<&PackagedTrack>) -> AssetSummary {
+    // The video's length, as the MPD's mediaPresentationDuration (see `manifest::build`):
+    // AAC decode time includes its priming frame.
     let duration = video
         .iter()
-        .chain(audio)
         .map(PackagedTrack::duration_secs)
         .fold(0.0, f64::max);
     let representations = video
