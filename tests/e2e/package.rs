@@ -265,3 +265,42 @@ fn every_representation_decodes_whole_and_starts_at_zero() {
         assert!(first.abs() < 0.001, "{id}: first frame at {first} s");
     }
 }
+
+/// Not H.264, not MP4, odd-sized and smaller than every rung, with a language tag: one
+/// rendition at the source size made even, never upscaled, and the language in the MPD.
+#[test]
+fn any_video_in_small_odd_mkv_with_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("odd.mkv");
+    dashcdn::clip::Clip::new(5.0)
+        .size(301, 171)
+        .arg("-c:v")
+        .arg("ffv1")
+        .arg("-metadata:s:a:0")
+        .arg("language=fra")
+        .write(&src)
+        .unwrap();
+    let library = dir.path().join("library");
+    let mut opts = dashcdn_origin::package::PackageOptions::new("odd", &library);
+    opts.encode.progress = false;
+    opts.encode.preset = "ultrafast".into();
+    opts.segment_duration = 2.0;
+    let done = dashcdn_origin::package::package(&src, &opts).unwrap();
+    let ids: Vec<_> = done
+        .summary
+        .representations
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(ids, ["170p", "audio"]);
+
+    let xml = std::fs::read_to_string(library.join("odd/manifest.mpd")).unwrap();
+    let m = dash_mpd_core::parse(&xml).unwrap();
+    let sets = &m.periods[0].adaptations;
+    let v = &sets[0].representations[0];
+    assert_eq!((v.width, v.height), (Some(300), Some(170)));
+    assert_eq!(sets[1].lang.as_deref(), Some("fra"));
+    // 5 s at 2 s segments: 2, 2, 1.
+    let n = std::fs::read_dir(library.join("odd/170p")).unwrap().count();
+    assert_eq!(n, 4, "init + 3 segments");
+}
