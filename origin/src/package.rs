@@ -126,8 +126,7 @@ pub fn package(input: &Path, opts: &PackageOptions) -> Result<Packaged, PackageE
             video: false,
         }))
         .collect();
-    let done = assemble(input, &jobs, opts, &out, staging.path())?;
-    Ok(done)
+    assemble(input, &jobs, opts, &out, staging.path())
 }
 
 /// One already-encoded track to segment into a representation.
