@@ -106,11 +106,13 @@ pub fn package(input: &Path, opts: &PackageOptions) -> Result<Packaged, PackageE
     let work = staging.path().join("work");
     std::fs::create_dir(&work).map_err(io("cannot create", &work))?;
 
-    let encode = EncodeOptions {
-        segment_duration: opts.segment_duration,
-        ..opts.encode.clone()
-    };
-    let encoded = transcode::transcode(&probe, &renditions, &encode, &work)?;
+    let encoded = transcode::transcode(
+        &probe,
+        &renditions,
+        opts.segment_duration,
+        &opts.encode,
+        &work,
+    )?;
 
     let jobs: Vec<Job> = encoded
         .video

@@ -30,7 +30,6 @@ pub struct Encoded {
 
 #[derive(Debug, Clone)]
 pub struct EncodeOptions {
-    pub segment_duration: f64,
     /// x264 preset: `veryfast` by default, the usual trade for on-demand ladders.
     pub preset: String,
     /// Draw a progress bar on stderr.
@@ -40,7 +39,6 @@ pub struct EncodeOptions {
 impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
-            segment_duration: 4.0,
             preset: "veryfast".into(),
             progress: true,
         }
@@ -66,10 +64,11 @@ pub enum TranscodeError {
 pub fn ffmpeg_args(
     probe: &Probe,
     ladder: &[Rendition],
+    segment_duration: f64,
     opts: &EncodeOptions,
     work: &Path,
 ) -> Vec<String> {
-    let d = opts.segment_duration;
+    let d = segment_duration;
     let mut a: Vec<String> = [
         "-hide_banner",
         "-nostdin",
@@ -171,11 +170,12 @@ pub fn ffmpeg_args(
 pub fn transcode(
     probe: &Probe,
     ladder: &[Rendition],
+    segment_duration: f64,
     opts: &EncodeOptions,
     work: &Path,
 ) -> Result<Encoded, TranscodeError> {
     let path = &probe.path;
-    let args = ffmpeg_args(probe, ladder, opts, work);
+    let args = ffmpeg_args(probe, ladder, segment_duration, opts, work);
     debug!(?args, "ffmpeg");
     let mut child = Command::new("ffmpeg")
         .args(&args)
@@ -252,7 +252,7 @@ pub fn transcode(
         });
     }
     // Half a segment of slack: the container duration may count a trailing audio tail.
-    if out_time + opts.segment_duration.max(1.0) < probe.duration * 0.95 {
+    if out_time + segment_duration.max(1.0) < probe.duration * 0.95 {
         return Err(TranscodeError::Corrupt {
             path: path.clone(),
             reason: format!(
@@ -306,11 +306,13 @@ mod tests {
             }),
         };
         let ladder = crate::ladder::Ladder::default().resolve(1920, 1080);
-        let opts = EncodeOptions {
-            segment_duration: 2.0,
-            ..Default::default()
-        };
-        let a = ffmpeg_args(&probe, &ladder, &opts, Path::new("/w"));
+        let a = ffmpeg_args(
+            &probe,
+            &ladder,
+            2.0,
+            &EncodeOptions::default(),
+            Path::new("/w"),
+        );
         let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
         assert!(graph.starts_with("[0:1]split=5[s0][s1][s2][s3][s4];"));
         assert!(graph.contains("scale=1280:720"));
