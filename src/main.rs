@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -38,12 +38,12 @@ enum Command {
     /// The origin: package video into DASH, serve the library.
     #[command(subcommand)]
     Origin(OriginCommand),
-    /// The edge cache (not built yet).
-    Edge,
-    /// The geo-aware authoritative DNS (not built yet).
-    Geodns,
-    /// The adaptive-bitrate player (not built yet).
-    Player,
+    /// The edge cache: a caching reverse proxy in front of the origin or a parent edge.
+    Edge(dashcdn_edge::cli::EdgeArgs),
+    /// The geo-aware authoritative DNS.
+    Geodns(dashcdn_geodns::cli::GeodnsArgs),
+    /// The adaptive-bitrate DASH player, and the trace-driven ABR lab (`player simulate`).
+    Player(dashcdn_player::cli::PlayerArgs),
 }
 
 #[derive(Subcommand)]
@@ -169,9 +169,9 @@ fn run(cli: Cli) -> Result<()> {
             seconds: a.seconds,
             serve: !a.no_serve,
         })),
-        Command::Edge => bail!(dashcdn_edge::NOT_YET),
-        Command::Geodns => bail!(dashcdn_geodns::NOT_YET),
-        Command::Player => bail!(dashcdn_player::NOT_YET),
+        Command::Edge(a) => runtime()?.block_on(dashcdn_edge::cli::run(a)),
+        Command::Geodns(a) => runtime()?.block_on(dashcdn_geodns::cli::run(a)),
+        Command::Player(a) => runtime()?.block_on(dashcdn_player::cli::run(a)),
     }
 }
 

@@ -1,7 +1,3 @@
-//! dashcdn geodns: authoritative DNS that routes each viewer to the nearest healthy edge.
-//!
-//! Not built yet: issue "GeoDNS" fills this crate. Until then the `dashcdn geodns`
-//! subcommand says so and exits non-zero rather than pretending.
+//! dashcdn geodns: authoritative DNS that sends each viewer to the nearest healthy edge.
 
-/// Why the `geodns` subcommand cannot run yet.
-pub const NOT_YET: &str = "the geo DNS is not built yet (see issue: GeoDNS)";
+pub mod cli;
