@@ -4,13 +4,14 @@
 #   xmllint            MPD schema validation in tests (libxml2-utils)
 #   dig                DNS tests against geodns (bind9-dnsutils)
 #   chromium, node     the dash.js browser test (playwright-core drives Debian's chromium; npm comes with nodejs)
-#   iproute2           network namespaces for multi-host tests
+#   iproute2           network namespaces for the multi-region simulation
+#   docker-compose     `docker-compose config` checks deploy/compose.yaml (no Docker engine needed)
 #   --bench adds the peers the benchmarks compare against: wrk, nginx, hyperfine, varnish,
 #   dnsperf, gdnsd, PowerDNS with its geoip backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=(ffmpeg libxml2-utils bind9-dnsutils chromium nodejs iproute2)
+want=(ffmpeg libxml2-utils bind9-dnsutils chromium nodejs iproute2 docker-compose curl)
 if [[ "${1:-}" == "--bench" ]]; then
   want+=(wrk nginx-light hyperfine varnish dnsperf gdnsd pdns-server pdns-backend-geoip)
 fi
