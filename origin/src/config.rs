@@ -2,7 +2,7 @@
 //!
 //! A TOML file (see `origin/example.toml`) is parsed into [`RawServeConfig`], which mirrors
 //! the file exactly and rejects unknown keys, then validated into [`ServeConfig`]. CLI
-//! flags (`--listen`, `--library`) override the file by assigning the public fields after
+//! flags (`--listen`, `--library`, `--web-root`) override the file by assigning the public fields after
 //! [`ServeConfig::load`]. Every key is optional: `ServeConfig::default()` is what an empty
 //! file gives.
 
@@ -40,6 +40,10 @@ pub struct ServeConfig {
     pub mpd_max_age_secs: u32,
     /// `Cache-Control: public, max-age=N, immutable` on init and media segments.
     pub segment_max_age_secs: u32,
+    /// The watch page's folder (`player/web` of the repository: `index.html`, `app.js`,
+    /// `style.css`, and `node_modules/dashjs` once `npm ci` ran). `None` looks for it next
+    /// to the working directory and the executable, see [`crate::web::WebRoot::discover`].
+    pub web_root: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -51,6 +55,7 @@ impl Default for ServeConfig {
             library: PathBuf::from(DEFAULT_LIBRARY),
             mpd_max_age_secs: DEFAULT_MPD_MAX_AGE_SECS,
             segment_max_age_secs: DEFAULT_SEGMENT_MAX_AGE_SECS,
+            web_root: None,
         }
     }
 }
@@ -63,6 +68,7 @@ pub struct RawServeConfig {
     pub library: Option<PathBuf>,
     pub mpd_max_age_secs: Option<u32>,
     pub segment_max_age_secs: Option<u32>,
+    pub web_root: Option<PathBuf>,
 }
 
 /// Why a configuration was rejected.
@@ -130,11 +136,23 @@ impl RawServeConfig {
                 });
             }
         }
+        if self
+            .web_root
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Field {
+                field: "web_root",
+                value: String::new(),
+                reason: "must name a directory (player/web of the repository), or be left out",
+            });
+        }
         Ok(ServeConfig {
             listen,
             library,
             mpd_max_age_secs,
             segment_max_age_secs,
+            web_root: self.web_root,
         })
     }
 }
@@ -194,6 +212,16 @@ mod tests {
         assert_eq!(config.library, PathBuf::from("/var/lib/dashcdn/library"));
         assert_eq!(config.mpd_max_age_secs, 2);
         assert_eq!(config.segment_max_age_secs, 31_536_000);
+        assert_eq!(
+            config.web_root,
+            Some(PathBuf::from("/usr/share/dashcdn/web"))
+        );
+    }
+
+    #[test]
+    fn empty_web_root_is_refused() {
+        let err = ServeConfig::from_toml("web_root = \"\"").unwrap_err();
+        assert!(chain(&err).contains("`web_root`"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! - [`small_files`]: MPDs and init segments kept in memory for a second.
 //! - [`body`]: file bodies, read in one go up to 8 MB, streamed beyond.
 //! - [`config`]: `origin serve` configuration (TOML + CLI overrides).
+//! - [`web`]: the dash.js watch page at `/`, its files under `/web/`, and `/time`.
 
 pub mod body;
 pub mod conditional;
@@ -38,3 +39,4 @@ pub mod segment;
 pub mod server;
 pub mod small_files;
 pub mod transcode;
+pub mod web;

@@ -9,6 +9,7 @@
 //! | `/vod/` | JSON `{"assets": [...]}` from each asset's `asset.json` |
 //! | `/healthz` | `ok` |
 //! | `/metrics` | OpenMetrics text, see [`crate::metrics`] |
+//! | `/`, `/web/…`, `/time` | the dash.js watch page and its timing source, see [`crate::web`] |
 //!
 //! Files get a strong `ETag` and `Last-Modified`, conditional requests (RFC 9110 §13,
 //! [`crate::conditional`]) and single byte ranges (RFC 9110 §14, [`crate::range`]). Every
@@ -52,6 +53,7 @@ use crate::file::serve_file;
 use crate::library::{Library, ListingEntry, MediaPath, PathError, ResolveError};
 use crate::metrics::{self, Metrics, Route};
 use crate::small_files::SmallFiles;
+use crate::web::{self, WebRoot};
 
 /// Shared by every request. Cheap to clone.
 #[derive(Clone)]
@@ -66,6 +68,8 @@ struct Inner {
     mpd_cache_control: HeaderValue,
     segment_cache_control: HeaderValue,
     small_files: SmallFiles,
+    /// Where the watch page and dash.js are read from, located once at start-up.
+    web: WebRoot,
 }
 
 impl AppState {
@@ -87,6 +91,7 @@ impl AppState {
                 mpd_cache_control,
                 segment_cache_control,
                 small_files: SmallFiles::default(),
+                web: WebRoot::discover(config.web_root.as_deref()),
             }),
         })
     }
@@ -110,6 +115,10 @@ impl AppState {
     pub(crate) fn small_files(&self) -> &SmallFiles {
         &self.inner.small_files
     }
+
+    pub fn web(&self) -> &WebRoot {
+        &self.inner.web
+    }
 }
 
 /// The whole HTTP surface, without a socket: tests drive it with `oneshot`.
@@ -119,6 +128,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/vod", get(listing))
         .route("/vod/", get(listing))
+        .route("/", get(web::index))
+        .route("/web/{name}", get(web::web_file))
+        .route("/time", get(web::time))
         // Media paths are matched by hand, not by route patterns: axum would
         // percent-decode `{asset}` (turning `..%2f` into `../`) before we could refuse it.
         .fallback(media)
@@ -136,6 +148,7 @@ pub async fn run(
     let state = AppState::new(&config)?;
     let addr = listener.local_addr()?;
     info!(%addr, library = %state.library().root().display(), "listening on {addr}");
+    state.web().log_startup();
     // Responses are written as one head+body write; Nagle would only delay the last
     // partial packet of each response on a keep-alive connection.
     let listener = listener.tap_io(|tcp| {
@@ -523,7 +536,6 @@ mod tests {
             assert_eq!(body(response).await, b"bad request\n");
         }
         for uri in [
-            "/",
             "/etc/passwd",
             "/vod/missing/manifest.mpd",
             "/vod/demo/v0/2.m4s",

@@ -2,6 +2,7 @@
 //! One test binary (ripgrep style); `util` makes each scenario a few lines.
 
 mod bad_input;
+mod browser;
 mod interrupt;
 mod package;
 mod serve;

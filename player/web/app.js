@@ -1,0 +1,605 @@
+// dashcdn watch page: dash.js 5 with live stats, a bitrate/buffer chart, ABR rule and
+// quality selection, and plain-language errors.
+//
+// State for tests and curious people lives on `window.dashcdn` (status, error, events,
+// samples, fragments, failures) and the dash.js player is `window.dashcdnPlayer`.
+//
+// dash.js never reaches outside this server on its own: its default timing source
+// (time.akamai.com) is replaced by this server's /time, CMCD/CMSD reporting is off, and
+// content steering is ignored. The page's CSP (sent by the server) allows scripts and
+// styles from this origin only.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const video = $('video');
+  const screen = $('screen');
+
+  /** Everything a test or a person may want to inspect. */
+  const state = {
+    status: 'idle',
+    mpd: null,
+    abr: 'abrDynamic',
+    error: null,
+    events: [],
+    dashErrors: [],
+    failures: [],
+    fragments: [],
+    qualityRendered: [],
+    samples: [],
+    startedAt: performance.now(),
+  };
+  window.dashcdn = state;
+
+  // ---------------------------------------------------------------------------
+  // ABR rules. dash.js 5 has no "strategy" setting any more: the rules are switched on
+  // and off one by one, and "dynamic" is throughput and BOLA both active (dash.js then
+  // hands over between them by buffer level, `abr.hybridSwitchBufferTime`).
+
+  const ABR_RULES = {
+    abrDynamic: ['throughputRule', 'bolaRule'],
+    abrThroughput: ['throughputRule'],
+    abrBola: ['bolaRule'],
+    abrL2A: ['l2ARule'],
+    abrLoLP: ['loLPRule'],
+  };
+  const MAIN_RULES = ['throughputRule', 'bolaRule', 'l2ARule', 'loLPRule'];
+
+  function abrSettings(name) {
+    const on = ABR_RULES[name] || ABR_RULES.abrDynamic;
+    const rules = {};
+    for (const rule of MAIN_RULES) rules[rule] = { active: on.includes(rule) };
+    return { streaming: { abr: { rules } } };
+  }
+
+  /** Settings that keep dash.js on our own servers. */
+  function privateSettings() {
+    return {
+      debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+      streaming: {
+        utcSynchronization: {
+          // urn:mpeg:dash:utc:http-iso:2014 — GET returns an ISO 8601 time (ISO/IEC
+          // 23009-1 Annex H). Used only when an MPD carries no UTCTiming of its own.
+          defaultTimingSource: {
+            scheme: 'urn:mpeg:dash:utc:http-iso:2014',
+            value: new URL('/time', location.href).href,
+          },
+        },
+        cmcd: { enabled: false, applyParametersFromMpd: false },
+        cmsd: { enabled: false },
+        applyContentSteering: false,
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------------------
+  // Event log
+
+  function log(kind, text) {
+    const t = (performance.now() - state.startedAt) / 1000;
+    state.events.push({ t, kind, text });
+    const li = document.createElement('li');
+    if (kind === 'error' || kind === 'warn') li.className = kind;
+    const time = document.createElement('time');
+    time.textContent = t.toFixed(1).padStart(6, ' ') + 's';
+    li.append(time, text);
+    const list = $('log');
+    list.prepend(li);
+    while (list.childElementCount > 200) list.lastElementChild.remove();
+  }
+
+  function setStatus(status, text) {
+    state.status = status;
+    const badge = $('status-badge');
+    badge.dataset.state = status;
+    badge.textContent = status;
+    if (status === 'error') {
+      screen.dataset.state = 'error';
+    } else if (status === 'loading' || status === 'buffering') {
+      screen.dataset.state = 'loading';
+      $('loading-text').textContent = text || (status === 'loading' ? 'Loading manifest…' : 'Buffering…');
+    } else {
+      screen.dataset.state = status === 'idle' ? 'idle' : 'playing';
+    }
+  }
+
+  /** Shows the error card over the video. The first error of a session wins: later ones
+   *  are usually consequences of it and go to the log only. */
+  function showError(title, text, url) {
+    log('error', `${title}: ${text}${url ? ' — ' + url : ''}`);
+    if (state.error) return;
+    state.error = { title, text, url: url || null };
+    $('error-title').textContent = title;
+    $('error-text').textContent = text;
+    $('error-url').textContent = url || '';
+    $('error').hidden = false;
+    setStatus('error');
+    if (!video.paused) video.pause();
+  }
+
+  function clearError() {
+    state.error = null;
+    $('error').hidden = true;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Explaining failures
+
+  const HTTP_REASONS = {
+    0: 'no response (server unreachable, connection refused, or blocked by CORS)',
+    400: '400 Bad Request', 403: '403 Forbidden', 404: '404 Not Found', 410: '410 Gone',
+    416: '416 Range Not Satisfiable', 429: '429 Too Many Requests',
+    500: '500 Internal Server Error', 502: '502 Bad Gateway', 503: '503 Service Unavailable',
+    504: '504 Gateway Timeout',
+  };
+  const httpReason = (status) => HTTP_REASONS[status] || `HTTP ${status}`;
+
+  /** The last failed response whose URL ends with `suffix` (or the last of `type`). */
+  function lastFailure(match) {
+    for (let i = state.failures.length - 1; i >= 0; i--) {
+      if (match(state.failures[i])) return state.failures[i];
+    }
+    return null;
+  }
+
+  function describeSegment(url) {
+    const m = /\/([^/]+)\/(\d+|init)\.(m4s|mp4)(?:\?|$)/.exec(url || '');
+    if (!m) return 'A media segment';
+    return m[2] === 'init' ? `The init segment of representation ${m[1]}`
+      : `Segment ${m[2]} of representation ${m[1]}`;
+  }
+
+  function onDashError(e) {
+    const err = e.error || {};
+    const code = err.code;
+    const message = err.message || String(err);
+    state.dashErrors.push({ code, message });
+    const E = dashjs.MediaPlayer.errors || {};
+    const manifestLoad = [E.MANIFEST_LOADER_LOADING_FAILURE_ERROR_CODE, E.DOWNLOAD_ERROR_ID_MANIFEST_CODE];
+    const manifestParse = [E.MANIFEST_LOADER_PARSING_FAILURE_ERROR_CODE, E.MANIFEST_ERROR_ID_PARSE_CODE,
+      E.MANIFEST_ERROR_ID_NOSTREAMS_CODE, E.MANIFEST_ERROR_ID_MULTIPLEXED_CODE];
+    const content = [E.DOWNLOAD_ERROR_ID_CONTENT_CODE, E.DOWNLOAD_ERROR_ID_INITIALIZATION_CODE,
+      E.FRAGMENT_LOADER_LOADING_FAILURE_ERROR_CODE];
+    if (manifestLoad.includes(code)) {
+      const f = lastFailure((x) => x.type === 'MPD') || lastFailure((x) => x.url === state.mpd);
+      const why = f ? httpReason(f.status) : 'the request failed';
+      showError('Manifest not found', `The MPD could not be loaded: ${why}. Check the URL, or pick an asset from the library.`, f ? f.url : state.mpd);
+    } else if (manifestParse.includes(code)) {
+      showError('Manifest is not a valid MPD', `dash.js could not read it (${message.replace(/\s+$/, '')}). Re-package the asset or check the origin.`, state.mpd);
+    } else if (content.includes(code)) {
+      const f = lastFailure((x) => x.type !== 'MPD');
+      showError('Segment missing', `${describeSegment(f && f.url)} could not be loaded: ${f ? httpReason(f.status) : message}. The asset on the server is incomplete.`, f ? f.url : null);
+    } else if (code === E.MEDIASOURCE_TYPE_UNSUPPORTED_CODE || code === E.CAPABILITY_MEDIASOURCE_ERROR_CODE) {
+      showError('This browser cannot play the stream', message);
+    } else {
+      showError('Playback failed', `${message}${code !== undefined ? ` (dash.js error ${code})` : ''}`);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Player
+
+  let player = null;
+
+  function ensurePlayer() {
+    if (player) return player;
+    player = dashjs.MediaPlayer().create();
+    window.dashcdnPlayer = player;
+    player.updateSettings(privateSettings());
+    player.updateSettings(abrSettings(state.abr));
+    const ev = dashjs.MediaPlayer.events;
+
+    // Every HTTP response dash.js receives, failed ones kept for error messages. This sees
+    // each retry too, so a flaky segment shows in the log before it becomes an error.
+    player.addResponseInterceptor((response) => {
+      const status = response.status;
+      if (!(status >= 200 && status < 300)) {
+        const req = response.request && response.request.customData && response.request.customData.request;
+        const f = { url: response.url || (response.request && response.request.url), status: status || 0, type: req ? req.type : null, mediaType: req ? req.mediaType : null };
+        state.failures.push(f);
+        log('warn', f.status ? `HTTP ${f.status} for ${f.url}` : `no response for ${f.url} (aborted or network error)`);
+      }
+      return Promise.resolve(response);
+    });
+
+    player.on(ev.ERROR, onDashError);
+    player.on(ev.PLAYBACK_ERROR, (e) => log('warn', `playback error: ${e.error && (e.error.message || e.error)}`));
+    player.on(ev.MANIFEST_LOADED, () => log('info', 'manifest loaded'));
+    player.on(ev.STREAM_INITIALIZED, onStreamInitialized);
+    player.on(ev.QUALITY_CHANGE_RENDERED, (e) => {
+      if (!e.newRepresentation) return;
+      const r = e.newRepresentation;
+      state.qualityRendered.push({ t: video.currentTime, mediaType: e.mediaType, id: r.id, bandwidth: r.bandwidth });
+      if (e.mediaType === 'video') {
+        log('info', `now showing ${r.id} (${r.width}×${r.height}, ${kbps(r.bandwidth)})`);
+        renderLadder();
+      }
+    });
+    player.on(ev.QUALITY_CHANGE_REQUESTED, (e) => {
+      if (e.mediaType === 'video' && e.newRepresentation) {
+        const reason = e.reason && (e.reason.rule || e.reason.name);
+        log('info', `ABR → ${e.newRepresentation.id}${reason ? ' by ' + reason : ''}`);
+      }
+    });
+    player.on(ev.FRAGMENT_LOADING_COMPLETED, (e) => {
+      const req = e.request || {};
+      if (req.type !== 'MediaSegment') return;
+      state.fragments.push({
+        mediaType: req.mediaType, rep: req.representation ? req.representation.id : req.representationId,
+        index: req.index, url: req.url, ok: !e.error,
+      });
+    });
+    player.on(ev.FRAGMENT_LOADING_ABANDONED, (e) => log('warn', `abandoned a ${e.mediaType} segment download (too slow)`));
+    player.on(ev.PLAYBACK_NOT_ALLOWED, () => {
+      // Autoplay with sound was refused: play muted rather than sit there.
+      log('warn', 'autoplay with sound blocked by the browser: playing muted');
+      video.muted = true;
+      video.play().catch(() => {});
+    });
+    player.on(ev.PLAYBACK_ENDED, () => { log('info', 'playback ended'); setStatus('ended'); });
+
+    player.initialize(video, null, true);
+    return player;
+  }
+
+  function onStreamInitialized() {
+    const reps = player.getRepresentationsByType('video') || [];
+    const select = $('quality');
+    select.replaceChildren(new Option('Auto (ABR)', 'auto'));
+    for (const r of [...reps].sort((a, b) => b.bandwidth - a.bandwidth)) {
+      select.add(new Option(`${r.id} · ${r.width}×${r.height} · ${kbps(r.bandwidth)}`, r.id));
+    }
+    select.value = player.getSettings().streaming.abr.autoSwitchBitrate.video ? 'auto' : (current('video') || {}).id || 'auto';
+    select.disabled = reps.length === 0;
+    const audio = player.getCurrentTrackFor('audio');
+    log('info', `stream ready: ${reps.length} video representation(s)${audio ? ', audio ' + (audio.codec || '') : ', no audio'}`);
+    renderLadder();
+  }
+
+  let loadToken = 0;
+
+  async function load(url) {
+    if (!url) return;
+    if (typeof dashjs === 'undefined') return dashjsMissing();
+    const token = ++loadToken;
+    let absolute;
+    try {
+      absolute = new URL(url, location.href).href;
+    } catch (_) {
+      return showError('Not a URL', `"${url}" is not an MPD address. Paste something like http://host/vod/asset/manifest.mpd.`);
+    }
+    clearError();
+    Object.assign(state, { mpd: absolute, failures: [], fragments: [], qualityRendered: [], samples: [], dashErrors: [] });
+    chartStart = performance.now();
+    $('mpd-url').value = url;
+    const params = new URLSearchParams(location.search);
+    params.set('mpd', url);
+    history.replaceState(null, '', `${location.pathname}?${params}`);
+    markCurrentAsset();
+    setStatus('loading');
+    video.controls = true;
+    log('info', `loading ${absolute}`);
+    const problem = await checkManifest(absolute);
+    if (token !== loadToken) return; // another load started meanwhile
+    if (problem) return showError(problem.title, problem.text, absolute);
+    ensurePlayer().attachSource(absolute);
+  }
+
+  /** Fetches the MPD once before dash.js does, to explain a failure in plain words and to
+   *  keep non-XML away from dash.js: dash.js 5.2's parser spins forever on some truncated
+   *  MPDs, freezing the tab, while the browser's DOMParser reports them in milliseconds.
+   *  The MPD's short max-age lets dash.js's own request reuse this response. */
+  async function checkManifest(url) {
+    let response;
+    try {
+      response = await fetch(url);
+    } catch (e) {
+      return { title: 'Manifest unreachable', text: `The MPD could not be fetched (${e.message}): the server is down, the address is wrong, or it does not allow cross-origin requests (CORS).` };
+    }
+    if (!response.ok) {
+      state.failures.push({ url, status: response.status, type: 'MPD', mediaType: null });
+      return { title: 'Manifest not found', text: `The MPD could not be loaded: ${httpReason(response.status)}. Check the URL, or pick an asset from the library.` };
+    }
+    const text = await response.text();
+    const doc = new DOMParser().parseFromString(text, 'application/xml');
+    const parseError = doc.getElementsByTagName('parsererror')[0];
+    if (parseError) {
+      const why = parseError.textContent.replace(/^.*?errors?:/s, '').split(/Below is/)[0].trim();
+      return { title: 'Manifest is not a valid MPD', text: `It is not well-formed XML (${why || 'parse error'}). Re-package the asset or check the origin.` };
+    }
+    const root = doc.documentElement.localName;
+    if (root !== 'MPD') {
+      return { title: 'Manifest is not a valid MPD', text: `Its root element is <${root}>, not <MPD>: this is not a DASH manifest.` };
+    }
+    return null;
+  }
+
+  function dashjsMissing() {
+    showError('dash.js is not installed on this server',
+      'The page could not load /web/dash.all.min.js. On the server, run scripts/setup.sh (it runs `npm ci` in player/web), then reload.');
+  }
+
+  // ---------------------------------------------------------------------------
+  // Stats, ladder and chart
+
+  const kbps = (bps) => (bps >= 1e6 ? `${(bps / 1e6).toFixed(2)} Mbit/s` : `${Math.round(bps / 1e3)} kbit/s`);
+
+  function current(type) {
+    try { return player && player.getCurrentRepresentationForType(type); } catch (_) { return null; }
+  }
+
+  /** The representation on screen: the last rendered video quality, else the scheduled one. */
+  function shown() {
+    const rendered = state.qualityRendered.filter((q) => q.mediaType === 'video').pop();
+    const reps = (player && player.getRepresentationsByType('video')) || [];
+    return (rendered && reps.find((r) => r.id === rendered.id)) || current('video');
+  }
+
+  function renderLadder() {
+    const reps = ((player && player.getRepresentationsByType('video')) || []).slice().sort((a, b) => b.bandwidth - a.bandwidth);
+    const top = reps.length ? reps[0].bandwidth : 1;
+    const on = shown();
+    const rows = reps.map((r) => {
+      const row = document.createElement('div');
+      row.className = 'rung' + (on && on.id === r.id ? ' active' : '');
+      const name = document.createElement('span');
+      name.textContent = r.id;
+      const track = document.createElement('span');
+      track.className = 'bar-track';
+      const fill = document.createElement('span');
+      fill.className = 'bar-fill';
+      fill.style.display = 'block';
+      fill.style.width = `${Math.max(3, (100 * r.bandwidth) / top)}%`;
+      track.append(fill);
+      const rate = document.createElement('span');
+      rate.className = 'kbps';
+      rate.textContent = kbps(r.bandwidth);
+      row.append(name, track, rate);
+      return row;
+    });
+    $('ladder').replaceChildren(...rows);
+  }
+
+  function tick() {
+    if (!player || !state.mpd) return;
+    const rep = shown();
+    let buffer = NaN;
+    let throughput = NaN;
+    try { buffer = player.getBufferLength('video'); } catch (_) { /* not ready */ }
+    try { throughput = player.getAverageThroughput('video'); } catch (_) { /* not ready */ }
+    const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+    const audioRep = current('audio');
+    const audioTrack = player.getCurrentTrackFor && player.getCurrentTrackFor('audio');
+
+    $('stat-rep').textContent = rep ? rep.id : '—';
+    $('stat-res').textContent = rep ? `${rep.width}×${rep.height}` : '—';
+    $('stat-bitrate').textContent = rep ? kbps(rep.bandwidth) : '—';
+    $('stat-buffer').textContent = Number.isFinite(buffer) ? `${buffer.toFixed(1)} s` : '—';
+    $('stat-throughput').textContent = Number.isFinite(throughput) && throughput > 0 ? kbps(throughput * 1000) : '—';
+    $('stat-dropped').textContent = q ? `${q.droppedVideoFrames} / ${q.totalVideoFrames}` : '—';
+    $('stat-audio').textContent = audioRep
+      ? `${audioTrack && audioTrack.lang && audioTrack.lang !== 'und' ? audioTrack.lang + ' · ' : ''}${kbps(audioRep.bandwidth)}${video.muted ? ' (muted)' : ''}`
+      : '—';
+    const duration = Number.isFinite(video.duration) ? video.duration : 0;
+    $('stat-position').textContent = duration ? `${video.currentTime.toFixed(1)} / ${duration.toFixed(1)} s` : '—';
+
+    state.samples.push({
+      t: (performance.now() - chartStart) / 1000,
+      position: video.currentTime,
+      bitrate: rep ? rep.bandwidth : NaN,
+      buffer,
+      throughput: throughput * 1000,
+      dropped: q ? q.droppedVideoFrames : 0,
+      decoded: q ? q.totalVideoFrames : 0,
+    });
+    if (state.samples.length > 2400) state.samples.shift();
+    renderLadder();
+    drawChart();
+  }
+
+  let chartStart = performance.now();
+  const CHART_WINDOW = 120; // seconds of history on screen
+
+  function drawChart() {
+    const canvas = $('chart');
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth;
+    const h = canvas.clientHeight;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const pad = { l: 64, r: 44, t: 10, b: 22 };
+    const pw = w - pad.l - pad.r;
+    const ph = h - pad.t - pad.b;
+    const css = getComputedStyle(document.documentElement);
+    const color = (name) => css.getPropertyValue(name).trim();
+
+    const samples = state.samples;
+    const now = samples.length ? samples[samples.length - 1].t : 0;
+    const t0 = Math.max(0, now - CHART_WINDOW);
+    const t1 = Math.max(t0 + 20, now);
+    const visible = samples.filter((s) => s.t >= t0);
+    const reps = (player && player.getRepresentationsByType('video')) || [];
+    const topRung = Math.max(0, ...reps.map((r) => r.bandwidth));
+    // Four grid steps of round values on each axis.
+    const maxRate = 4 * niceCeil(Math.max(topRung * 1.1, 1e5, ...visible.map((s) => (Number.isFinite(s.bitrate) ? s.bitrate : 0))) / 4);
+    const maxBuf = 4 * Math.ceil(Math.max(8, 1.1 * Math.max(...visible.map((s) => (Number.isFinite(s.buffer) ? s.buffer : 0)))) / 4);
+    const x = (t) => pad.l + ((t - t0) / (t1 - t0)) * pw;
+    const yRate = (v) => pad.t + ph - (Math.min(v, maxRate) / maxRate) * ph;
+    const yBuf = (v) => pad.t + ph - (Math.min(v, maxBuf) / maxBuf) * ph;
+
+    // Grid and axes.
+    ctx.font = '11px ui-monospace, "DejaVu Sans Mono", monospace';
+    ctx.lineWidth = 1;
+    for (let i = 0; i <= 4; i++) {
+      const y = pad.t + (ph * i) / 4;
+      ctx.strokeStyle = 'rgba(138,151,179,0.15)';
+      ctx.beginPath(); ctx.moveTo(pad.l, y + 0.5); ctx.lineTo(pad.l + pw, y + 0.5); ctx.stroke();
+      ctx.fillStyle = color('--bitrate');
+      ctx.textAlign = 'right';
+      ctx.fillText(kbpsShort(maxRate * (1 - i / 4)), pad.l - 8, y + 4);
+      ctx.fillStyle = color('--buffer');
+      ctx.textAlign = 'left';
+      const secs = maxBuf * (1 - i / 4);
+      ctx.fillText(`${Number.isInteger(secs) ? secs : secs.toFixed(1)}s`, pad.l + pw + 8, y + 4);
+    }
+    ctx.fillStyle = color('--muted');
+    ctx.textAlign = 'center';
+    const step = (t1 - t0) > 60 ? 20 : 5;
+    for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+      ctx.fillText(`${t}s`, x(t), h - 6);
+    }
+    // Rungs as faint dashed lines, so a step in the bitrate line reads as a switch.
+    ctx.setLineDash([3, 5]);
+    ctx.strokeStyle = 'rgba(34,211,238,0.22)';
+    for (const r of reps) {
+      const y = yRate(r.bandwidth);
+      ctx.beginPath(); ctx.moveTo(pad.l, y); ctx.lineTo(pad.l + pw, y); ctx.stroke();
+    }
+    ctx.setLineDash([]);
+
+    const line = (key, yOf, stroke, width, stepped) => {
+      ctx.strokeStyle = stroke;
+      ctx.lineWidth = width;
+      ctx.beginPath();
+      let started = false;
+      let lastY = 0;
+      for (const s of visible) {
+        const v = s[key];
+        if (!Number.isFinite(v) || v <= 0 && key !== 'buffer') { started = false; continue; }
+        const px = x(s.t);
+        const py = yOf(v);
+        if (!started) { ctx.moveTo(px, py); started = true; } else if (stepped) { ctx.lineTo(px, lastY); ctx.lineTo(px, py); } else { ctx.lineTo(px, py); }
+        lastY = py;
+      }
+      ctx.stroke();
+    };
+    line('throughput', yRate, color('--throughput'), 1.5, false);
+    // Throughput on loopback is far above any rung: say so instead of a misleading flat line.
+    const lastThroughput = visible.length ? visible[visible.length - 1].throughput : NaN;
+    if (Number.isFinite(lastThroughput) && lastThroughput > maxRate) {
+      ctx.fillStyle = color('--throughput');
+      ctx.textAlign = 'right';
+      ctx.fillText(`throughput ${kbps(lastThroughput)} ↑`, pad.l + pw - 4, pad.t + 14);
+    }
+    line('buffer', yBuf, color('--buffer'), 2, false);
+    line('bitrate', yRate, color('--bitrate'), 2.5, true);
+  }
+
+  function niceCeil(v) {
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+  const kbpsShort = (bps) => (bps >= 1e6 ? `${+(bps / 1e6).toFixed(2)}M` : `${Math.round(bps / 1e3)}k`);
+
+  // ---------------------------------------------------------------------------
+  // Library (/vod/ on this server)
+
+  async function loadAssets() {
+    const list = $('assets');
+    try {
+      const response = await fetch('/vod/', { cache: 'no-cache' });
+      if (!response.ok) throw new Error(httpReason(response.status));
+      const { assets } = await response.json();
+      if (!assets.length) {
+        list.innerHTML = '<li class="muted">No assets yet: <code>dashcdn origin package VIDEO --asset NAME</code></li>';
+        return;
+      }
+      list.replaceChildren(...assets.map((a) => {
+        const li = document.createElement('li');
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'asset';
+        b.dataset.manifest = a.manifest;
+        const video = (a.representations || []).filter((r) => r.kind === 'video');
+        const top = video.reduce((m, r) => (r.height > (m ? m.height : 0) ? r : m), null);
+        const name = document.createElement('span');
+        name.textContent = a.name;
+        const info = document.createElement('small');
+        info.textContent = [
+          a.duration_secs ? `${a.duration_secs.toFixed(0)} s` : null,
+          top ? `up to ${top.height}p` : null,
+          video.length ? `${video.length} rungs` : null,
+        ].filter(Boolean).join(' · ');
+        b.append(name, info);
+        b.addEventListener('click', () => load(a.manifest));
+        li.append(b);
+        return li;
+      }));
+      markCurrentAsset();
+    } catch (e) {
+      list.innerHTML = '';
+      const li = document.createElement('li');
+      li.className = 'muted';
+      li.textContent = `No asset listing at /vod/ (${e.message}). Paste an MPD URL above.`;
+      list.append(li);
+    }
+  }
+
+  function markCurrentAsset() {
+    for (const b of document.querySelectorAll('.asset')) {
+      b.classList.toggle('current', !!state.mpd && new URL(b.dataset.manifest, location.href).href === state.mpd);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Wiring
+
+  $('load-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    load($('mpd-url').value.trim());
+  });
+  $('error-retry').addEventListener('click', () => state.mpd && load(state.mpd));
+  $('assets-refresh').addEventListener('click', loadAssets);
+
+  $('abr').addEventListener('change', (e) => {
+    state.abr = e.target.value;
+    log('info', `ABR rule: ${e.target.selectedOptions[0].textContent}`);
+    if (player) player.updateSettings(abrSettings(state.abr));
+  });
+
+  $('quality').addEventListener('change', (e) => {
+    if (!player) return;
+    const id = e.target.value;
+    if (id === 'auto') {
+      player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: true } } } });
+      log('info', 'quality: automatic');
+    } else {
+      player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: false } } } });
+      player.setRepresentationForTypeById('video', id, true);
+      log('info', `quality: fixed at ${id}`);
+    }
+  });
+
+  video.addEventListener('playing', () => state.status !== 'error' && setStatus('playing'));
+  video.addEventListener('waiting', () => state.status !== 'error' && state.mpd && setStatus('buffering'));
+  video.addEventListener('pause', () => !['error', 'ended'].includes(state.status) && state.mpd && setStatus('paused'));
+  video.addEventListener('seeking', () => log('info', `seeking to ${video.currentTime.toFixed(1)} s`));
+  video.addEventListener('error', () => {
+    const err = video.error;
+    if (err) showError('The browser could not play the media', `${err.message || 'media error'} (MediaError ${err.code}).`);
+  });
+
+  if (typeof dashjs === 'undefined') {
+    dashjsMissing();
+  } else {
+    $('dashjs-version').textContent = typeof dashjs.Version === 'function' ? dashjs.Version() : String(dashjs.Version || '5');
+  }
+
+  const params = new URLSearchParams(location.search);
+  const abr = params.get('abr');
+  if (abr && ABR_RULES[abr]) {
+    state.abr = abr;
+    $('abr').value = abr;
+  }
+  loadAssets();
+  setInterval(tick, 500);
+  window.addEventListener('resize', drawChart);
+  drawChart();
+  if (params.get('mpd')) load(params.get('mpd'));
+})();
