@@ -81,8 +81,21 @@ net_down() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
+  # Anything still running inside our namespaces (a player mid-run, say) is ours: stop it
+  # before the namespaces go, so nothing outlives the simulation.
+  local n left
   for h in "${HOSTS[@]}" "wan 0 -"; do
     read -r name _ _ <<<"$h"
-    ip netns del "$(ns "$name")" 2>/dev/null || true
+    n="$(ns "$name")"
+    left=$(ip netns pids "$n" 2>/dev/null || true)
+    [[ -z "$left" ]] || kill $left 2>/dev/null || true
+  done
+  sleep 0.2
+  for h in "${HOSTS[@]}" "wan 0 -"; do
+    read -r name _ _ <<<"$h"
+    n="$(ns "$name")"
+    left=$(ip netns pids "$n" 2>/dev/null || true)
+    [[ -z "$left" ]] || kill -s KILL $left 2>/dev/null || true
+    ip netns del "$n" 2>/dev/null || true
   done
 }

@@ -73,7 +73,8 @@ REGIONS=(eu-west us-west ap-east)
 
 start() { # start NAME NS CMD... : background a server in a namespace, log to $WORK/NAME.log
   local name="$1" n="$2"; shift 2
-  in_ns "$n" "$@" >"$WORK/$name.log" 2>&1 &
+  # A plain command (not a function) so $! is the server itself: `ip netns exec` execs it.
+  ip netns exec "$(ns "$n")" "$@" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   eval "PID_${name//-/_}=$!"
 }
