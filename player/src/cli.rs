@@ -1,12 +1,495 @@
 //! `dashcdn player`: the command-line front door of the player and the ABR lab.
+//!
+//! - `dashcdn player URL [flags]` streams an MPD in real time and prints the QoE summary.
+//! - `dashcdn player simulate --movie MOVIE --trace TRACE [--abr ALG]` runs the same session
+//!   code over a bandwidth trace; `--batch DIR` runs every trace for every algorithm.
+//!
+//! The root binary owns `-q/--quiet` (a global flag), so the progress line reads the
+//! effect: when the log level is below `info`, it stays hidden.
 
-use clap::Args;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use tracing::level_filters::LevelFilter;
+
+use crate::abr::AbrKind;
+use crate::content::Content;
+use crate::net::{NetConfig, ResolveOverride};
+use crate::session::SessionConfig;
+use crate::sim;
+use crate::stream::{self, LogSink, StreamOptions};
+use crate::trace::Trace;
 
 /// Flags of `dashcdn player` (and its `simulate` subcommand).
 #[derive(Args, Debug, Clone)]
-pub struct PlayerArgs {}
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PlayerArgs {
+    #[command(subcommand)]
+    pub command: Option<PlayerCommand>,
+    /// The MPD to play (http://…/manifest.mpd).
+    #[arg(required = true)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub stream: StreamFlags,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum PlayerCommand {
+    /// The ABR lab: play a movie over a bandwidth trace on a simulated clock.
+    Simulate(SimulateArgs),
+}
+
+/// Flags shared by streaming and simulation: the playback model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelFlags {
+    /// Buffer capacity, seconds.
+    #[arg(long, default_value_t = 25.0)]
+    pub max_buffer: f64,
+    /// Media buffered before playback starts, seconds (0: as soon as the first segment is in).
+    #[arg(long, default_value_t = 0.0)]
+    pub startup: f64,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Write one JSON object per downloaded segment (JSON Lines) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Draw bitrate, throughput and buffer over time to FILE.svg.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StreamFlags {
+    /// ABR algorithm: throughput, bola, bolae, dynamic, bba, mpc, mpc-paper.
+    #[arg(long, default_value = "dynamic")]
+    pub abr: AbrKind,
+    /// Stop after this many seconds of media.
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Shape downloads to a bandwidth trace (sabre JSON or `time Mbps` text).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Resolve host names through this DNS server (IP[:PORT], port 53 by default).
+    #[arg(long, value_name = "ADDR")]
+    pub dns: Option<String>,
+    /// Send this EDNS Client Subnet with --dns queries (e.g. 81.2.69.0/24).
+    #[arg(long, value_name = "CIDR", requires = "dns")]
+    pub client_subnet: Option<String>,
+    /// Use these addresses for HOST:PORT (like curl); several = failover candidates.
+    /// ADDR may carry its own port: `video.test:80:127.0.0.1:8081,127.0.0.1:8082`.
+    #[arg(long, value_name = "HOST:PORT:ADDR[,ADDR]")]
+    pub resolve: Vec<String>,
+    /// Run N independent sessions at once and print min/median/max of each QoE figure.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub clients: usize,
+    /// Connect / first-byte / stalled-body timeout, seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "S")]
+    pub timeout: f64,
+    /// Retries on one edge address before failing over to the next.
+    #[arg(long, default_value_t = 1)]
+    pub retries: u32,
+    /// No live progress line.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub model: ModelFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// The movie: sabre movie JSON, or an MPD (file or http:// URL; sizes from byte ranges,
+    /// local files or HEAD requests).
+    #[arg(long, value_name = "MOVIE")]
+    pub movie: String,
+    /// Bandwidth trace: sabre network JSON or Pensieve-style `time Mbps` text.
+    #[arg(long, value_name = "TRACE", required_unless_present = "batch")]
+    pub trace: Option<PathBuf>,
+    /// Run every trace in DIR for every algorithm (or those given with --abr) and print a table.
+    #[arg(long, value_name = "DIR", conflicts_with = "trace")]
+    pub batch: Option<PathBuf>,
+    /// ABR algorithm(s) (throughput, bola, bolae, dynamic, bba, mpc, mpc-paper); repeat or
+    /// comma-separate. Default: dynamic (all with --batch).
+    #[arg(long, value_delimiter = ',')]
+    pub abr: Vec<AbrKind>,
+    /// Multiply every bandwidth of the trace.
+    #[arg(long, default_value_t = 1.0)]
+    pub network_multiplier: f64,
+    #[command(flatten)]
+    pub model: ModelFlags,
+}
+
+fn session_config(m: &ModelFlags) -> Result<SessionConfig> {
+    if !(m.max_buffer.is_finite() && m.max_buffer > 0.0) {
+        bail!(
+            "--max-buffer {}: must be a positive number of seconds",
+            m.max_buffer
+        );
+    }
+    if !(m.startup.is_finite() && m.startup >= 0.0) {
+        bail!("--startup {}: must be zero or more seconds", m.startup);
+    }
+    Ok(SessionConfig {
+        max_buffer_ms: m.max_buffer * 1000.0,
+        startup_ms: m.startup * 1000.0,
+        ..SessionConfig::default()
+    })
+}
+
+fn quiet() -> bool {
+    LevelFilter::current() < LevelFilter::INFO
+}
+
+fn parse_dns(s: &str) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: IpAddr = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .with_context(|| format!("--dns `{s}`: expected IP or IP:PORT"))?;
+    Ok(SocketAddr::new(ip, 53))
+}
+
+fn open_log(path: &Path) -> Result<LogSink> {
+    let f = File::create(path).with_context(|| format!("cannot create log {}", path.display()))?;
+    Ok(Arc::new(Mutex::new(Box::new(BufWriter::new(f)))))
+}
 
 /// Streams (or simulates) and prints the QoE summary.
-pub async fn run(_args: PlayerArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the player is not built yet (see issue: The player)")
+pub async fn run(args: PlayerArgs) -> Result<()> {
+    match args.command {
+        Some(PlayerCommand::Simulate(s)) => simulate_cmd(s).await,
+        None => {
+            let url = args.url.context("give the MPD URL to play")?;
+            stream_cmd(url, args.stream).await
+        }
+    }
+}
+
+async fn stream_cmd(url: String, f: StreamFlags) -> Result<()> {
+    if f.clients == 0 {
+        bail!("--clients 0: need at least one client");
+    }
+    if !(f.timeout.is_finite() && f.timeout > 0.0) {
+        bail!(
+            "--timeout {}: must be a positive number of seconds",
+            f.timeout
+        );
+    }
+    let mut opts = StreamOptions::new(url);
+    opts.abr = f.abr;
+    opts.session = session_config(&f.model)?;
+    opts.duration_s = f.duration;
+    opts.trace = f.trace.as_deref().map(Trace::load).transpose()?;
+    opts.dns = f.dns.as_deref().map(parse_dns).transpose()?;
+    opts.client_subnet = f.client_subnet.clone();
+    opts.resolve = f
+        .resolve
+        .iter()
+        .map(|r| r.parse::<ResolveOverride>())
+        .collect::<Result<_, _>>()?;
+    opts.net = NetConfig {
+        timeout: Duration::from_secs_f64(f.timeout),
+        retries: f.retries,
+        ..NetConfig::default()
+    };
+    opts.progress = !f.no_progress && !quiet() && f.clients == 1;
+    if let Some(p) = &f.model.log {
+        opts.log = Some(open_log(p)?);
+    }
+
+    if f.clients > 1 {
+        let (results, agg) = stream::stream_many(opts, f.clients).await;
+        for (i, r) in results.iter().enumerate() {
+            if let Err(e) = r {
+                tracing::error!(client = i, "session failed: {e}");
+            }
+        }
+        if f.model.json {
+            println!("{}", serde_json::to_string(&agg)?);
+        } else {
+            println!(
+                "{} sessions ({} failed)            min      median         max",
+                agg.sessions + agg.failed,
+                agg.failed
+            );
+            let row = |name: &str, s: &crate::qoe::Spread| {
+                println!(
+                    "{name:<24} {:>10.2} {:>10.2} {:>10.2}",
+                    s.min, s.median, s.max
+                )
+            };
+            row("startup (s)", &agg.startup_s);
+            row("avg bitrate (kbit/s)", &agg.avg_bitrate_kbps);
+            row("switches", &agg.switches);
+            row("rebuffer (s)", &agg.rebuffer_s);
+            row("rebuffer events", &agg.rebuffer_count);
+            row("QoE (linear)", &agg.qoe_lin);
+            if !agg.edges.is_empty() {
+                println!("served by: {:?}", agg.edges);
+            }
+        }
+        if agg.failed > 0 {
+            bail!(
+                "{} of {} sessions failed",
+                agg.failed,
+                agg.failed + agg.sessions
+            );
+        }
+        return Ok(());
+    }
+
+    let report = stream::stream_report(opts).await?;
+    if let Some(p) = &f.model.plot {
+        let recs: Vec<_> = report.log.iter().filter_map(|e| e.video.clone()).collect();
+        crate::plot::plot(
+            p,
+            &format!("{} — {}", f.abr, report.summary.segments),
+            &recs,
+        )?;
+    }
+    print_summary(&report.summary, f.model.json)?;
+    Ok(())
+}
+
+fn print_summary(s: &crate::qoe::Summary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+        return Ok(());
+    }
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "abr               {}", s.abr.as_deref().unwrap_or("?"))?;
+    writeln!(
+        o,
+        "segments          {} ({:.1} s of media)",
+        s.segments, s.media_s
+    )?;
+    writeln!(o, "startup           {:.3} s", s.startup_s)?;
+    writeln!(
+        o,
+        "bitrate           {:.1} kbit/s average ({:.1} time-average)",
+        s.avg_bitrate_kbps, s.time_avg_bitrate_kbps
+    )?;
+    writeln!(
+        o,
+        "switches          {} (total {:.0} kbit/s)",
+        s.switches, s.switch_magnitude_kbps
+    )?;
+    writeln!(
+        o,
+        "rebuffering       {} events, {:.3} s ({:.2} %)",
+        s.rebuffer_count,
+        s.rebuffer_s,
+        s.rebuffer_ratio * 100.0
+    )?;
+    writeln!(
+        o,
+        "QoE (linear)      {:.3} ({:.3} per segment)",
+        s.qoe_lin, s.qoe_lin_per_segment
+    )?;
+    if !s.edges.is_empty() {
+        writeln!(o, "served by         {:?}", s.edges)?;
+    }
+    if !s.cache.is_empty() {
+        writeln!(o, "cache             {:?}", s.cache)?;
+    }
+    if s.failovers > 0 || s.retries > 0 {
+        writeln!(
+            o,
+            "failures          {} retries, {} failovers",
+            s.retries, s.failovers
+        )?;
+    }
+    Ok(())
+}
+
+async fn load_movie(movie: &str) -> Result<Content> {
+    let lower = movie.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.ends_with(".mpd") {
+        return crate::movie::content_from_mpd(movie)
+            .await
+            .with_context(|| format!("cannot use the MPD {movie} as a movie"));
+    }
+    Ok(Content::load_sabre(Path::new(movie))?)
+}
+
+async fn simulate_cmd(a: SimulateArgs) -> Result<()> {
+    let cfg = session_config(&a.model)?;
+    let content = load_movie(&a.movie).await?;
+    if let Some(dir) = &a.batch {
+        let algos = if a.abr.is_empty() {
+            AbrKind::ALL.to_vec()
+        } else {
+            a.abr.clone()
+        };
+        let rows = sim::batch(&content, dir, &algos, &cfg)?;
+        if a.model.json {
+            println!("{}", serde_json::to_string(&rows)?);
+        } else {
+            print!("{}", sim::batch_table(&rows));
+        }
+        return Ok(());
+    }
+    let trace_path = a.trace.as_deref().context("give --trace or --batch")?;
+    let trace = Trace::load(trace_path)?.scaled(a.network_multiplier);
+    let algos = if a.abr.is_empty() {
+        vec![AbrKind::Dynamic]
+    } else {
+        a.abr.clone()
+    };
+    let log = a.model.log.as_deref().map(open_log).transpose()?;
+    for abr in algos {
+        let r = sim::simulate(&content, &trace, abr, &cfg);
+        if let Some(sink) = &log {
+            let mut w = sink.lock().unwrap_or_else(|p| p.into_inner());
+            for rec in &r.records {
+                let mut v = serde_json::to_value(rec)?;
+                v["abr"] = serde_json::Value::from(abr.name());
+                writeln!(w, "{v}")?;
+            }
+            w.flush()?;
+        }
+        if let Some(p) = &a.model.plot {
+            crate::plot::plot(
+                p,
+                &format!("{abr} over {}", trace_path.display()),
+                &r.records,
+            )?;
+        }
+        print_summary(&r.summary, a.model.json)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Top {
+        #[command(flatten)]
+        player: PlayerArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<PlayerArgs, clap::Error> {
+        Top::try_parse_from(std::iter::once("player").chain(args.iter().copied())).map(|t| t.player)
+    }
+
+    #[test]
+    fn streaming_and_simulate_command_lines() {
+        let a = parse(&[
+            "http://h/m.mpd",
+            "--abr",
+            "mpc",
+            "--dns",
+            "127.0.0.1:53",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(a.url.as_deref(), Some("http://h/m.mpd"));
+        assert_eq!(a.stream.abr, AbrKind::Mpc);
+        assert!(a.stream.model.json);
+        assert!(a.command.is_none());
+
+        let a = parse(&[
+            "simulate",
+            "--movie",
+            "m.json",
+            "--trace",
+            "t.json",
+            "--abr",
+            "bolae,bba",
+        ])
+        .unwrap();
+        let Some(PlayerCommand::Simulate(s)) = a.command else {
+            panic!("simulate parsed as {:?}", a.command)
+        };
+        assert_eq!(s.abr, vec![AbrKind::Bolae, AbrKind::Bba]);
+
+        assert!(parse(&[]).is_err(), "a URL is required");
+        assert!(
+            parse(&["simulate", "--movie", "m.json"]).is_err(),
+            "a trace or a batch"
+        );
+        let e = parse(&["u", "--abr", "fastest"]).unwrap_err().to_string();
+        assert!(e.contains("unknown ABR algorithm"), "{e}");
+        assert!(
+            parse(&["u", "--client-subnet", "1.2.3.0/24"]).is_err(),
+            "needs --dns"
+        );
+    }
+
+    #[tokio::test]
+    async fn simulate_writes_log_and_plot() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let log = dir.path().join("s.jsonl");
+        let svg = dir.path().join("s.svg");
+        let a = parse(&[
+            "simulate",
+            "--movie",
+            &format!("{data}/example-movie.json"),
+            "--trace",
+            &format!("{data}/example-network.json"),
+            "--abr",
+            "bolae",
+            "--json",
+            "--log",
+            log.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ])
+        .unwrap();
+        run(a).await.unwrap();
+        let lines = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(lines.lines().count(), 199);
+        for l in lines.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["abr"], "bolae");
+        }
+        let svg = std::fs::read_to_string(&svg).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.contains("bitrate"),
+            "{}",
+            &svg[..200]
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_trace_and_movie_files_fail_with_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("bad-trace.txt");
+        std::fs::write(&t, "0 1\nx y\n").unwrap();
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let movie = format!("{data}/example-movie.json");
+        let a = parse(&[
+            "simulate",
+            "--movie",
+            &movie,
+            "--trace",
+            t.to_str().unwrap(),
+        ])
+        .unwrap();
+        let e = format!("{:#}", run(a).await.unwrap_err());
+        assert!(e.contains("bad-trace.txt line 2"), "{e}");
+        let a = parse(&[
+            "simulate",
+            "--movie",
+            t.to_str().unwrap(),
+            "--trace",
+            t.to_str().unwrap(),
+        ])
+        .unwrap();
+        let e = format!("{:#}", run(a).await.unwrap_err());
+        assert!(e.contains("bad-trace.txt") && e.contains("movie"), "{e}");
+    }
 }

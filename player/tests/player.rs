@@ -1,0 +1,738 @@
+//! The player against real servers on loopback: our origin, a plain file server with
+//! ffmpeg's DASH output, failing edges, a DNS server, and hostile inputs.
+
+mod util;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashcdn_player::net::{NetConfig, NetError, ResolveOverride};
+use dashcdn_player::stream::{LogSink, PlayerError};
+use dashcdn_player::trace::{Period, Trace};
+use dashcdn_player::{mpd::MpdError, stream_report, AbrKind, StreamOptions};
+use util::*;
+
+/// No test may hang: everything runs under this.
+async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("still running after {secs} s: hung"))
+}
+
+/// A log sink that keeps what is written, for parsing.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn sink(&self) -> LogSink {
+        Arc::new(Mutex::new(Box::new(self.clone())))
+    }
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?}: {e}")))
+            .collect()
+    }
+}
+
+fn opts(url: String) -> StreamOptions {
+    let mut o = StreamOptions::new(url);
+    o.net = NetConfig {
+        timeout: Duration::from_secs(5),
+        ..NetConfig::default()
+    };
+    o
+}
+
+#[tokio::test]
+async fn streams_from_our_origin_and_the_summary_adds_up() {
+    let origin = spawn_origin().await;
+    let log = Captured::default();
+    let mut o = opts(origin.url(&manifest_path()));
+    o.log = Some(log.sink());
+    let report = within(60, stream_report(o))
+        .await
+        .expect("session completes");
+    let s = &report.summary;
+
+    // Segment count and playback time match the MPD.
+    let mpd_text =
+        std::fs::read_to_string(library().root.join(ASSET).join("manifest.mpd")).unwrap();
+    let url = url::Url::parse(&origin.url(&manifest_path())).unwrap();
+    let pres = dashcdn_player::mpd::parse(&mpd_text, &url).unwrap();
+    let n = pres.periods[0].video[0].segments().len();
+    assert_eq!(s.segments as usize, n, "{s:?}");
+    let media: f64 = pres.periods[0].video[0]
+        .segments()
+        .iter()
+        .map(|x| x.duration_s)
+        .sum();
+    assert!((s.media_s - media).abs() < 1e-6, "{} vs {media}", s.media_s);
+    assert!((s.media_s - CLIP_SECONDS).abs() < 0.2, "{}", s.media_s);
+    assert!(
+        (s.session_s - (s.startup_s + s.media_s + s.rebuffer_s)).abs() < 1e-6,
+        "{s:?}"
+    );
+    assert!(s.audio_segments > 0, "audio followed video: {s:?}");
+    assert_eq!(s.edges.values().sum::<u32>() as usize, report.log.len());
+
+    // The JSON log parses; the video lines add up to the summary's bytes, and each is the
+    // size of the segment file on disk.
+    let lines = log.lines();
+    assert_eq!(lines.len(), report.log.len());
+    let video: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "video").collect();
+    assert_eq!(video.len(), n);
+    let bytes: u64 = video.iter().map(|l| l["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(bytes, s.bytes);
+    for l in &video {
+        let rep = l["representation"].as_str().unwrap();
+        let seg = l["segment"].as_u64().unwrap();
+        let file = library()
+            .root
+            .join(ASSET)
+            .join(rep)
+            .join(format!("{}.m4s", seg + 1));
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            l["bytes"].as_u64().unwrap(),
+            "{}",
+            file.display()
+        );
+        assert!(l["ttfb_ms"].as_f64().unwrap() >= 0.0);
+        assert!(l["throughput_kbps"].as_f64().unwrap() > 0.0);
+    }
+    assert!(lines.iter().any(|l| l["kind"] == "init"));
+    origin.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_ffmpeg_dash_output_from_a_plain_file_server() {
+    let ff = ffmpeg_dash();
+    let server = spawn_static(&ff.root).await;
+    for (path, segments, audio) in [
+        ("/timeline/manifest.mpd", 5, true),
+        ("/duration/manifest.mpd", 5, true),
+        ("/time/manifest.mpd", 5, false),
+        ("/single/manifest.mpd", 5, false),
+        ("/single/segmentbase.mpd", 5, false),
+        ("/multi.mpd", 10, true),
+    ] {
+        let mut o = opts(server.url(path));
+        o.abr = AbrKind::Bolae;
+        let r = within(60, stream_report(o))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(r.summary.segments, segments, "{path}: {:?}", r.summary);
+        assert!(
+            (r.summary.media_s - segments as f64).abs() < 0.1,
+            "{path}: {:?}",
+            r.summary
+        );
+        assert_eq!(r.summary.audio_segments > 0, audio, "{path}");
+        // Byte-range segments really were ranges: nothing downloaded twice the file.
+        if path.starts_with("/single") {
+            let file = std::fs::metadata(ff.root.join("single/manifest-stream1.mp4"))
+                .unwrap()
+                .len();
+            assert!(r.summary.bytes < file * 2, "{path}");
+        }
+    }
+    server.shutdown().await;
+}
+
+fn constant(kbps: f64) -> Trace {
+    Trace::constant(kbps, 0.0)
+}
+
+#[tokio::test]
+async fn a_low_trace_settles_low_and_a_high_one_climbs() {
+    let origin = spawn_origin().await;
+    let url = origin.url(&manifest_path());
+    let run = |trace: Trace, abr: AbrKind| {
+        let mut o = opts(url.clone());
+        o.trace = Some(trace);
+        o.abr = abr;
+        o.session.max_buffer_ms = 6_000.0;
+        within(90, stream_report(o))
+    };
+    for abr in [AbrKind::Throughput, AbrKind::Dynamic] {
+        let low = run(constant(450.0), abr).await.unwrap();
+        let tail: Vec<usize> = low
+            .log
+            .iter()
+            .filter_map(|e| e.video.as_ref().map(|v| v.quality))
+            .collect();
+        assert!(
+            tail[tail.len() / 2..].iter().all(|q| *q == 0),
+            "{abr}: on 450 kbit/s the player settles on the lowest rung: {tail:?}"
+        );
+        let high = run(constant(40_000.0), abr).await.unwrap();
+        let qs: Vec<usize> = high
+            .log
+            .iter()
+            .filter_map(|e| e.video.as_ref().map(|v| v.quality))
+            .collect();
+        assert_eq!(
+            *qs.last().unwrap(),
+            2,
+            "{abr}: on 40 Mbit/s it climbs to the top: {qs:?}"
+        );
+        assert!(high.summary.avg_bitrate_kbps > low.summary.avg_bitrate_kbps);
+    }
+    origin.shutdown().await;
+}
+
+#[tokio::test]
+async fn rebuffering_is_reported_when_the_trace_forces_it() {
+    let origin = spawn_origin().await;
+    let mut o = opts(origin.url(&manifest_path()));
+    // Fast for a second, then a collapse far below the lowest rung, then fast again.
+    o.trace = Some(Trace {
+        periods: vec![
+            Period {
+                duration_ms: 1500.0,
+                bandwidth_kbps: 20_000.0,
+                latency_ms: 0.0,
+            },
+            Period {
+                duration_ms: 4000.0,
+                bandwidth_kbps: 40.0,
+                latency_ms: 0.0,
+            },
+            Period {
+                duration_ms: 60_000.0,
+                bandwidth_kbps: 20_000.0,
+                latency_ms: 0.0,
+            },
+        ],
+    });
+    o.session.max_buffer_ms = 3_000.0;
+    o.abr = AbrKind::Bolae;
+    let r = within(90, stream_report(o)).await.unwrap();
+    assert!(r.summary.rebuffer_s > 0.5, "{:?}", r.summary);
+    assert!(r.summary.rebuffer_count >= 1, "{:?}", r.summary);
+    assert!(
+        r.summary.qoe_lin < r.summary.media_s * 1.5,
+        "{:?}",
+        r.summary
+    );
+    origin.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_download_is_abandoned_when_bandwidth_collapses() {
+    let origin = spawn_origin().await;
+    let mut o = opts(origin.url(&manifest_path()));
+    // Fast, then a collapse: the next request still goes out at the top rung (the estimate
+    // is high) and must be given up for a lower one.
+    o.trace = Some(Trace {
+        periods: vec![
+            Period {
+                duration_ms: 1200.0,
+                bandwidth_kbps: 20_000.0,
+                latency_ms: 0.0,
+            },
+            Period {
+                duration_ms: 60_000.0,
+                bandwidth_kbps: 300.0,
+                latency_ms: 0.0,
+            },
+        ],
+    });
+    o.session.max_buffer_ms = 4_000.0;
+    o.abr = AbrKind::Throughput;
+    o.duration_s = Some(6.0);
+    let r = within(90, stream_report(o)).await.unwrap();
+    assert!(r.summary.abandoned >= 1, "{:?}", r.summary);
+    let abandoned: Vec<_> = r
+        .log
+        .iter()
+        .filter_map(|e| e.video.as_ref())
+        .filter(|v| v.abandoned)
+        .collect();
+    assert!(!abandoned.is_empty());
+    // The abandoned download was the top rung, and the segment was then fetched lower.
+    let a = abandoned[0];
+    assert_eq!(a.quality, 2, "{a:?}");
+    let refetch = r
+        .log
+        .iter()
+        .filter_map(|e| e.video.as_ref())
+        .find(|v| v.segment == a.segment && !v.abandoned)
+        .expect("the segment was fetched again");
+    assert!(refetch.quality < 2, "{refetch:?}");
+    assert_eq!(r.summary.segments, 6);
+    origin.shutdown().await;
+}
+
+/// An edge in front of the library that says who it is, and breaks (503) after `ok` media
+/// requests when told to.
+async fn spawn_edge(addr: &str, name: &'static str, ok: Option<usize>) -> Server {
+    let count = Arc::new(AtomicUsize::new(0));
+    let app = origin_router(&library().root).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let count = count.clone();
+            async move {
+                let media = req.uri().path().ends_with(".m4s");
+                let n = if media {
+                    count.fetch_add(1, Ordering::SeqCst)
+                } else {
+                    0
+                };
+                let mut resp = if ok.is_some_and(|ok| n >= ok) {
+                    axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream gone",
+                    ))
+                } else {
+                    next.run(req).await
+                };
+                resp.headers_mut()
+                    .insert("via", format!("1.1 {name}").parse().unwrap());
+                resp.headers_mut().insert("x-cache", "HIT".parse().unwrap());
+                resp
+            }
+        },
+    ));
+    serve_on(addr, app).await
+}
+
+#[tokio::test]
+async fn an_edge_failing_mid_stream_fails_over_to_another_address() {
+    let a = spawn_edge("127.0.0.1:0", "edge-a", Some(4)).await;
+    let b = spawn_edge("127.0.0.1:0", "edge-b", None).await;
+    let mut o = opts(format!("http://video.test{}", manifest_path()));
+    o.resolve = vec![format!("video.test:80:{},{}", a.addr, b.addr)
+        .parse::<ResolveOverride>()
+        .unwrap()];
+    let r = within(60, stream_report(o))
+        .await
+        .expect("finishes on the other edge");
+    let s = &r.summary;
+    assert_eq!(s.segments as f64, CLIP_SECONDS, "{s:?}");
+    assert!(s.failovers >= 1, "{s:?}");
+    assert!(s.edges.get("edge-a").copied().unwrap_or(0) > 0, "{s:?}");
+    assert!(s.edges.get("edge-b").copied().unwrap_or(0) > 0, "{s:?}");
+    assert_eq!(s.cache.get("HIT").copied(), Some(r.log.len() as u32));
+    // The stall the failover cost is in the log.
+    assert!(r.log.iter().any(|e| e.failovers > 0 && e.lost_ms > 0.0));
+    // Once moved, it stays on the edge that works.
+    let last = r.log.last().unwrap();
+    assert_eq!(last.edge, "edge-b");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_edge_refusing_connections_is_skipped() {
+    // An address where nothing listens any more, then a working edge.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = spawn_edge("127.0.0.1:0", "edge-b", None).await;
+    let mut o = opts(format!("http://video.test{}", manifest_path()));
+    o.resolve = vec![format!("video.test:80:{dead},{}", b.addr)
+        .parse::<ResolveOverride>()
+        .unwrap()];
+    o.duration_s = Some(2.0);
+    let r = within(60, stream_report(o))
+        .await
+        .expect("plays from the live edge");
+    assert_eq!(r.summary.segments, 2);
+    assert_eq!(r.summary.edges.keys().collect::<Vec<_>>(), ["edge-b"]);
+    assert!(
+        r.summary.failovers >= 1 && r.summary.retries >= 1,
+        "{:?}",
+        r.summary
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn several_clients_give_an_aggregate() {
+    let origin = spawn_origin().await;
+    let mut o = opts(origin.url(&manifest_path()));
+    o.duration_s = Some(4.0);
+    let (results, agg) = within(60, dashcdn_player::stream_many(o, 3)).await;
+    assert_eq!(results.len(), 3);
+    assert_eq!(agg.sessions, 3);
+    assert_eq!(agg.failed, 0);
+    assert_eq!(agg.segments.min, 4.0);
+    assert_eq!(agg.segments.max, 4.0);
+    assert!(agg.avg_bitrate_kbps.min <= agg.avg_bitrate_kbps.median);
+    origin.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input: clear errors, no panic, no hang.
+
+#[tokio::test]
+async fn an_mpd_that_is_not_xml_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.mpd"), "this is not a manifest").unwrap();
+    std::fs::write(dir.path().join("garbled.mpd"), "<MPD><Period><oops").unwrap();
+    let server = spawn_static(dir.path()).await;
+    for p in ["/bad.mpd", "/garbled.mpd"] {
+        let e = within(20, stream_report(opts(server.url(p))))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, PlayerError::Mpd(MpdError::NotMpd { .. })),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(p), "{e}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_mpd_with_no_video_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("audio.mpd"),
+        r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT4S"><Period><AdaptationSet contentType="audio" mimeType="audio/mp4"><SegmentTemplate media="a/$Number$.m4s" duration="2" /><Representation id="a" bandwidth="96000"/></AdaptationSet></Period></MPD>"#,
+    )
+    .unwrap();
+    let server = spawn_static(dir.path()).await;
+    let e = within(20, stream_report(opts(server.url("/audio.mpd"))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, PlayerError::Mpd(MpdError::NoVideo { .. })),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("no video"), "{e}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_segment_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = &library().root;
+    // The real init segment, but media segments that are not there.
+    std::fs::create_dir_all(dir.path().join("180p")).unwrap();
+    std::fs::copy(
+        lib.join(ASSET).join("180p/init.mp4"),
+        dir.path().join("180p/init.mp4"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("m.mpd"),
+        r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT4S"><Period><AdaptationSet contentType="video" mimeType="video/mp4"><SegmentTemplate initialization="$RepresentationID$/init.mp4" media="$RepresentationID$/seg-$Number$.m4s" duration="2" /><Representation id="180p" bandwidth="150000"/></AdaptationSet></Period></MPD>"#,
+    )
+    .unwrap();
+    let server = spawn_static(dir.path()).await;
+    let e = within(20, stream_report(opts(server.url("/m.mpd"))))
+        .await
+        .unwrap_err();
+    match &e {
+        PlayerError::Net(NetError::Status { status, url, .. }) => {
+            assert_eq!(*status, 404);
+            assert!(url.ends_with("180p/seg-1.m4s"), "{url}");
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_stalling_mid_body_times_out_instead_of_hanging() {
+    // Serves the MPD properly, then answers every segment with headers and half a body.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.mpd"),
+        r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT4S"><Period><AdaptationSet contentType="video" mimeType="video/mp4"><SegmentTemplate media="v/$Number$.m4s" duration="2" /><Representation id="v" bandwidth="150000"/></AdaptationSet></Period></MPD>"#,
+    )
+    .unwrap();
+    let mpd = std::fs::read(dir.path().join("m.mpd")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mpd = mpd.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                if req.starts_with("GET /m.mpd") {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        mpd.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&mpd).await;
+                } else {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
+                        .await;
+                    let _ = s.write_all(&[0u8; 1000]).await;
+                    // ...and nothing more, ever.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+            });
+        }
+    });
+    let mut o = opts(format!("http://{addr}/m.mpd"));
+    o.net = NetConfig {
+        timeout: Duration::from_millis(500),
+        retries: 1,
+        backoff: Duration::from_millis(10),
+        rounds: 1,
+    };
+    let e = within(30, stream_report(o)).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, PlayerError::Net(NetError::Exhausted { .. })),
+        "{e:?}"
+    );
+    assert!(msg.contains("stalled"), "{msg}");
+    assert!(msg.contains("v/1.m4s"), "{msg}");
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_malformed_trace_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("trace.txt");
+    std::fs::write(&p, "0 3.5\n1 lots\n").unwrap();
+    let e = Trace::load(&p).unwrap_err();
+    assert!(e.to_string().contains("line 2"), "{e}");
+    assert!(e.to_string().contains("trace.txt"), "{e}");
+    let p = dir.path().join("trace.json");
+    std::fs::write(
+        &p,
+        "[{\"duration_ms\": 1000, \"bandwidth_kbps\": \"fast\"}]",
+    )
+    .unwrap();
+    let e = Trace::load(&p).unwrap_err();
+    assert!(e.to_string().contains("trace.json"), "{e}");
+    let e = Trace::load(&dir.path().join("missing.json")).unwrap_err();
+    assert!(e.to_string().contains("missing.json"), "{e}");
+}
+
+#[tokio::test]
+async fn unsupported_mpd_features_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("live.mpd"),
+        r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="2020-01-01T00:00:00Z"><Period start="PT0S"><AdaptationSet contentType="video" mimeType="video/mp4"><SegmentTemplate media="$Number$.m4s" duration="2" /><Representation id="v" bandwidth="1"/></AdaptationSet></Period></MPD>"#,
+    )
+    .unwrap();
+    let server = spawn_static(dir.path()).await;
+    let e = within(20, stream_report(opts(server.url("/live.mpd"))))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("unsupported MPD feature"), "{e}");
+    assert!(e.to_string().contains("dynamic"), "{e}");
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The ABR lab over an MPD.
+
+#[tokio::test]
+async fn an_mpd_is_a_movie_for_the_simulator() {
+    let ff = ffmpeg_dash();
+    // Local: sizes from the files and byte ranges.
+    for mpd in ["timeline/manifest.mpd", "single/segmentbase.mpd"] {
+        let path = ff.root.join(mpd);
+        let c = dashcdn_player::movie::content_from_mpd(path.to_str().unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{mpd}: {e}"));
+        assert_eq!(c.segments(), 5, "{mpd}");
+        assert_eq!(c.qualities(), 2, "{mpd}");
+        let sizes = c.sizes_bits.as_ref().unwrap();
+        assert!(
+            sizes.iter().all(|row| row[0] > 0.0 && row[1] > row[0]),
+            "{mpd}: {sizes:?}"
+        );
+        let r =
+            dashcdn_player::simulate(&c, &constant(5000.0), AbrKind::Bolae, &Default::default());
+        assert_eq!(r.summary.segments, 5);
+    }
+    // Remote: sizes from HEAD requests.
+    let server = spawn_static(&ff.root).await;
+    let c = within(
+        30,
+        dashcdn_player::movie::content_from_mpd(&server.url("/duration/manifest.mpd")),
+    )
+    .await
+    .unwrap();
+    let local = std::fs::metadata(ff.root.join("duration/chunk-stream1-00002.m4s"))
+        .unwrap()
+        .len();
+    assert_eq!(c.sizes_bits.as_ref().unwrap()[1][1], local as f64 * 8.0);
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// CDN-aware: --dns and --client-subnet.
+
+/// A tiny authoritative DNS server: `video.test` is a CNAME to `edge.cdn.test` (and says
+/// no more), whose A record depends on the EDNS Client Subnet: 81.2.69.0/24 ("London")
+/// gets `london`, everyone else `default`.
+async fn spawn_dns(
+    default: std::net::Ipv4Addr,
+    london: std::net::Ipv4Addr,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    spawn_dns_with(Arc::new(
+        move |london_client: bool, _n: usize| {
+            if london_client {
+                london
+            } else {
+                default
+            }
+        },
+    ))
+    .await
+}
+
+/// The address of `edge.cdn.test` chosen by `pick(london client?, query number)`.
+type Pick = Arc<dyn Fn(bool, usize) -> std::net::Ipv4Addr + Send + Sync>;
+
+async fn spawn_dns_with(pick: Pick) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData, Record};
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let mut edge_queries = 0usize;
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
+            r.metadata.authoritative = true;
+            let query = q.queries[0].clone();
+            let name = query.name().clone();
+            r.add_query(query);
+            let london_client = q
+                .edns
+                .as_ref()
+                .and_then(|e| match e.option(EdnsCode::Subnet) {
+                    Some(EdnsOption::Subnet(s)) => Some(format!("{s:?}").contains("81.2.69")),
+                    _ => None,
+                })
+                .unwrap_or(false);
+            if name == Name::from_ascii("video.test.").unwrap() {
+                r.add_answer(Record::from_rdata(
+                    name,
+                    30,
+                    RData::CNAME(CNAME(Name::from_ascii("edge.cdn.test.").unwrap())),
+                ));
+            } else if name == Name::from_ascii("edge.cdn.test.").unwrap() {
+                let ip = pick(london_client, edge_queries);
+                edge_queries += 1;
+                // A one-second TTL: the player must ask again after it.
+                r.add_answer(Record::from_rdata(name, 1, RData::A(A(ip))));
+            }
+            let _ = sock.send_to(&r.to_vec().unwrap(), peer).await;
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn dns_with_client_subnet_picks_the_edge_through_the_cname_chain() {
+    // Two edges on one port, at two loopback addresses.
+    let a = spawn_edge("127.0.0.1:0", "edge-default", None).await;
+    let b = spawn_edge(&format!("127.0.0.2:{}", a.addr.port()), "edge-london", None).await;
+    let (dns, dns_task) =
+        spawn_dns("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()).await;
+    let url = format!("http://video.test:{}{}", a.addr.port(), manifest_path());
+
+    let mut o = opts(url.clone());
+    o.dns = Some(dns);
+    o.duration_s = Some(3.0);
+    let r = within(30, stream_report(o.clone())).await.unwrap();
+    assert_eq!(
+        r.summary.edges.keys().collect::<Vec<_>>(),
+        ["edge-default"],
+        "{:?}",
+        r.summary
+    );
+
+    o.client_subnet = Some("81.2.69.0/24".into());
+    let r = within(30, stream_report(o)).await.unwrap();
+    assert_eq!(
+        r.summary.edges.keys().collect::<Vec<_>>(),
+        ["edge-london"],
+        "{:?}",
+        r.summary
+    );
+
+    let d = dashcdn_player::dns::DnsClient::new(dns, None);
+    let res = d.resolve("video.test").await.unwrap();
+    assert_eq!(res.chain, ["video.test", "edge.cdn.test"]);
+    assert_eq!(res.ttl, Duration::from_secs(1));
+    let e = d.resolve("nothing.test").await.unwrap_err();
+    assert!(e.to_string().contains("nothing.test"), "{e}");
+    dns_task.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_player_resolves_again_when_the_ttl_expires() {
+    let a = spawn_edge("127.0.0.1:0", "edge-1", None).await;
+    let b = spawn_edge(&format!("127.0.0.2:{}", a.addr.port()), "edge-2", None).await;
+    // The first answer says edge 1, every later one edge 2.
+    let (dns, dns_task) = spawn_dns_with(Arc::new(|_, n| {
+        if n == 0 {
+            "127.0.0.1".parse().unwrap()
+        } else {
+            "127.0.0.2".parse().unwrap()
+        }
+    }))
+    .await;
+    let mut net = dashcdn_player::net::Net::new(
+        NetConfig::default(),
+        Some(dashcdn_player::dns::DnsClient::new(dns, None)),
+        Vec::new(),
+        None,
+    );
+    let res = dashcdn_player::mpd::Resource {
+        url: url::Url::parse(&format!(
+            "http://video.test:{}{}",
+            a.addr.port(),
+            manifest_path()
+        ))
+        .unwrap(),
+        range: None,
+    };
+    let first = net.fetch(&res, false, |_, _, _, _| false).await.unwrap();
+    let again = net.fetch(&res, false, |_, _, _, _| false).await.unwrap();
+    assert_eq!(
+        (first.edge(), again.edge()),
+        ("edge-1".into(), "edge-1".into()),
+        "within the TTL: cached"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = net.fetch(&res, false, |_, _, _, _| false).await.unwrap();
+    assert_eq!(later.edge(), "edge-2", "after the TTL: resolved again");
+    dns_task.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+}
