@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod browser;
+mod edge;
 mod interrupt;
 mod package;
 mod serve;

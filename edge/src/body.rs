@@ -1,0 +1,197 @@
+//! Response bodies, and the access log line written when a body is done.
+//!
+//! One enum instead of a boxed `dyn Body` so a hit (a single `Bytes`) costs no
+//! allocation beyond the response itself. The access-log record and the in-flight guard
+//! ride on the body because a request is only over when its last byte is written (or
+//! the viewer hung up): that is when timings and byte counts are known.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::metrics::Metrics;
+
+/// What a body yields: bytes, or an error that makes hyper abort the connection (a
+/// truncated response must not look complete to the viewer).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+pub enum Kind {
+    Empty,
+    Full(Option<Bytes>),
+    /// Fed by a reader task following an in-flight fill (see [`crate::fill`]).
+    Channel {
+        rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+        len: Option<u64>,
+    },
+    /// A pass-through response straight from the upstream; a gap longer than `idle`
+    /// between two chunks ends it with an error (a hung upstream never holds a viewer).
+    Upstream {
+        body: Incoming,
+        idle: std::time::Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    },
+}
+
+/// Counts one request as in flight until dropped.
+pub struct InFlight(Arc<Metrics>);
+
+impl InFlight {
+    pub fn new(metrics: &Arc<Metrics>) -> InFlight {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The access-log record, completed as the body is sent.
+pub struct Access {
+    pub method: http::Method,
+    pub path: String,
+    pub peer: std::net::SocketAddr,
+    pub status: u16,
+    pub cache: &'static str,
+    pub started: Instant,
+    /// Time to response head.
+    pub head_us: u64,
+    pub upstream: Option<String>,
+    pub bytes: u64,
+    pub complete: bool,
+}
+
+impl Drop for Access {
+    fn drop(&mut self) {
+        info!(
+            target: "dashcdn_edge::access",
+            peer = %self.peer,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            cache = self.cache,
+            bytes = self.bytes,
+            complete = self.complete,
+            head_ms = self.head_us as f64 / 1000.0,
+            total_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            upstream = self.upstream.as_deref().unwrap_or("-"),
+            "access"
+        );
+    }
+}
+
+pub struct EdgeBody {
+    kind: Kind,
+    pub(crate) access: Option<Box<Access>>,
+    pub(crate) _in_flight: Option<InFlight>,
+}
+
+impl EdgeBody {
+    pub fn new(kind: Kind) -> EdgeBody {
+        EdgeBody {
+            kind,
+            access: None,
+            _in_flight: None,
+        }
+    }
+
+    pub fn empty() -> EdgeBody {
+        EdgeBody::new(Kind::Empty)
+    }
+
+    pub fn full(b: impl Into<Bytes>) -> EdgeBody {
+        EdgeBody::new(Kind::Full(Some(b.into())))
+    }
+
+    fn sent(&mut self, n: usize) {
+        if let Some(a) = &mut self.access {
+            a.bytes += n as u64;
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(a) = &mut self.access {
+            a.complete = true;
+        }
+    }
+}
+
+impl Body for EdgeBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Channel { rx, .. } => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Kind::Upstream { body, idle, timer } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    *timer = None;
+                    match f.into_data() {
+                        Ok(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                        // Trailers are dropped: nothing a viewer of a segment needs.
+                        Err(_) => Poll::Ready(None),
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e) as BodyError))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => {
+                    let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                    match t.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Some(Err("upstream body stalled".into()))),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(f))) => {
+                let n = f.data_ref().map_or(0, |d| d.len());
+                this.sent(n);
+            }
+            Poll::Ready(None) => this.done(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(b) => b.is_none(),
+            Kind::Channel { len, .. } => *len == Some(0),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Channel { len: Some(n), .. } => SizeHint::with_exact(*n),
+            Kind::Channel { len: None, .. } => SizeHint::default(),
+            Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,773 @@
+//! The request path: validate, look up, serve a hit / stale copy, or join a fill.
+//!
+//! ```text
+//! GET/HEAD ─▶ key (path + normalised query) ─▶ pass-listed? ─▶ pass (fetch for this viewer)
+//!                  │
+//!                  ├─ fresh entry ──────────────────────────────▶ HIT
+//!                  ├─ stale, within stale-while-revalidate ─────▶ STALE + background revalidation
+//!                  ├─ stale otherwise ─▶ revalidate (join fill) ─▶ REVALIDATED | MISS | STALE on error
+//!                  └─ no entry ────────▶ join or start a fill ──▶ MISS (started it) | COALESCED
+//! ```
+//!
+//! Viewers' conditional requests (`If-None-Match`, `If-Modified-Since`) and single byte
+//! ranges are answered here, from the entry or from the in-flight fill; they are never
+//! forwarded (the fill always fetches the whole object, once).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, ACCEPT_LANGUAGE, ACCEPT_RANGES, AGE, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION,
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, COOKIE, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, RANGE, USER_AGENT, VIA,
+};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::body::{EdgeBody, Kind};
+use crate::cache::{cache_key, Entry, KeyRules, Store};
+use crate::config::EdgeConfig;
+use crate::fill::{self, End, Fill, Fills, Head, Outcome};
+use crate::freshness::{Defaults, Use};
+use crate::metrics::{CacheStatus, Metrics};
+use crate::upstream::Upstreams;
+
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Everything a request needs, shared by all connections.
+pub struct Shared {
+    pub config: EdgeConfig,
+    pub store: Store,
+    pub fills: Fills,
+    pub upstreams: Arc<Upstreams>,
+    pub metrics: Arc<Metrics>,
+    pub defaults: Defaults,
+    pub rules: KeyRules,
+    /// `1.1 <pop>`, appended to `Via` upstream and downstream.
+    pub via: HeaderValue,
+    pub read_timeout: Duration,
+    /// Bumped by every purge; a fill started before a purge does not store its object
+    /// (it may hold the purged version).
+    pub purge_epoch: AtomicU64,
+    /// Keys whose last response was not shareable ("hit-for-pass", as Varnish calls
+    /// it): for a while, requests go straight upstream instead of queueing on a fill.
+    pass_keys: moka::sync::Cache<Arc<str>, ()>,
+    /// Keys ever remembered as pass: while 0, the lookup in `pass_keys` is skipped.
+    passes: AtomicU64,
+    prefetch: Arc<Semaphore>,
+}
+
+impl Shared {
+    pub fn new(config: EdgeConfig) -> Result<Shared, String> {
+        let metrics = Arc::new(Metrics::new(&config.pop));
+        let upstreams = Arc::new(Upstreams::new(&config, metrics.clone())?);
+        let via = HeaderValue::from_str(&format!("1.1 {}", config.pop))
+            .map_err(|_| format!("pop {:?} is not a valid header value", config.pop))?;
+        Ok(Shared {
+            store: Store::new(&config),
+            fills: Fills::default(),
+            upstreams,
+            metrics,
+            defaults: Defaults {
+                negative_ttl: Duration::from_secs(config.negative_ttl_secs),
+                stale_if_error: Duration::from_secs(config.default_stale_if_error_secs),
+                stale_while_revalidate: Duration::from_secs(
+                    config.default_stale_while_revalidate_secs,
+                ),
+                max_heuristic: Duration::from_secs(config.max_heuristic_secs),
+            },
+            rules: KeyRules::new(&config),
+            via,
+            read_timeout: EdgeConfig::ms(config.read_timeout_ms),
+            purge_epoch: AtomicU64::new(0),
+            pass_keys: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            passes: AtomicU64::new(0),
+            prefetch: Arc::new(Semaphore::new(config.prefetch_concurrency)),
+            config,
+        })
+    }
+
+    pub fn remember_pass(&self, key: &Arc<str>) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.pass_keys.insert(key.clone(), ());
+    }
+
+    pub fn forget_pass(&self, matches: impl Fn(&str) -> bool) {
+        let keys: Vec<Arc<Arc<str>>> = self
+            .pass_keys
+            .iter()
+            .filter(|(k, _)| matches(k))
+            .map(|(k, _)| k)
+            .collect();
+        for k in keys {
+            self.pass_keys.invalidate(&**k);
+        }
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus ours.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
+
+/// An upstream's headers as stored and sent on: hop-by-hop headers (and any named in
+/// `Connection`) removed, `Age`, `X-Cache` and `Content-Length` removed (we compute our
+/// own), our `Via` appended.
+///
+/// Every value is copied into its own allocation: hyper parses header values as `Bytes`
+/// slices of the connection's read buffer (up to ~400 KB, holding the first body bytes
+/// too), so storing them as received kept one whole read buffer alive per cached object.
+/// Found with DHAT: ~0.5 MB per cached segment beyond its weight, RSS 1.5x cache_size.
+pub fn stored_headers(upstream: &HeaderMap, via: &HeaderValue) -> HeaderMap {
+    let listed: Vec<String> = upstream
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(upstream.len() + 4);
+    for (name, value) in upstream {
+        if is_hop_by_hop(name)
+            || name == AGE
+            || name == X_CACHE
+            || name == CONTENT_LENGTH
+            || listed.iter().any(|l| l == name.as_str())
+        {
+            continue;
+        }
+        out.append(name.clone(), detach(value));
+    }
+    out.append(VIA, via.clone());
+    out
+}
+
+/// A copy of `value` that shares no buffer with anything (see [`stored_headers`]).
+pub fn detach(value: &HeaderValue) -> HeaderValue {
+    let mut v = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    v.set_sensitive(value.is_sensitive());
+    v
+}
+
+/// The parts of a response shared by entries and in-flight heads.
+struct Meta<'a> {
+    status: StatusCode,
+    headers: &'a HeaderMap,
+    len: Option<u64>,
+    age_secs: u64,
+}
+
+enum Source {
+    Bytes(Bytes),
+    Fill(Arc<Fill>, watch::Receiver<u64>),
+}
+
+/// What the handler hands back to the server: the response, how it was served and (for
+/// the access log) which upstream was involved.
+pub struct Served {
+    pub response: Response<EdgeBody>,
+    pub cache: CacheStatus,
+    pub upstream: Option<String>,
+}
+
+impl Served {
+    fn new(response: Response<EdgeBody>, cache: CacheStatus) -> Served {
+        Served {
+            response,
+            cache,
+            upstream: None,
+        }
+    }
+}
+
+/// A plain-text response the edge makes itself.
+pub fn local(status: StatusCode, message: &'static str) -> Response<EdgeBody> {
+    let mut r = Response::new(EdgeBody::full(Bytes::from_static(message.as_bytes())));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn method_not_allowed() -> Response<EdgeBody> {
+    let mut r = local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    r
+}
+
+/// Serves one viewer request that is not for `/_edge/`.
+pub async fn handle(sh: &Arc<Shared>, parts: &Parts) -> Served {
+    let method = &parts.method;
+    if method == Method::OPTIONS && sh.config.cors {
+        return Served::new(preflight(), CacheStatus::Local);
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return Served::new(method_not_allowed(), CacheStatus::Local);
+    }
+    let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > sh.config.max_uri_bytes {
+        return Served::new(
+            local(StatusCode::URI_TOO_LONG, "request target too long\n"),
+            CacheStatus::Local,
+        );
+    }
+    // A request that already passed through this PoP is a forwarding loop.
+    if via_contains(&parts.headers, &sh.config.pop) {
+        return Served::new(
+            local(StatusCode::LOOP_DETECTED, "forwarding loop detected\n"),
+            CacheStatus::Local,
+        );
+    }
+    let key = match cache_key(parts.uri.path(), parts.uri.query(), &sh.rules) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(uri = %parts.uri, error = %e, "refused request target");
+            return Served::new(
+                local(StatusCode::BAD_REQUEST, "bad request\n"),
+                CacheStatus::Local,
+            );
+        }
+    };
+    if sh.passes.load(Ordering::Relaxed) > 0 && sh.pass_keys.contains_key(key.as_str()) {
+        return pass(sh, &key.into(), parts).await;
+    }
+    // Only the fill paths need a shared key (the fill and the in-flight map hold it), so
+    // a fresh hit does not allocate one.
+    let served = match sh.store.get(&key) {
+        Some(entry) => match entry.usable() {
+            Use::Fresh => {
+                let r = respond_entry(sh, parts, &entry, CacheStatus::Hit);
+                Served::new(r, CacheStatus::Hit)
+            }
+            Use::StaleWhileRevalidate => {
+                fill::join_or_start(sh, &key.as_str().into(), Some(entry.clone()), None);
+                let r = respond_entry(sh, parts, &entry, CacheStatus::Stale);
+                Served::new(r, CacheStatus::Stale)
+            }
+            Use::StaleIfError | Use::Expired => {
+                let fallback = entry.may_serve_on_error().then(|| entry.clone());
+                let key: Arc<str> = key.as_str().into();
+                let (fill, new) = fill::join_or_start(sh, &key, Some(entry), None);
+                from_fill(sh, parts, &key, fill, new, fallback).await
+            }
+        },
+        None => {
+            let key: Arc<str> = key.as_str().into();
+            let (fill, new) = fill::join_or_start(sh, &key, None, None);
+            from_fill(sh, parts, &key, fill, new, None).await
+        }
+    };
+    if sh.config.prefetch_segments > 0 && parts.method == Method::GET {
+        prefetch(sh, &key);
+    }
+    served
+}
+
+fn via_contains(headers: &HeaderMap, pop: &str) -> bool {
+    headers
+        .get_all(VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .any(|hop| hop.split_whitespace().nth(1) == Some(pop))
+}
+
+async fn from_fill(
+    sh: &Arc<Shared>,
+    parts: &Parts,
+    key: &Arc<str>,
+    fill: Arc<Fill>,
+    new: bool,
+    fallback: Option<Arc<Entry>>,
+) -> Served {
+    let label = if new {
+        CacheStatus::Miss
+    } else {
+        CacheStatus::Coalesced
+    };
+    let mut rx = fill.subscribe();
+    let outcome = fill.wait_head(&mut rx).await;
+    let upstream = fill.upstream();
+    let mut served = match outcome {
+        Outcome::Head(head) => {
+            let meta = Meta {
+                status: head.status,
+                headers: &head.headers,
+                len: head.len,
+                age_secs: head.age_secs,
+            };
+            let r = respond(
+                sh,
+                parts,
+                &meta,
+                &head_validators(&head),
+                Source::Fill(fill, rx),
+                label,
+            );
+            Served::new(r, label)
+        }
+        Outcome::Ended(End::Refreshed(entry)) => {
+            let r = respond_entry(sh, parts, &entry, CacheStatus::Revalidated);
+            Served::new(r, CacheStatus::Revalidated)
+        }
+        Outcome::Ended(End::Pass) => return pass(sh, key, parts).await,
+        Outcome::Ended(End::Failed { .. }) | Outcome::Ended(End::Complete)
+            if fallback.is_some() =>
+        {
+            let entry = fallback.expect("checked");
+            let r = respond_entry(sh, parts, &entry, CacheStatus::Stale);
+            Served::new(r, CacheStatus::Stale)
+        }
+        Outcome::Ended(End::Failed { status }) => {
+            let msg = if status == StatusCode::GATEWAY_TIMEOUT {
+                "upstream timed out\n"
+            } else {
+                "upstream unavailable\n"
+            };
+            Served::new(local(status, msg), label)
+        }
+        Outcome::Ended(End::Complete) => Served::new(
+            local(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
+            label,
+        ),
+    };
+    served.upstream = upstream;
+    served
+}
+
+struct Validators {
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+fn head_validators(head: &Head) -> Validators {
+    Validators {
+        etag: head.headers.get(http::header::ETAG).cloned(),
+        last_modified: head.headers.get(http::header::LAST_MODIFIED).cloned(),
+    }
+}
+
+fn respond_entry(
+    sh: &Arc<Shared>,
+    parts: &Parts,
+    entry: &Entry,
+    label: CacheStatus,
+) -> Response<EdgeBody> {
+    let meta = Meta {
+        status: entry.status,
+        headers: &entry.headers,
+        len: Some(entry.body.len() as u64),
+        age_secs: entry.age().as_secs(),
+    };
+    let v = Validators {
+        etag: entry.etag.clone(),
+        last_modified: entry.last_modified.clone(),
+    };
+    respond(
+        sh,
+        parts,
+        &meta,
+        &v,
+        Source::Bytes(entry.body.clone()),
+        label,
+    )
+}
+
+/// What a `Range` header asks for, given the representation's length.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeAsk {
+    /// Serve the whole representation (no range, multi-range, or unparsable).
+    Full,
+    /// One satisfiable range: `start..end` (end exclusive).
+    Single(u64, u64),
+    Unsatisfiable,
+}
+
+/// RFC 9110 §14.1.2 / §14.2: one `bytes=` range; several ranges are answered with the
+/// whole representation (allowed: a server may ignore Range).
+pub fn parse_range(value: &str, len: u64) -> RangeAsk {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeAsk::Full;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAsk::Full;
+    };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (a.trim().is_empty(), num(a), num(b)) {
+        (true, _, Some(suffix)) => {
+            if suffix == 0 || len == 0 {
+                RangeAsk::Unsatisfiable
+            } else {
+                RangeAsk::Single(len.saturating_sub(suffix), len)
+            }
+        }
+        (false, Some(start), end) => {
+            if !b.trim().is_empty() && end.is_none() {
+                return RangeAsk::Full;
+            }
+            if end.is_some_and(|e| e < start) {
+                return RangeAsk::Full;
+            }
+            if start >= len {
+                return RangeAsk::Unsatisfiable;
+            }
+            let end = end.map_or(len, |e| (e + 1).min(len));
+            RangeAsk::Single(start, end)
+        }
+        _ => RangeAsk::Full,
+    }
+}
+
+/// RFC 9110 §8.8.3.2 weak comparison of two entity tags.
+fn weak_eq(a: &[u8], b: &[u8]) -> bool {
+    let strip = |t: &'_ [u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).to_vec() };
+    strip(a) == strip(b)
+}
+
+/// RFC 9110 §13.1.2 / §13.1.3 (evaluated in the §13.2.2 order): true if the viewer's
+/// copy is current and a 304 is the answer.
+fn not_modified(req: &HeaderMap, v: &Validators) -> bool {
+    if let Some(inm) = req.get(IF_NONE_MATCH) {
+        let Some(etag) = &v.etag else { return false };
+        let Ok(list) = inm.to_str() else { return false };
+        return list.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || weak_eq(t.as_bytes(), etag.as_bytes())
+        });
+    }
+    if let (Some(ims), Some(lm)) = (req.get(IF_MODIFIED_SINCE), &v.last_modified) {
+        let parse = |h: &HeaderValue| {
+            h.to_str()
+                .ok()
+                .and_then(|s| httpdate::parse_http_date(s).ok())
+        };
+        if let (Some(ims), Some(lm)) = (parse(ims), parse(lm)) {
+            return lm <= ims;
+        }
+    }
+    false
+}
+
+/// RFC 9110 §13.1.5: the range applies only if the validator still matches (strong
+/// comparison for entity tags, exact match for dates).
+fn if_range_holds(req: &HeaderMap, v: &Validators) -> bool {
+    let Some(ir) = req.get(IF_RANGE) else {
+        return true;
+    };
+    let ir = ir.as_bytes();
+    if ir.starts_with(b"\"") {
+        v.etag.as_ref().is_some_and(|e| e.as_bytes() == ir)
+    } else if ir.starts_with(b"W/") {
+        false
+    } else {
+        v.last_modified
+            .as_ref()
+            .is_some_and(|lm| lm.as_bytes() == ir)
+    }
+}
+
+fn respond(
+    sh: &Arc<Shared>,
+    parts: &Parts,
+    meta: &Meta<'_>,
+    v: &Validators,
+    source: Source,
+    label: CacheStatus,
+) -> Response<EdgeBody> {
+    let mut headers = meta.headers.clone();
+    headers.insert(AGE, HeaderValue::from(meta.age_secs));
+    headers.insert(X_CACHE, HeaderValue::from_static(label.as_str()));
+    let head_only = parts.method == Method::HEAD;
+    let mut status = meta.status;
+    let mut range = meta.len.map(|l| (0, l));
+    if status == StatusCode::OK {
+        if not_modified(&parts.headers, v) {
+            for h in [CONTENT_LENGTH, CONTENT_TYPE, CONTENT_RANGE] {
+                headers.remove(h);
+            }
+            return build(StatusCode::NOT_MODIFIED, headers, EdgeBody::empty());
+        }
+        headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let (Some(len), Some(r)) = (meta.len, parts.headers.get(RANGE)) {
+            if if_range_holds(&parts.headers, v) {
+                match parse_range(r.to_str().unwrap_or(""), len) {
+                    RangeAsk::Full => {}
+                    RangeAsk::Single(a, b) => {
+                        status = StatusCode::PARTIAL_CONTENT;
+                        headers.insert(
+                            CONTENT_RANGE,
+                            HeaderValue::from_str(&format!("bytes {}-{}/{len}", a, b - 1))
+                                .expect("digits"),
+                        );
+                        range = Some((a, b));
+                    }
+                    RangeAsk::Unsatisfiable => {
+                        headers.insert(
+                            CONTENT_RANGE,
+                            HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
+                        );
+                        headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+                        return build(
+                            StatusCode::RANGE_NOT_SATISFIABLE,
+                            headers,
+                            EdgeBody::empty(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    match range {
+        Some((a, b)) => {
+            if status == StatusCode::PARTIAL_CONTENT || !headers.contains_key(CONTENT_LENGTH) {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(b - a));
+            }
+        }
+        None => {
+            headers.remove(CONTENT_LENGTH);
+        }
+    }
+    if head_only {
+        return build(status, headers, EdgeBody::empty());
+    }
+    let body = match source {
+        Source::Bytes(bytes) => {
+            let (a, b) = range.unwrap_or((0, bytes.len() as u64));
+            sh.metrics.from_cache(b - a);
+            if a == 0 && b == bytes.len() as u64 {
+                EdgeBody::full(bytes)
+            } else {
+                EdgeBody::full(bytes.slice(a as usize..b as usize))
+            }
+        }
+        Source::Fill(fill, rx) => {
+            let (a, b) = range.unwrap_or((0, u64::MAX));
+            let (tx, brx) = mpsc::channel(16);
+            tokio::spawn(fill::pump(fill, rx, tx, (a, b)));
+            EdgeBody::new(Kind::Channel {
+                rx: brx,
+                len: range.map(|(a, b)| b - a),
+            })
+        }
+    };
+    build(status, headers, body)
+}
+
+fn build(status: StatusCode, headers: HeaderMap, body: EdgeBody) -> Response<EdgeBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
+
+/// Fetches for this viewer alone and streams the upstream's answer (not cached).
+async fn pass(sh: &Arc<Shared>, key: &Arc<str>, parts: &Parts) -> Served {
+    let mut fwd = HeaderMap::new();
+    for name in [
+        RANGE,
+        IF_RANGE,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        ACCEPT,
+        ACCEPT_LANGUAGE,
+        USER_AGENT,
+        COOKIE,
+        AUTHORIZATION,
+    ] {
+        for v in parts.headers.get_all(&name) {
+            fwd.append(name.clone(), v.clone());
+        }
+    }
+    match sh.upstreams.fetch(key, key, &fwd).await {
+        Ok(fetched) => {
+            let upstream = fetched.upstream.name.clone();
+            let (up_parts, body) = fetched.response.into_parts();
+            let mut headers = stored_headers(&up_parts.headers, &sh.via);
+            if let Some(cl) = up_parts.headers.get(CONTENT_LENGTH) {
+                headers.insert(CONTENT_LENGTH, cl.clone());
+            }
+            headers.insert(
+                X_CACHE,
+                HeaderValue::from_static(CacheStatus::Pass.as_str()),
+            );
+            let body = if parts.method == Method::HEAD {
+                EdgeBody::empty()
+            } else {
+                EdgeBody::new(Kind::Upstream {
+                    body,
+                    idle: sh.read_timeout,
+                    timer: None,
+                })
+            };
+            let mut served = Served::new(build(up_parts.status, headers, body), CacheStatus::Pass);
+            served.upstream = Some(upstream);
+            served
+        }
+        Err(e) => {
+            let status = if e.is_timeout() {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            Served::new(local(status, "upstream unavailable\n"), CacheStatus::Pass)
+        }
+    }
+}
+
+/// DASH-aware prefetch: after `.../{n}.m4s`, start fills for the next segments unless
+/// they are cached or already coming. Bounded by a semaphore; when it is exhausted the
+/// prefetch is skipped, never queued (prefetching late is worse than not at all).
+fn prefetch(sh: &Arc<Shared>, key: &str) {
+    let (path, query) = match key.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (key, None),
+    };
+    let Some((dir, file)) = path.rsplit_once('/') else {
+        return;
+    };
+    let Some(n) = file
+        .strip_suffix(".m4s")
+        .filter(|n| !n.is_empty() && n.len() < 19 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        return;
+    };
+    for i in 1..=sh.config.prefetch_segments as u64 {
+        let next: Arc<str> = match query {
+            Some(q) => format!("{dir}/{}.m4s?{q}", n + i),
+            None => format!("{dir}/{}.m4s", n + i),
+        }
+        .into();
+        if sh.store.contains(&next)
+            || sh.fills.get(&next).is_some()
+            || sh.pass_keys.contains_key(&next)
+        {
+            continue;
+        }
+        let Ok(permit) = sh.prefetch.clone().try_acquire_owned() else {
+            return;
+        };
+        sh.metrics.prefetched();
+        fill::join_or_start(sh, &next, None, Some(permit));
+    }
+}
+
+const CORS_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
+const CORS_ALLOW_HEADERS: HeaderValue = HeaderValue::from_static(
+    "Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, \
+     Accept, Accept-Language, Content-Language, Cache-Control",
+);
+
+/// The answer to a CORS preflight: dash.js on another origin sends one before any
+/// request with `Range`. Same headers as the origin's.
+fn preflight() -> Response<EdgeBody> {
+    let mut r = build(StatusCode::NO_CONTENT, HeaderMap::new(), EdgeBody::empty());
+    let h = r.headers_mut();
+    h.insert(ALLOW, CORS_METHODS);
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert("access-control-allow-methods", CORS_METHODS);
+    h.insert("access-control-allow-headers", CORS_ALLOW_HEADERS);
+    h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000), RangeAsk::Single(0, 100));
+        assert_eq!(parse_range("bytes=900-", 1000), RangeAsk::Single(900, 1000));
+        assert_eq!(parse_range("bytes=-100", 1000), RangeAsk::Single(900, 1000));
+        assert_eq!(parse_range("bytes=-5000", 1000), RangeAsk::Single(0, 1000));
+        assert_eq!(parse_range("bytes=0-5000", 1000), RangeAsk::Single(0, 1000));
+        assert_eq!(parse_range("bytes=1000-", 1000), RangeAsk::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), RangeAsk::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), RangeAsk::Full);
+        assert_eq!(parse_range("bytes=5-1", 1000), RangeAsk::Full);
+        assert_eq!(parse_range("items=0-1", 1000), RangeAsk::Full);
+        assert_eq!(parse_range("bytes=x-1", 1000), RangeAsk::Full);
+    }
+
+    #[test]
+    fn stored_headers_drop_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert(AGE, HeaderValue::from_static("5"));
+        h.insert(X_CACHE, HeaderValue::from_static("HIT"));
+        h.insert(VIA, HeaderValue::from_static("1.1 shield"));
+        h.insert("etag", HeaderValue::from_static("\"a\""));
+        let out = stored_headers(&h, &HeaderValue::from_static("1.1 eu"));
+        assert!(out.get("x-secret").is_none() && out.get(AGE).is_none());
+        assert!(out.get("transfer-encoding").is_none() && out.get(X_CACHE).is_none());
+        let via: Vec<_> = out.get_all(VIA).iter().collect();
+        assert_eq!(via, ["1.1 shield", "1.1 eu"]);
+        assert_eq!(out.get("etag").unwrap(), "\"a\"");
+    }
+
+    #[test]
+    fn conditionals() {
+        let v = Validators {
+            etag: Some(HeaderValue::from_static("\"abc\"")),
+            last_modified: Some(HeaderValue::from_static("Tue, 14 Nov 2023 22:13:20 GMT")),
+        };
+        let mut h = HeaderMap::new();
+        h.insert(IF_NONE_MATCH, HeaderValue::from_static("\"x\", W/\"abc\""));
+        assert!(not_modified(&h, &v));
+        h.insert(IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        // If-None-Match takes precedence over If-Modified-Since.
+        h.insert(
+            IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Wed, 15 Nov 2023 22:13:20 GMT"),
+        );
+        assert!(!not_modified(&h, &v));
+        h.remove(IF_NONE_MATCH);
+        assert!(not_modified(&h, &v));
+        let mut h = HeaderMap::new();
+        h.insert(IF_RANGE, HeaderValue::from_static("W/\"abc\""));
+        assert!(!if_range_holds(&h, &v));
+        h.insert(IF_RANGE, HeaderValue::from_static("\"abc\""));
+        assert!(if_range_holds(&h, &v));
+        assert!(via_contains(
+            &{
+                let mut h = HeaderMap::new();
+                h.insert(VIA, HeaderValue::from_static("1.1 shield, 1.1 eu"));
+                h
+            },
+            "eu"
+        ));
+    }
+}
