@@ -1,12 +1,155 @@
 //! `dashcdn geodns`: the command-line front door of the geo DNS.
+//!
+//! `dashcdn geodns --config geodns.toml [--listen ADDR] [--metrics ADDR]` serves until
+//! Ctrl-C / SIGTERM; SIGHUP reloads the config file and the MaxMind database (a bad one
+//! is refused with a log line and the old one keeps serving).
+//! `dashcdn geodns --config geodns.toml explain IP` prints where IP is sent and why.
 
-use clap::Args;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use tracing::{error, info};
+
+use crate::{GeoDns, GeodnsConfig};
 
 /// Flags of `dashcdn geodns` (each overrides the same setting of `--config`).
 #[derive(Args, Debug, Clone)]
-pub struct GeodnsArgs {}
+pub struct GeodnsArgs {
+    /// TOML config (see geodns/example.toml).
+    #[arg(long, global = true, default_value = "geodns.toml")]
+    pub config: PathBuf,
+    /// UDP and TCP address to answer on (overrides `listen`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address for the Prometheus `/metrics` endpoint (overrides `metrics`).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    #[command(subcommand)]
+    pub command: Option<GeodnsCommand>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum GeodnsCommand {
+    /// Print which PoP an address maps to and why (coverage zone, MaxMind city and
+    /// distance, or default), assuming every PoP healthy.
+    Explain {
+        /// An IPv4 or IPv6 address (a viewer or a resolver's client subnet).
+        ip: IpAddr,
+    },
+}
+
+fn load(args: &GeodnsArgs) -> Result<GeodnsConfig> {
+    let mut config = GeodnsConfig::load(&args.config).with_context(|| {
+        format!(
+            "cannot use {} (see geodns/example.toml for the format)",
+            args.config.display()
+        )
+    })?;
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(m) = args.metrics {
+        config.metrics = Some(m);
+    }
+    Ok(config)
+}
 
 /// Runs the DNS server until Ctrl-C / SIGTERM (or a subcommand such as `explain`).
-pub async fn run(_args: GeodnsArgs) -> anyhow::Result<()> {
-    anyhow::bail!("geodns is not built yet (see issue: GeoDNS)")
+pub async fn run(args: GeodnsArgs) -> Result<()> {
+    let config = load(&args)?;
+    if let Some(GeodnsCommand::Explain { ip }) = args.command {
+        let e = crate::explain(&config, ip).context("cannot build the geo tables")?;
+        print!("{e}");
+        return Ok(());
+    }
+    let listen = config.listen;
+    let metrics_addr = config.metrics;
+    let dns = GeoDns::new(config).context("cannot start geodns")?;
+    let udp_threads = dns.snapshot().config.udp_threads;
+    let udp = crate::server::bind_udp_reuseport(listen, udp_threads)
+        .with_context(|| format!("cannot bind UDP {listen}"))?;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind TCP {listen}"))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let metrics_task = match metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind metrics {addr}"))?;
+            let dns = dns.clone();
+            let stop = wait_stop(stop_rx.clone());
+            Some(tokio::spawn(async move {
+                dns.serve_metrics(listener, stop).await
+            }))
+        }
+        None => None,
+    };
+
+    #[cfg(unix)]
+    {
+        let dns = dns.clone();
+        let args = args.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                info!(config = %args.config.display(), "SIGHUP: reloading");
+                match load(&args) {
+                    Ok(c) => {
+                        if let Err(e) = dns.reload(c) {
+                            error!(
+                                "reload refused, still serving the previous config: {:#}",
+                                anyhow::Error::from(e)
+                            );
+                        }
+                    }
+                    Err(e) => error!("reload refused, still serving the previous config: {e:#}"),
+                }
+            }
+        });
+    }
+
+    let server = dns.serve_sockets(udp, tcp, wait_stop(stop_rx));
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r.context("geodns stopped")?,
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            server.await.context("geodns shutdown")?;
+        }
+    }
+    if let Some(t) = metrics_task {
+        let _ = stop_tx.send(true);
+        t.await.context("metrics task")?.context("metrics server")?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

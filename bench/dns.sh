@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Geo DNS throughput and latency: dashcdn geodns vs gdnsd (geoip plugin, auto_dc_coords)
+# vs PowerDNS (geoip backend), same zone, same PoPs, same MaxMind test database, each
+# checked to give the same answers first. dnsperf on loopback, geo-routed name, with an
+# EDNS Client Subnet option on every query. Ours runs with health checks (against a
+# local HTTP target) and /metrics on.
+#   bench/dns.sh [SECONDS]     (default 10 s per run)
+# Servers run in the foreground on loopback high ports with config dirs under /tmp;
+# only the PIDs started here are stopped.
+source "$(dirname "$0")/common.sh"
+SECS="${1:-10}"
+CLIENTS="${CLIENTS:-4}"
+DB="$ROOT/geodns/tests/data/GeoIP2-City-Test.mmdb"
+CONF="$ROOT/bench/dns"
+T="$(mktemp -d /tmp/dashcdn-dns-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+P_OURS=$(free_port); P_METRICS=$(free_port); P_HEALTH=$(free_port)
+P_GDNSD=$(free_port); P_PDNS=$(free_port)
+
+# Health-check target for our PoPs: a static /_edge/healthz.
+mkdir -p "$T/www/_edge"; echo ok > "$T/www/_edge/healthz"
+python3 -m http.server "$P_HEALTH" --bind 127.0.0.1 --directory "$T/www" >/dev/null 2>&1 &
+PIDS+=($!)
+
+# dashcdn geodns
+sed -e "s/@PORT@/$P_OURS/; s/@METRICS_PORT@/$P_METRICS/; s/@HEALTH_PORT@/$P_HEALTH/" \
+    -e "s|^maxmind = .*|maxmind = \"$DB\"|" "$CONF/geodns.toml" > "$T/geodns.toml"
+"$DASHCDN" -q geodns --config "$T/geodns.toml" &
+PIDS+=($!)
+
+# gdnsd 3 (foreground `start`)
+mkdir -p "$T/gdnsd/zones" "$T/gdnsd/geoip" "$T/run" "$T/state"
+sed -e "s/@PORT@/$P_GDNSD/; s|@DIR@|$T|g" "$CONF/gdnsd.conf" > "$T/gdnsd/config"
+cp "$CONF/kingcdn.test.zone" "$T/gdnsd/zones/kingcdn.test"
+cp "$DB" "$T/gdnsd/geoip/"
+gdnsd -c "$T/gdnsd" start >"$T/gdnsd.log" 2>&1 &
+PIDS+=($!)
+
+# PowerDNS authoritative with the geoip backend (foreground, no guardian)
+mkdir -p "$T/pdns"; : > "$T/pdns/pdns.conf"
+pdns_server --config-dir="$T/pdns" --daemon=no --guardian=no --disable-syslog \
+  --write-pid=no --socket-dir="$T/pdns" --local-address=127.0.0.1 --local-port="$P_PDNS" \
+  --launch=geoip --geoip-database-files="mmdb:$DB" --geoip-zones-file="$CONF/pdns-zones.yaml" \
+  --edns-subnet-processing=yes >"$T/pdns.log" 2>&1 &
+PIDS+=($!)
+
+wait_port "$P_OURS"; wait_port "$P_GDNSD"; wait_port "$P_PDNS"; wait_port "$P_METRICS"
+
+# Same answers first: every client subnet used below, plus London/Seattle/Asia/unknown.
+ask() { dig +short +norec +time=2 +tries=2 @127.0.0.1 -p "$1" a1105.kingcdn.test A "+subnet=$2" | sort | tr '\n' ' '; }
+for subnet in 81.2.69.0/24 81.2.69.160/27 216.160.83.56/29 175.16.199.0/24 10.1.2.0/24; do
+  a=$(ask "$P_OURS" "$subnet"); g=$(ask "$P_GDNSD" "$subnet"); p=$(ask "$P_PDNS" "$subnet")
+  if [[ -z "$a" || "$a" != "$g" || "$a" != "$p" ]]; then
+    echo "answers differ for $subnet: dashcdn=[$a] gdnsd=[$g] pdns=[$p]" >&2; exit 1
+  fi
+  echo "same answer for $subnet: $a"
+done
+
+echo "a1105.kingcdn.test A" > "$T/queries.txt"
+# run PORT ECS → "qps avg_latency_ms"
+run() {
+  dnsperf -s 127.0.0.1 -p "$1" -d "$T/queries.txt" -l "$SECS" -c "$CLIENTS" -T 1 -q 200 -E "$2" 2>&1 |
+    awk '/Queries per second/ {q=$4} /Average Latency/ {l=$4*1000} END {printf "%.0f %.3f", q, l}'
+}
+
+printf '\n%-34s %22s %22s %22s %9s %9s\n' "workload (ECS)" "dashcdn qps (lat ms)" "gdnsd qps (lat ms)" "pdns qps (lat ms)" "÷gdnsd" "÷pdns"
+for w in "8:00011800510245 81.2.69.0/24 (issue; DB miss→default)" \
+         "8:00011b00510245a0 81.2.69.160/27 (London)" \
+         "8:00011800af10c7 175.16.199.0/24 (Changchun)"; do
+  opt="${w%% *}"; name="${w#* }"
+  read -r qa la <<<"$(run "$P_OURS" "$opt")"
+  read -r qg lg <<<"$(run "$P_GDNSD" "$opt")"
+  read -r qp lp <<<"$(run "$P_PDNS" "$opt")"
+  printf '%-34s %13s (%6s) %13s (%6s) %13s (%6s) %8sx %8sx\n' "$name" "$qa" "$la" "$qg" "$lg" "$qp" "$lp" \
+    "$(ratio "$qa" "$qg")" "$(ratio "$qa" "$qp")"
+done
+
+# Our metrics saw the load (health checks and metrics were on).
+curl -s "http://127.0.0.1:$P_METRICS/metrics" 2>/dev/null | grep -E '^dashcdn_geodns_(answers_by_pop_total|pop_up)' || true

@@ -1,0 +1,376 @@
+//! The zones we are authoritative for, as answer tables, and the lookup algorithm.
+//!
+//! Built once per config generation from [`GeodnsConfig`]: every record is a ready
+//! hickory `Record`, and every geo-routed name holds one prepared A/AAAA RRset per PoP
+//! (plus the all-PoPs set used when every PoP is down), so answering a query allocates
+//! no records, only a small list of references.
+//!
+//! Lookup follows RFC 1034 §4.3.2 for an authoritative server without delegations:
+//! - the closest enclosing zone is found; none → REFUSED (we are not a resolver);
+//! - a CNAME at the name (when the query is not for CNAME or ANY) goes into the answer
+//!   and the lookup restarts at its target: chains inside our zones are followed in one
+//!   answer, a target outside them ends the answer there (the resolver follows it);
+//! - no such name → NXDOMAIN, the name exists without the type → NODATA (NOERROR, empty
+//!   answer); both with the zone's SOA in the authority section, its TTL the smaller of
+//!   the SOA's TTL and MINIMUM (RFC 2308 §3). Names that exist only because a longer
+//!   name is below them (empty non-terminals) are NODATA, not NXDOMAIN (RFC 8020).
+//!
+//! Not supported (documented in the README): wildcards and delegations below the apex.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use crate::config::{ConfigError, GeodnsConfig, RecordConfig};
+
+/// Longest CNAME chain followed in one answer (loops end here too).
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// Addresses of one PoP (or of all PoPs) for one geo-routed name.
+#[derive(Debug, Default)]
+pub struct PopRecords {
+    pub a: Vec<Record>,
+    pub aaaa: Vec<Record>,
+}
+
+/// A geo-routed owner name.
+#[derive(Debug)]
+pub struct GeoNode {
+    /// Indexed like `config.pops`.
+    pub per_pop: Vec<PopRecords>,
+    /// Every PoP's addresses: the answer when all PoPs are down.
+    pub all: PopRecords,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    rrsets: Vec<(RecordType, Vec<Record>)>,
+    cname: Option<Record>,
+    geo: Option<GeoNode>,
+}
+
+impl Node {
+    fn rrset(&self, t: RecordType) -> Option<&[Record]> {
+        self.rrsets
+            .iter()
+            .find(|(rt, _)| *rt == t)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+#[derive(Debug)]
+struct Zone {
+    origin: LowerName,
+    /// The SOA for negative answers, its TTL lowered to MINIMUM (RFC 2308 §3).
+    negative_soa: Record,
+    nodes: HashMap<LowerName, Node>,
+}
+
+/// All zones of one config generation.
+#[derive(Debug)]
+pub struct Zones {
+    zones: Vec<Zone>,
+}
+
+/// Which PoP set a geo-routed name answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PopChoice {
+    One(usize),
+    /// Every PoP is down: answer with all of them rather than nothing.
+    All,
+}
+
+/// The result of a lookup: borrowed records, ready to encode.
+#[derive(Debug)]
+pub struct Resolution<'a> {
+    pub rcode: ResponseCode,
+    /// False → REFUSED (the name is outside our zones).
+    pub authoritative: bool,
+    pub answers: Vec<&'a Record>,
+    /// The zone SOA for NXDOMAIN / NODATA.
+    pub soa: Option<&'a Record>,
+    /// Set when a geo-routed name's answer depended on the client's location.
+    pub geo: Option<PopChoice>,
+}
+
+fn name(s: &str) -> Result<Name, ConfigError> {
+    Name::from_str(&format!("{s}.")).map_err(|e| ConfigError::Invalid {
+        field: format!("name {s:?}"),
+        message: format!("not a valid domain name: {e}"),
+    })
+}
+
+fn bad_value(r: &RecordConfig, v: &str, what: &str) -> ConfigError {
+    ConfigError::Invalid {
+        field: format!("record {} {}", r.name, r.rtype),
+        message: format!("{v:?} is not {what}"),
+    }
+}
+
+fn rdata(r: &RecordConfig, v: &str, origin: &str) -> Result<RData, ConfigError> {
+    let target = |v: &str| name(&crate::config::normalize_name(v, origin));
+    Ok(match r.rtype.as_str() {
+        "A" => RData::A(A(v
+            .parse::<Ipv4Addr>()
+            .map_err(|_| bad_value(r, v, "an IPv4 address"))?)),
+        "AAAA" => RData::AAAA(AAAA(v
+            .parse::<Ipv6Addr>()
+            .map_err(|_| bad_value(r, v, "an IPv6 address"))?)),
+        "CNAME" => RData::CNAME(CNAME(target(v)?)),
+        "NS" => RData::NS(NS(target(v)?)),
+        "MX" => {
+            let (pref, host) = v
+                .trim()
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| bad_value(r, v, "`PREFERENCE HOST`, e.g. `10 mail`"))?;
+            let pref = pref
+                .parse::<u16>()
+                .map_err(|_| bad_value(r, v, "`PREFERENCE HOST`, e.g. `10 mail`"))?;
+            RData::MX(MX::new(pref, target(host.trim())?))
+        }
+        "TXT" => {
+            // One character-string holds at most 255 bytes: split longer values.
+            let chunks: Vec<&[u8]> = v.as_bytes().chunks(255).collect();
+            let chunks = if chunks.is_empty() { vec![&b""[..]] } else { chunks };
+            RData::TXT(TXT::from_bytes(chunks))
+        }
+        other => {
+            return Err(ConfigError::Invalid {
+                field: format!("record {}", r.name),
+                message: format!(
+                    "type {other:?} is not supported (A, AAAA, CNAME, NS, TXT, MX; SOA is [zone.soa], geo names are [[zone.geo]])"
+                ),
+            })
+        }
+    })
+}
+
+impl Zones {
+    /// Builds the answer tables; refuses bad names and values with the record named.
+    pub fn build(config: &GeodnsConfig) -> Result<Zones, ConfigError> {
+        let mut zones = Vec::new();
+        for zc in &config.zones {
+            let origin = name(&zc.origin)?;
+            let soa_rdata = SOA::new(
+                name(&zc.soa.mname)?,
+                name(&zc.soa.rname)?,
+                zc.soa.serial,
+                zc.soa.refresh,
+                zc.soa.retry,
+                zc.soa.expire,
+                zc.soa.minimum,
+            );
+            let soa = Record::from_rdata(origin.clone(), zc.soa.ttl, RData::SOA(soa_rdata));
+            let mut negative_soa = soa.clone();
+            negative_soa.ttl = zc.soa.ttl.min(zc.soa.minimum);
+            let mut nodes: HashMap<LowerName, Node> = HashMap::new();
+            let lo = LowerName::new(&origin);
+            let in_zone = |n: &Name, what: &str| -> Result<(), ConfigError> {
+                if lo.zone_of(&LowerName::new(n)) {
+                    Ok(())
+                } else {
+                    Err(ConfigError::Invalid {
+                        field: format!("zone {}", zc.origin),
+                        message: format!("{what} {n} is outside the zone"),
+                    })
+                }
+            };
+            let apex = nodes.entry(lo.clone()).or_default();
+            apex.rrsets.push((RecordType::SOA, vec![soa.clone()]));
+            if !zc.ns.is_empty() {
+                let mut ns = Vec::new();
+                for n in &zc.ns {
+                    ns.push(Record::from_rdata(
+                        origin.clone(),
+                        zc.ttl,
+                        RData::NS(NS(name(n)?)),
+                    ));
+                }
+                apex.rrsets.push((RecordType::NS, ns));
+            }
+            for r in &zc.records {
+                let owner = name(&r.name)?;
+                in_zone(&owner, "record")?;
+                let node = nodes.entry(LowerName::new(&owner)).or_default();
+                for v in &r.values {
+                    let data = rdata(r, v, &zc.origin)?;
+                    let rec = Record::from_rdata(owner.clone(), r.ttl, data);
+                    let rt = rec.record_type();
+                    if rt == RecordType::CNAME {
+                        // RFC 1034 §3.6.2: a CNAME owner has no other data.
+                        if node.cname.is_some() || !node.rrsets.is_empty() || node.geo.is_some() {
+                            return Err(ConfigError::Invalid {
+                                field: format!("record {}", r.name),
+                                message: "a CNAME must be the only record of its name".into(),
+                            });
+                        }
+                        node.cname = Some(rec);
+                        continue;
+                    }
+                    if node.cname.is_some() {
+                        return Err(ConfigError::Invalid {
+                            field: format!("record {}", r.name),
+                            message: "a name with a CNAME can have no other records".into(),
+                        });
+                    }
+                    match node.rrsets.iter_mut().find(|(t, _)| *t == rt) {
+                        Some((_, set)) => set.push(rec),
+                        None => node.rrsets.push((rt, vec![rec])),
+                    }
+                }
+            }
+            for g in &zc.geo {
+                let owner = name(&g.name)?;
+                in_zone(&owner, "geo name")?;
+                let node = nodes.entry(LowerName::new(&owner)).or_default();
+                if node.cname.is_some()
+                    || node
+                        .rrsets
+                        .iter()
+                        .any(|(t, _)| matches!(t, RecordType::A | RecordType::AAAA))
+                {
+                    return Err(ConfigError::Invalid {
+                        field: format!("geo name {}", g.name),
+                        message: "a geo-routed name cannot also have CNAME, A or AAAA records"
+                            .into(),
+                    });
+                }
+                let mut all = PopRecords::default();
+                let mut per_pop = Vec::new();
+                for p in &config.pops {
+                    let mut set = PopRecords::default();
+                    for ip in &p.ipv4 {
+                        set.a
+                            .push(Record::from_rdata(owner.clone(), g.ttl, RData::A(A(*ip))));
+                    }
+                    for ip in &p.ipv6 {
+                        set.aaaa.push(Record::from_rdata(
+                            owner.clone(),
+                            g.ttl,
+                            RData::AAAA(AAAA(*ip)),
+                        ));
+                    }
+                    all.a.extend(set.a.iter().cloned());
+                    all.aaaa.extend(set.aaaa.iter().cloned());
+                    per_pop.push(set);
+                }
+                node.geo = Some(GeoNode { per_pop, all });
+            }
+            // Empty non-terminals: every ancestor of a name, up to the apex, exists.
+            let owners: Vec<LowerName> = nodes.keys().cloned().collect();
+            for owner in owners {
+                let mut n = owner.base_name();
+                while lo.zone_of(&n) && n != lo {
+                    nodes.entry(n.clone()).or_default();
+                    n = n.base_name();
+                }
+            }
+            zones.push(Zone {
+                origin: lo,
+                negative_soa,
+                nodes,
+            });
+        }
+        Ok(Zones { zones })
+    }
+
+    fn zone_for(&self, qname: &LowerName) -> Option<&Zone> {
+        self.zones
+            .iter()
+            .filter(|z| z.origin.zone_of(qname))
+            .max_by_key(|z| z.origin.num_labels())
+    }
+
+    /// `true` if `qname` is inside one of our zones.
+    pub fn is_ours(&self, qname: &LowerName) -> bool {
+        self.zone_for(qname).is_some()
+    }
+
+    /// Answers `qname`/`qtype`; `choose` is called (at most once) when a geo-routed name
+    /// is reached, so the client is only located when it matters.
+    pub fn resolve<'a>(
+        &'a self,
+        qname: &LowerName,
+        qtype: RecordType,
+        choose: &mut dyn FnMut() -> PopChoice,
+    ) -> Resolution<'a> {
+        let mut res = Resolution {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers: Vec::new(),
+            soa: None,
+            geo: None,
+        };
+        let Some(mut zone) = self.zone_for(qname) else {
+            res.authoritative = false;
+            res.rcode = ResponseCode::Refused;
+            return res;
+        };
+        let mut name: LowerName = qname.clone();
+        for _ in 0..=MAX_CNAME_CHAIN {
+            let Some(node) = zone.nodes.get(&name) else {
+                // RFC 6604: the RCODE describes the last name of the chain.
+                res.rcode = ResponseCode::NXDomain;
+                res.soa = Some(&zone.negative_soa);
+                return res;
+            };
+            if let Some(cname) = &node.cname {
+                if !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+                    res.answers.push(cname);
+                    let RData::CNAME(target) = &cname.data else {
+                        unreachable!("cname slot holds a CNAME")
+                    };
+                    let target = LowerName::new(&target.0);
+                    match self.zone_for(&target) {
+                        Some(z) => {
+                            zone = z;
+                            name = target;
+                            continue;
+                        }
+                        // Out of our zones: the resolver chases it from here.
+                        None => return res,
+                    }
+                }
+            }
+            let before = res.answers.len();
+            let mut geo_set = |res: &mut Resolution<'a>, v6: bool| {
+                if let Some(geo) = &node.geo {
+                    let choice = *res.geo.get_or_insert_with(&mut *choose);
+                    let set = match choice {
+                        PopChoice::One(i) => &geo.per_pop[i],
+                        PopChoice::All => &geo.all,
+                    };
+                    res.answers.extend(if v6 { &set.aaaa } else { &set.a });
+                }
+            };
+            match qtype {
+                RecordType::ANY => {
+                    res.answers.extend(node.cname.iter());
+                    for (_, set) in &node.rrsets {
+                        res.answers.extend(set);
+                    }
+                    geo_set(&mut res, false);
+                    geo_set(&mut res, true);
+                }
+                RecordType::A => geo_set(&mut res, false),
+                RecordType::AAAA => geo_set(&mut res, true),
+                RecordType::CNAME => res.answers.extend(node.cname.iter()),
+                _ => {}
+            }
+            if let Some(set) = node.rrset(qtype) {
+                res.answers.extend(set);
+            }
+            if res.answers.len() == before {
+                // NODATA.
+                res.soa = Some(&zone.negative_soa);
+            }
+            return res;
+        }
+        // A chain longer than MAX_CNAME_CHAIN (or a loop): answer what we have.
+        res
+    }
+}
