@@ -2,10 +2,11 @@
 //! `dashcdn demo` and the end-to-end tests in `tests/` share.
 //!
 //! - [`ServeArgs`] / [`serve_origin`]: `dashcdn origin serve`.
-//! - [`demo`]: generate a clip, package it, serve it (the main job until the full-CDN demo).
+//! - [`demo`]: the whole CDN in one process (origin, shield, three edges, geodns).
 //! - [`clip`]: test media made by ffmpeg (`testsrc2` + `sine`), never downloaded.
 
 pub mod clip;
+pub mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// The watch page's folder (player/web with node_modules/dashjs); default: found under
+    /// the working directory or the binary's checkout.
+    #[arg(long)]
+    pub web_root: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -39,6 +44,9 @@ impl ServeArgs {
         }
         if let Some(a) = self.listen {
             cfg.listen = a;
+        }
+        if let Some(w) = self.web_root {
+            cfg.web_root = Some(w);
         }
         Ok(cfg)
     }
@@ -69,54 +77,4 @@ pub async fn serve_origin(args: ServeArgs) -> Result<()> {
     dashcdn_origin::server::run(listener, cfg, shutdown_signal())
         .await
         .context("origin server failed")
-}
-
-#[derive(Debug, Clone)]
-pub struct DemoOptions {
-    pub dir: PathBuf,
-    pub listen: SocketAddr,
-    pub seconds: u32,
-    pub serve: bool,
-}
-
-/// The main job: a generated clip, packaged into a library, served by a local origin.
-pub async fn demo(opts: DemoOptions) -> Result<()> {
-    let library = opts.dir.join("library");
-    let source = opts.dir.join(format!("testsrc2-{}s.mp4", opts.seconds));
-    std::fs::create_dir_all(&opts.dir)
-        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
-    if !source.exists() {
-        info!(clip = %source.display(), "generating the demo clip with ffmpeg");
-        clip::Clip::new(opts.seconds as f64)
-            .size(1280, 720)
-            .write(&source)
-            .context("cannot generate the demo clip")?;
-    }
-    if !library.join("demo").join("manifest.mpd").exists() {
-        let mut p = dashcdn_origin::package::PackageOptions::new("demo", &library);
-        p.force = true;
-        p.ladder = "720p:3000k,480p:1400k,360p:800k,240p:400k".parse()?;
-        let src = source.clone();
-        tokio::task::spawn_blocking(move || dashcdn_origin::package::package(&src, &p)).await??;
-    }
-    if !opts.serve {
-        println!("packaged {}", library.join("demo").display());
-        return Ok(());
-    }
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.listen))?;
-    let addr = listener.local_addr()?;
-    println!("dashcdn demo: origin serving {}", library.display());
-    println!("  MPD:     http://{addr}/vod/demo/manifest.mpd");
-    println!("  assets:  http://{addr}/vod/");
-    println!("  metrics: http://{addr}/metrics");
-    println!("  try:     ffprobe http://{addr}/vod/demo/manifest.mpd   (Ctrl-C to stop)");
-    let cfg = dashcdn_origin::config::ServeConfig {
-        library,
-        listen: addr,
-        ..Default::default()
-    };
-    dashcdn_origin::server::run(listener, cfg, shutdown_signal()).await?;
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `dashcdn` binary: one front door with a subcommand per part of the CDN.
 //! Everything real lives in the crates; this file parses arguments and sets up logging.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -99,18 +100,45 @@ struct PackageArgs {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Where the demo library and generated clip live.
+    /// Data folder: the generated clip and the packaged library, reused by the next run.
     #[arg(long, default_value = ".demo")]
     dir: PathBuf,
-    /// Address to serve on (loopback by default).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: std::net::SocketAddr,
+    /// Package this video instead of a generated testsrc2 clip.
+    #[arg(long)]
+    input: Option<PathBuf>,
     /// Length of the generated clip in seconds.
     #[arg(long, default_value_t = 30)]
     seconds: u32,
     /// Package and exit without serving (for scripts).
     #[arg(long)]
     no_serve: bool,
+    /// The origin and the watch page.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    origin: SocketAddr,
+    /// The parent ("shield") edge between the regional edges and the origin.
+    #[arg(long, default_value = "127.0.0.2:8080")]
+    shield: SocketAddr,
+    /// The eu-west edge.
+    #[arg(long = "eu-west", default_value = "127.0.1.1:8080")]
+    eu_west: SocketAddr,
+    /// The us-west edge.
+    #[arg(long = "us-west", default_value = "127.0.2.1:8080")]
+    us_west: SocketAddr,
+    /// The ap-east edge.
+    #[arg(long = "ap-east", default_value = "127.0.3.1:8080")]
+    ap_east: SocketAddr,
+    /// geodns, UDP and TCP.
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    dns: SocketAddr,
+    /// geodns's Prometheus /metrics.
+    #[arg(long, default_value = "127.0.0.1:9153")]
+    dns_metrics: SocketAddr,
+    /// A MaxMind GeoLite2/GeoIP2 City database (default: MaxMind's test database, compiled in).
+    #[arg(long)]
+    maxmind: Option<PathBuf>,
+    /// Memory cache of each edge, e.g. 512MiB.
+    #[arg(long, default_value = "512MiB")]
+    cache_size: dashcdn_edge::ByteSize,
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -163,15 +191,30 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Origin(OriginCommand::Serve(a)) => runtime()?.block_on(dashcdn::serve_origin(a)),
-        Command::Demo(a) => runtime()?.block_on(dashcdn::demo(dashcdn::DemoOptions {
-            dir: a.dir,
-            listen: a.listen,
-            seconds: a.seconds,
-            serve: !a.no_serve,
-        })),
+        Command::Demo(a) => {
+            let mut opts = dashcdn::demo::DemoOptions::new(a.dir);
+            opts.input = a.input;
+            opts.seconds = a.seconds;
+            opts.serve = !a.no_serve;
+            opts.origin = a.origin;
+            opts.shield = a.shield;
+            opts.edges = vec![
+                ("eu-west".into(), a.eu_west),
+                ("us-west".into(), a.us_west),
+                ("ap-east".into(), a.ap_east),
+            ];
+            opts.dns = a.dns;
+            opts.dns_metrics = a.dns_metrics;
+            opts.maxmind = a.maxmind;
+            opts.cache_size = a.cache_size;
+            runtime()?.block_on(dashcdn::demo::run(opts, dashcdn::shutdown_signal(), None))
+        }
         Command::Edge(a) => runtime()?.block_on(dashcdn_edge::cli::run(a)),
         Command::Geodns(a) => runtime()?.block_on(dashcdn_geodns::cli::run(a)),
-        Command::Player(a) => runtime()?.block_on(dashcdn_player::cli::run(a)),
+        Command::Player(mut a) => {
+            a.stream.no_progress |= cli.quiet;
+            runtime()?.block_on(dashcdn_player::cli::run(a))
+        }
     }
 }
 

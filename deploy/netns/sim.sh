@@ -92,7 +92,7 @@ wait_http core "http://$CORE:8081/healthz"
 start shield core "$DASHCDN" edge --pop shield --listen "$CORE:8080" --upstream "http://$CORE:8081" --cache-size 512MiB
 for r in "${REGIONS[@]}"; do
   start "edge-$r" "${EDGE_NS[$r]}" "$DASHCDN" edge --pop "$r" --listen "${EDGE_IP[$r]}:8080" \
-    --upstream "http://$CORE:8080" --cache-size 256MiB
+    --parent "http://$CORE:8080" --upstream "http://$CORE:8081" --cache-size 256MiB
 done
 start geodns core "$DASHCDN" geodns --config "$WORK/geodns.toml" --listen "$CORE:53" --metrics "$CORE:9153"
 wait_http core "http://$CORE:8080/_edge/healthz"

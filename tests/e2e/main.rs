@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod browser;
+mod demo;
+mod deploy;
 mod edge;
 mod interrupt;
 mod package;
