@@ -421,6 +421,7 @@ async fn fetch_and_fill(sh: &Arc<Shared>, fill: &Arc<Fill>, stale: Option<Arc<En
 
     let mut body = body;
     let mut received = 0u64;
+    let mut last: Option<Bytes> = None;
     let read_timeout = sh.read_timeout;
     loop {
         match tokio::time::timeout(read_timeout, body.frame()).await {
@@ -454,6 +455,13 @@ async fn fetch_and_fill(sh: &Arc<Shared>, fill: &Arc<Fill>, stale: Option<Arc<En
                         status: StatusCode::BAD_GATEWAY,
                     };
                 }
+                if len == Some(received) {
+                    // The last bytes of a sized body become visible only after the entry
+                    // is stored (below): a viewer who has the whole object then finds it
+                    // cached (HIT), never a fill still finishing (COALESCED).
+                    last = Some(data);
+                    continue;
+                }
                 fill.body
                     .write()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -472,21 +480,26 @@ async fn fetch_and_fill(sh: &Arc<Shared>, fill: &Arc<Fill>, stale: Option<Arc<En
     }
     let body = {
         let mut b = fill.body.write().unwrap_or_else(PoisonError::into_inner);
-        let growing = std::mem::take(&mut b.growing);
+        let mut growing = std::mem::take(&mut b.growing);
+        if let Some(last) = last.take() {
+            growing.extend_from_slice(&last);
+        }
         // Exactly the object's size: a chunked body grew by doubling, so copy it once.
-        let body = if growing.capacity() == growing.len() {
+        if growing.capacity() == growing.len() {
             growing.freeze()
         } else {
             Bytes::copy_from_slice(&growing)
-        };
-        b.done = Some(body.clone());
-        body
+        }
     };
     if let Storable::Yes(policy) = decision {
         if sh.purge_epoch.load(Ordering::Acquire) == epoch {
-            let entry = Entry::new(head.status, head.headers.clone(), body, policy);
+            let entry = Entry::new(head.status, head.headers.clone(), body.clone(), policy);
             sh.store.insert(key.clone(), Arc::new(entry));
         }
     }
+    fill.body
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .done = Some(body);
     End::Complete
 }
