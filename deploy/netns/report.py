@@ -41,7 +41,7 @@ def chart(rows, path):
     """Three small bar charts side by side: startup, bitrate, rebuffering per region."""
     metrics = [("startup_s", "startup (s)"), ("avg_bitrate_kbps", "avg bitrate (kbps)"),
                ("rebuffer_s", "rebuffering (s)")]
-    w, h, pad = 260, 220, 40
+    w, h, pad = 300, 220, 30
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w*len(metrics)}" height="{h+40}" '
              'font-family="sans-serif" font-size="11">']
     colors = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1"]
@@ -57,10 +57,13 @@ def chart(rows, path):
             y = h - bh
             parts.append(f'<rect x="{x+4:.1f}" y="{y:.1f}" width="{bw-8:.1f}" height="{bh:.1f}" '
                          f'fill="{colors[j % len(colors)]}"/>')
-            parts.append(f'<text x="{x+bw/2:.1f}" y="{y-4:.1f}" text-anchor="middle">{v:.4g}</text>')
-            label = r["region"] + (" (failover)" if r["phase"] == "failover" else "")
+            shown = f"{v:.0f}" if v >= 100 else f"{v:.2f}"
+            parts.append(f'<text x="{x+bw/2:.1f}" y="{y-4:.1f}" text-anchor="middle">{shown}</text>')
             parts.append(f'<text x="{x+bw/2:.1f}" y="{h+14}" text-anchor="middle" '
-                         f'font-size="9">{label}</text>')
+                         f'font-size="9">{r["region"]}</text>')
+            if r["phase"] == "failover":
+                parts.append(f'<text x="{x+bw/2:.1f}" y="{h+25}" text-anchor="middle" '
+                             f'font-size="9">(failover)</text>')
         parts.append(f'<line x1="{x0+pad}" y1="{h}" x2="{x0+w-pad}" y2="{h}" stroke="#333"/>')
     parts.append("</svg>")
     open(path, "w").write("\n".join(parts))
