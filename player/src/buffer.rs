@@ -8,6 +8,9 @@
 
 use std::collections::VecDeque;
 
+/// Below this (ms), time left over by float arithmetic is treated as none.
+const TIME_EPSILON_MS: f64 = 1e-6;
+
 /// Accumulated playback metrics (ms, kbit/s).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Playback {
@@ -112,7 +115,7 @@ impl Buffer {
             self.pop();
             self.head_played_ms = 0.0;
         }
-        while time > 0.0 && !self.segments.is_empty() {
+        while time > TIME_EPSILON_MS && !self.segments.is_empty() {
             let (q, dur) = self.segments[0];
             let m = &mut self.metrics;
             let b = bitrates[q];
@@ -138,7 +141,9 @@ impl Buffer {
                 time = 0.0;
             }
         }
-        if time > 0.0 {
+        // `time -= dur` leaves float dust (1e-13 ms) when a wait ends exactly as the buffer
+        // runs dry: that is no stall, and must not count as a rebuffer event.
+        if time > TIME_EPSILON_MS {
             self.metrics.rebuffer_ms += time;
             self.metrics.total_ms += time;
             self.metrics.rebuffer_events += 1;
@@ -165,6 +170,21 @@ impl Default for Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_dust_when_the_buffer_runs_dry_is_no_stall() {
+        let rates = [100.0];
+        let mut b = Buffer::new();
+        b.push(0, 0.1);
+        b.push(0, 0.2);
+        b.playing = true;
+        // 0.1 + 0.2 is a hair above 0.3 in floats, and (0.1 + 0.2) - 0.1 - 0.2 leaves
+        // 3e-17 ms: the buffer ran dry exactly on time.
+        b.deplete(0.1 + 0.2, &rates);
+        assert_eq!(b.level_ms(), 0.0);
+        assert_eq!(b.metrics.rebuffer_events, 0);
+        assert_eq!(b.metrics.rebuffer_ms, 0.0);
+    }
 
     #[test]
     fn plays_partial_segments_and_counts_one_stall() {
