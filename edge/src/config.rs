@@ -10,12 +10,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use thiserror::Error;
 
 /// A number of bytes, written `2GiB`, `512MiB`, `64MB`, `1000` in files and flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -266,37 +265,10 @@ impl Default for EdgeConfig {
     }
 }
 
-/// Why a configuration was rejected.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}")]
-    File {
-        path: PathBuf,
-        #[source]
-        source: Box<ConfigError>,
-    },
-    #[error("invalid TOML")]
-    Toml(#[from] toml::de::Error),
-    #[error("invalid `{field}` {value:?}: {reason}")]
-    Field {
-        field: &'static str,
-        value: String,
-        reason: String,
-    },
-}
+pub use dashcdn_config::ConfigError;
 
 fn field(field: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        field,
-        value: value.to_string(),
-        reason: reason.into(),
-    }
+    ConfigError::field(field, value, reason)
 }
 
 impl EdgeConfig {
@@ -309,15 +281,7 @@ impl EdgeConfig {
 
     /// Reads, parses and validates a TOML file; errors name the file.
     pub fn load(path: impl AsRef<Path>) -> Result<EdgeConfig, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        EdgeConfig::from_toml(&text).map_err(|e| ConfigError::File {
-            path: path.to_owned(),
-            source: Box::new(e),
-        })
+        dashcdn_config::load(path.as_ref(), |text, _| EdgeConfig::from_toml(text))
     }
 
     /// Checks what the types do not: called by [`crate::run`] too, so a config built in

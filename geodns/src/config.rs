@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use thiserror::Error;
 
 /// Default `listen`: a high loopback port, so a bare run needs no privileges and is not
 /// exposed to the network by accident.
@@ -260,47 +259,16 @@ pub struct RawGeo {
     pub ttl: Option<u32>,
 }
 
-/// Why a configuration was refused.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}")]
-    File {
-        path: PathBuf,
-        #[source]
-        source: Box<ConfigError>,
-    },
-    #[error("not valid TOML for a geodns config: {0}")]
-    Toml(#[from] toml::de::Error),
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-}
+pub use dashcdn_config::ConfigError;
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError::field(field.into(), "", message.into())
 }
 
 impl GeodnsConfig {
     /// Reads and validates a TOML file; relative paths inside are taken from its folder.
     pub fn load(path: impl AsRef<Path>) -> Result<GeodnsConfig, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml_in(&text, base).map_err(|e| ConfigError::File {
-            path: path.to_owned(),
-            source: Box::new(e),
-        })
+        dashcdn_config::load(path.as_ref(), Self::from_toml_in)
     }
 
     /// Parses TOML text; relative paths stay relative to the working directory.

@@ -98,17 +98,21 @@ pub struct Resolution<'a> {
 }
 
 fn name(s: &str) -> Result<Name, ConfigError> {
-    Name::from_str(&format!("{s}.")).map_err(|e| ConfigError::Invalid {
-        field: format!("name {s:?}"),
-        message: format!("not a valid domain name: {e}"),
+    Name::from_str(&format!("{s}.")).map_err(|e| {
+        ConfigError::field(
+            format!("name {s:?}"),
+            "",
+            format!("not a valid domain name: {e}"),
+        )
     })
 }
 
 fn bad_value(r: &RecordConfig, v: &str, what: &str) -> ConfigError {
-    ConfigError::Invalid {
-        field: format!("record {} {}", r.name, r.rtype),
-        message: format!("{v:?} is not {what}"),
-    }
+    ConfigError::field(
+        format!("record {} {}", r.name, r.rtype),
+        "",
+        format!("{v:?} is not {what}"),
+    )
 }
 
 fn rdata(r: &RecordConfig, v: &str, origin: &str) -> Result<RData, ConfigError> {
@@ -139,12 +143,9 @@ fn rdata(r: &RecordConfig, v: &str, origin: &str) -> Result<RData, ConfigError> 
             RData::TXT(TXT::from_bytes(chunks))
         }
         other => {
-            return Err(ConfigError::Invalid {
-                field: format!("record {}", r.name),
-                message: format!(
+            return Err(ConfigError::field(format!("record {}", r.name), "", format!(
                     "type {other:?} is not supported (A, AAAA, CNAME, NS, TXT, MX; SOA is [zone.soa], geo names are [[zone.geo]])"
-                ),
-            })
+                )))
         }
     })
 }
@@ -173,10 +174,11 @@ impl Zones {
                 if lo.zone_of(&LowerName::new(n)) {
                     Ok(())
                 } else {
-                    Err(ConfigError::Invalid {
-                        field: format!("zone {}", zc.origin),
-                        message: format!("{what} {n} is outside the zone"),
-                    })
+                    Err(ConfigError::field(
+                        format!("zone {}", zc.origin),
+                        "",
+                        format!("{what} {n} is outside the zone"),
+                    ))
                 }
             };
             let apex = nodes.entry(lo.clone()).or_default();
@@ -203,19 +205,21 @@ impl Zones {
                     if rt == RecordType::CNAME {
                         // RFC 1034 §3.6.2: a CNAME owner has no other data.
                         if node.cname.is_some() || !node.rrsets.is_empty() || node.geo.is_some() {
-                            return Err(ConfigError::Invalid {
-                                field: format!("record {}", r.name),
-                                message: "a CNAME must be the only record of its name".into(),
-                            });
+                            return Err(ConfigError::field(
+                                format!("record {}", r.name),
+                                "",
+                                "a CNAME must be the only record of its name",
+                            ));
                         }
                         node.cname = Some(rec);
                         continue;
                     }
                     if node.cname.is_some() {
-                        return Err(ConfigError::Invalid {
-                            field: format!("record {}", r.name),
-                            message: "a name with a CNAME can have no other records".into(),
-                        });
+                        return Err(ConfigError::field(
+                            format!("record {}", r.name),
+                            "",
+                            "a name with a CNAME can have no other records",
+                        ));
                     }
                     match node.rrsets.iter_mut().find(|(t, _)| *t == rt) {
                         Some((_, set)) => set.push(rec),
@@ -233,11 +237,11 @@ impl Zones {
                         .iter()
                         .any(|(t, _)| matches!(t, RecordType::A | RecordType::AAAA))
                 {
-                    return Err(ConfigError::Invalid {
-                        field: format!("geo name {}", g.name),
-                        message: "a geo-routed name cannot also have CNAME, A or AAAA records"
-                            .into(),
-                    });
+                    return Err(ConfigError::field(
+                        format!("geo name {}", g.name),
+                        "",
+                        "a geo-routed name cannot also have CNAME, A or AAAA records",
+                    ));
                 }
                 let mut all = PopRecords::default();
                 let mut per_pop = Vec::new();

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use thiserror::Error;
 
 /// Default `listen`: loopback only, so a bare `dashcdn origin serve` is not exposed
 /// to the network by accident.
@@ -71,31 +70,7 @@ pub struct RawServeConfig {
     pub web_root: Option<PathBuf>,
 }
 
-/// Why a configuration was rejected.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}")]
-    File {
-        path: PathBuf,
-        #[source]
-        source: Box<ConfigError>,
-    },
-    // toml's message already names the line and the offending key.
-    #[error("invalid TOML")]
-    Toml(#[from] toml::de::Error),
-    #[error("invalid `{field}` {value:?}: {reason}")]
-    Field {
-        field: &'static str,
-        value: String,
-        reason: &'static str,
-    },
-}
+pub use dashcdn_config::ConfigError;
 
 /// Longest `max-age` accepted: RFC 9111 §1.2.2 lets caches cap delta-seconds at
 /// 2^31, and more than a year is never meant.
@@ -106,19 +81,17 @@ impl RawServeConfig {
         let defaults = ServeConfig::default();
         let listen = match self.listen {
             None => defaults.listen,
-            Some(text) => text.parse().map_err(|_| ConfigError::Field {
-                field: "listen",
-                value: text.clone(),
-                reason: "expected IP:PORT, e.g. 127.0.0.1:8080 or [::]:80",
+            Some(text) => text.parse().map_err(|_| {
+                ConfigError::field(
+                    "listen",
+                    &text,
+                    "expected IP:PORT, e.g. 127.0.0.1:8080 or [::]:80",
+                )
             })?,
         };
         let library = self.library.unwrap_or(defaults.library);
         if library.as_os_str().is_empty() {
-            return Err(ConfigError::Field {
-                field: "library",
-                value: String::new(),
-                reason: "must name a directory",
-            });
+            return Err(ConfigError::field("library", "", "must name a directory"));
         }
         let mpd_max_age_secs = self.mpd_max_age_secs.unwrap_or(defaults.mpd_max_age_secs);
         let segment_max_age_secs = self
@@ -129,11 +102,11 @@ impl RawServeConfig {
             ("segment_max_age_secs", segment_max_age_secs),
         ] {
             if value > MAX_AGE_LIMIT_SECS {
-                return Err(ConfigError::Field {
+                return Err(ConfigError::field(
                     field,
-                    value: value.to_string(),
-                    reason: "must be at most 31536000 (one year)",
-                });
+                    value,
+                    "must be at most 31536000 (one year)",
+                ));
             }
         }
         if self
@@ -141,11 +114,11 @@ impl RawServeConfig {
             .as_ref()
             .is_some_and(|p| p.as_os_str().is_empty())
         {
-            return Err(ConfigError::Field {
-                field: "web_root",
-                value: String::new(),
-                reason: "must name a directory (player/web of the repository), or be left out",
-            });
+            return Err(ConfigError::field(
+                "web_root",
+                "",
+                "must name a directory (player/web of the repository), or be left out",
+            ));
         }
         Ok(ServeConfig {
             listen,
@@ -177,14 +150,7 @@ impl ServeConfig {
     /// Reads, parses and validates a TOML file; errors name the file. A relative
     /// `library` is left relative to the working directory, like the CLI flag.
     pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        ServeConfig::from_toml(&text).map_err(|e| ConfigError::File {
-            path: path.to_owned(),
-            source: Box::new(e),
-        })
+        dashcdn_config::load(path, |text, _| ServeConfig::from_toml(text))
     }
 }
 
