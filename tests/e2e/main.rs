@@ -6,6 +6,7 @@ mod browser;
 mod demo;
 mod deploy;
 mod edge;
+mod geodns;
 mod interrupt;
 mod package;
 mod serve;
