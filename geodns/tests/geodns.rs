@@ -255,6 +255,39 @@ async fn aaaa_answers_come_from_the_same_pop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_pop_sheds_load_to_the_next_nearest_and_returns() {
+    let edges = [fake_edge().await, fake_edge().await, fake_edge().await];
+    let urls: Vec<String> = edges.iter().map(|e| e.url.clone()).collect();
+    let text =
+        config_text(Some(&city_db()), &urls, "").replace("shed_load = false", "shed_load = true");
+    let c = GeodnsConfig::from_toml(&text).unwrap();
+    assert!(c.health.shed_load);
+    let bound = c.health.detection_bound();
+    let s = spawn(c).await;
+    let london = || async {
+        dig(s.addr, &["a1105.kingcdn.test", "+subnet=81.2.69.160/27"])
+            .await
+            .values("A")
+    };
+    assert_eq!(london().await, [EU]);
+    // eu-west's edge says it is overloaded (its /_edge/stats): London goes to Seattle.
+    edges[0].set_overloaded(true);
+    let shed = eventually(bound * 10, || async { london().await == [US] }).await;
+    assert!(shed, "an overloaded eu-west shed London's viewers");
+    // Every PoP overloaded: shedding never leaves a viewer without an answer.
+    edges[1].set_overloaded(true);
+    edges[2].set_overloaded(true);
+    let answered = eventually(bound * 10, || async { !london().await.is_empty() }).await;
+    assert!(answered);
+    for e in &edges {
+        e.set_overloaded(false);
+    }
+    let back = eventually(bound * 10, || async { london().await == [EU] }).await;
+    assert!(back, "eu-west takes London back once its load drops");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pop_whose_edge_stops_answering_leaves_and_returns() {
     let edges = [fake_edge().await, fake_edge().await, fake_edge().await];
     let urls: Vec<String> = edges.iter().map(|e| e.url.clone()).collect();

@@ -312,39 +312,61 @@ pub async fn raw_udp(addr: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A fake edge: `/_edge/healthz` answers 200 while `healthy`, and hangs (stops
-/// answering, like a dead box behind a live switch) while not.
+/// answering, like a dead box behind a live switch) while not; `/_edge/stats` reports
+/// `overloaded` in the edge's JSON shape.
 pub struct FakeEdge {
     pub url: String,
     pub healthy: Arc<AtomicBool>,
+    pub overloaded: Arc<AtomicBool>,
 }
 
 impl FakeEdge {
     pub fn set_healthy(&self, up: bool) {
         self.healthy.store(up, Ordering::SeqCst);
     }
+
+    pub fn set_overloaded(&self, over: bool) {
+        self.overloaded.store(over, Ordering::SeqCst);
+    }
 }
 
 pub async fn fake_edge() -> FakeEdge {
     let healthy = Arc::new(AtomicBool::new(true));
+    let overloaded = Arc::new(AtomicBool::new(false));
     let h = healthy.clone();
-    let app = axum::Router::new().route(
-        "/_edge/healthz",
-        axum::routing::get(move || {
-            let h = h.clone();
-            async move {
-                while !h.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    let o = overloaded.clone();
+    let app = axum::Router::new()
+        .route(
+            "/_edge/stats",
+            axum::routing::get(move || {
+                let over = o.load(Ordering::SeqCst);
+                async move {
+                    let load = if over { 0.97 } else { 0.1 };
+                    axum::Json(serde_json::json!({
+                        "pop": "fake", "load": load, "overloaded": over, "hit_ratio": 0.9
+                    }))
                 }
-                "ok"
-            }
-        }),
-    );
+            }),
+        )
+        .route(
+            "/_edge/healthz",
+            axum::routing::get(move || {
+                let h = h.clone();
+                async move {
+                    while !h.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    "ok"
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     FakeEdge {
         url: format!("http://{addr}/_edge/healthz"),
         healthy,
+        overloaded,
     }
 }
 
