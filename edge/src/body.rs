@@ -16,7 +16,6 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::info;
 
 use crate::metrics::Metrics;
 
@@ -74,20 +73,31 @@ pub struct Access {
 
 impl Drop for Access {
     fn drop(&mut self) {
-        info!(
-            target: "dashcdn_edge::access",
-            peer = %self.peer,
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            cache = self.cache,
-            bytes = self.bytes,
-            complete = self.complete,
-            head_ms = self.head_us as f64 / 1000.0,
-            total_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            upstream = self.upstream.as_deref().unwrap_or("-"),
-            "access"
-        );
+        // Admin requests (`/_edge/healthz` probed by geodns every few seconds, metrics
+        // scrapes) are logged at debug, so the info-level log is the viewers' traffic.
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "dashcdn_edge::access",
+                    peer = %self.peer,
+                    method = %self.method,
+                    path = %self.path,
+                    status = self.status,
+                    cache = self.cache,
+                    bytes = self.bytes,
+                    complete = self.complete,
+                    head_ms = self.head_us as f64 / 1000.0,
+                    total_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+                    upstream = self.upstream.as_deref().unwrap_or("-"),
+                    "access"
+                )
+            };
+        }
+        if self.path.starts_with("/_edge/") {
+            line!(debug);
+        } else {
+            line!(info);
+        }
     }
 }
 
@@ -169,6 +179,15 @@ impl Body for EdgeBody {
             Poll::Ready(Some(Ok(f))) => {
                 let n = f.data_ref().map_or(0, |d| d.len());
                 this.sent(n);
+                // hyper stops polling once a sized body has given all its bytes, so the
+                // final `None` may never come: the last byte is what completes it.
+                let sized_done = match (&this.kind, &this.access) {
+                    (Kind::Channel { len: Some(len), .. }, Some(a)) => a.bytes >= *len,
+                    _ => false,
+                };
+                if sized_done || this.is_end_stream() {
+                    this.done();
+                }
             }
             Poll::Ready(None) => this.done(),
             _ => {}
