@@ -6,24 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{dashcdn, fixture, run, ASSET};
-
-/// A port free on every one of `ips` (the regional edges share one port, as in production).
-fn free_port_on(ips: &[&str]) -> u16 {
-    'next: for _ in 0..50 {
-        let first = TcpListener::bind((ips[0], 0)).unwrap();
-        let port = first.local_addr().unwrap().port();
-        let mut held = vec![first];
-        for ip in &ips[1..] {
-            match TcpListener::bind((*ip, port)) {
-                Ok(l) => held.push(l),
-                Err(_) => continue 'next,
-            }
-        }
-        return port;
-    }
-    panic!("no port free on all of {ips:?}");
-}
+use crate::util::{dashcdn, fixture, free_port_on, run, ASSET};
 
 /// GET with curl: (response head, body).
 fn curl(url: &str) -> (String, String) {
@@ -81,14 +64,11 @@ fn demo_runs_the_whole_cdn_and_stops_on_ctrl_c() {
         .parse()
         .unwrap();
     let shield = format!("127.0.0.2:{}", free_port_on(&["127.0.0.2"]));
-    let dns_port = {
+    let dns_port = loop {
         // UDP and TCP free on the same port.
-        loop {
-            let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let p = u.local_addr().unwrap().port();
-            if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-                break p;
-            }
+        let p = free_port_on(&["127.0.0.1"]);
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            break p;
         }
     };
     let metrics = format!("127.0.0.1:{}", free_port_on(&["127.0.0.1"]));
@@ -103,7 +83,7 @@ fn demo_runs_the_whole_cdn_and_stops_on_ctrl_c() {
         .args(["--dns", &format!("127.0.0.1:{dns_port}")])
         .args(["--dns-metrics", &metrics])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("demo.log")).unwrap())
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
@@ -123,7 +103,8 @@ fn demo_runs_the_whole_cdn_and_stops_on_ctrl_c() {
     let printed = demo.stdout.join("\n");
     assert!(
         printed.contains("Ctrl-C stops everything"),
-        "the demo did not come up:\n{printed}"
+        "the demo did not come up:\n{printed}\n{}",
+        std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default()
     );
     assert!(printed.contains(&format!("http://{origin}/?mpd=/vod/demo/manifest.mpd")));
     assert!(printed.contains("dig @127.0.0.1 -p"), "{printed}");

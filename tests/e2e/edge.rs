@@ -179,9 +179,11 @@ async fn rss_stays_within_cache_size_plus_margin() {
         "the cache was filled: {cache_bytes}"
     );
     let live = stats["live_body_bytes"].as_u64().unwrap();
+    // Bodies alive = cached ones + evicted ones still being sent (or still in moka's
+    // pending-eviction queue for a moment): a few 1 MiB segments of slack, no more.
     assert!(
-        live <= cache_bytes,
-        "bodies alive {live} > weighted size {cache_bytes}"
+        live <= cache_bytes + (4 << 20),
+        "bodies alive {live} > weighted size {cache_bytes} + 4 MiB"
     );
     let (now, hwm) = rss(pid);
     eprintln!(

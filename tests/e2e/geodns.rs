@@ -3,12 +3,12 @@
 //! applied), and a broken database refused at start.
 
 use std::io::Read;
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{dashcdn, run};
+use crate::util::{dashcdn, free_port_on, run};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,12 +18,12 @@ fn test_db(name: &str) -> PathBuf {
     repo().join("geodns/tests/data").join(name)
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1.
+/// A port free for both UDP and TCP on 127.0.0.1 (below the ephemeral range, see
+/// [`free_port_on`]).
 fn dns_port() -> u16 {
     loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        let p = free_port_on(&["127.0.0.1"]);
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
             return p;
         }
     }

@@ -190,3 +190,30 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A port free on every one of `ips` (the regional edges share one port, as in production).
+/// Taken below the kernel's ephemeral range (32768+), where the other tests' listeners on
+/// port 0 and every outgoing connection get their ports, so nothing else grabs it between
+/// this check and the demo binding it.
+pub fn free_port_on(ips: &[&str]) -> u16 {
+    for _ in 0..200 {
+        let port = low_port();
+        let held: Vec<_> = ips
+            .iter()
+            .map(|ip| std::net::TcpListener::bind((*ip, port)))
+            .collect();
+        if held.iter().all(|l| l.is_ok()) {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
+/// A pseudo-random port in 20000..32000, different for each call and each test process.
+pub fn low_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let seed = std::process::id().wrapping_mul(2_654_435_761) ^ n.wrapping_mul(40_503);
+    20_000 + (seed % 12_000) as u16
+}
