@@ -58,6 +58,18 @@ impl ConfigError {
     }
 }
 
+/// An error and its causes on one line, `a: b: c`, as the binaries print errors with `{:#}`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 /// Reads `path` and parses it with `parse` (given the text and the file's folder, for
 /// relative paths inside); any error names the file.
 pub fn load<T>(
@@ -96,7 +108,7 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.field_name(), Some("listen"));
-        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        let chain = chain(&err);
         assert!(chain.contains("bad.toml"), "{chain}");
         assert!(
             chain.contains("invalid `listen` \"nowhere\": expected IP:PORT"),

@@ -158,17 +158,7 @@ impl ServeConfig {
 mod tests {
     use super::*;
 
-    /// The whole cause chain, as `main` prints it with `{:#}`.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut out = e.to_string();
-        let mut cur = e.source();
-        while let Some(s) = cur {
-            out.push_str(": ");
-            out.push_str(&s.to_string());
-            cur = s.source();
-        }
-        out
-    }
+    use dashcdn_config::chain;
 
     #[test]
     fn example_toml_parses() {

@@ -13,6 +13,7 @@
 //! backoff, then the next address is tried. 4xx answers are not retried: the content is
 //! not there.
 
+use dashcdn_config::chain as error_chain;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -514,17 +515,6 @@ impl Net {
             body,
         })
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
