@@ -135,6 +135,26 @@ fn parse_range(url: &Url, s: &str) -> Result<(u64, u64), MpdError> {
     Ok((a, b))
 }
 
+/// An `<Initialization sourceURL range>` of SegmentList/SegmentBase: its URL (the
+/// representation's own when absent) and byte range.
+fn init_resource(
+    i: &dash_mpd_core::Initialization,
+    base: &Url,
+    mpd_url: &Url,
+) -> Result<Resource, MpdError> {
+    Ok(Resource {
+        url: match &i.sourceURL {
+            Some(s) => join(base, s, mpd_url)?,
+            None => base.clone(),
+        },
+        range: i
+            .range
+            .as_deref()
+            .map(|r| parse_range(mpd_url, r))
+            .transpose()?,
+    })
+}
+
 fn join(base: &Url, rel: &str, mpd_url: &Url) -> Result<Url, MpdError> {
     base.join(rel.trim()).map_err(|e| {
         invalid(
@@ -432,20 +452,11 @@ fn rep_plan(sc: &Scope, rep: &Representation, base: &Url) -> Result<Rep, MpdErro
             return Err(unsupported(url, "xlink on SegmentList"));
         }
         let ts = l.timescale.unwrap_or(1).max(1);
-        let init = match &l.Initialization {
-            Some(i) => Some(Resource {
-                url: match &i.sourceURL {
-                    Some(s) => join(&base, s, url)?,
-                    None => base.clone(),
-                },
-                range: i
-                    .range
-                    .as_deref()
-                    .map(|r| parse_range(url, r))
-                    .transpose()?,
-            }),
-            None => None,
-        };
+        let init = l
+            .Initialization
+            .as_ref()
+            .map(|i| init_resource(i, &base, url))
+            .transpose()?;
         let durations: Vec<f64> = if let Some(tl) = &l.SegmentTimeline {
             timeline_entries(tl, 1, None, url)?
                 .iter()
@@ -489,19 +500,7 @@ fn rep_plan(sc: &Scope, rep: &Representation, base: &Url) -> Result<Rep, MpdErro
         let init = b
             .Initialization
             .as_ref()
-            .map(|i| -> Result<Resource, MpdError> {
-                Ok(Resource {
-                    url: match &i.sourceURL {
-                        Some(s) => join(&base, s, url)?,
-                        None => base.clone(),
-                    },
-                    range: i
-                        .range
-                        .as_deref()
-                        .map(|r| parse_range(url, r))
-                        .transpose()?,
-                })
-            })
+            .map(|i| init_resource(i, &base, url))
             .transpose()?;
         (
             init,
