@@ -71,12 +71,13 @@ declare -A EDGE_NS=([eu-west]=eu-edge [us-west]=us-edge [ap-east]=ap-edge)
 declare -A CLI_NS=([eu-west]=eu-cli [us-west]=us-cli [ap-east]=ap-cli)
 REGIONS=(eu-west us-west ap-east)
 
+declare -A PID # server name → pid
 start() { # start NAME NS CMD... : background a server in a namespace, log to $WORK/NAME.log
   local name="$1" n="$2"; shift 2
   # A plain command (not a function) so $! is the server itself: `ip netns exec` execs it.
   ip netns exec "$(ns "$n")" "$@" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
-  eval "PID_${name//-/_}=$!"
+  PID[$name]=$!
 }
 wait_http() { # wait_http NS URL
   for _ in $(seq 100); do
@@ -125,8 +126,13 @@ echo "{\"objects\": $OBJECTS, \"origin_requests\": $((after - before))}" >"$OUT/
 
 if ((FAILOVER)); then
   log "phase 2: eu-west's edge dies; geodns must send eu-west's viewer elsewhere"
-  kill "$PID_edge_eu_west"; wait "$PID_edge_eu_west" 2>/dev/null || true
-  sleep "${FAILOVER_WAIT:-6}"
+  kill "${PID[edge-eu-west]}"; wait "${PID[edge-eu-west]}" 2>/dev/null || true
+  # geodns drops it after fall × (interval + timeout) = 3 s (geodns.toml.in); wait for that.
+  for _ in $(seq 150); do
+    ans=$(in_ns eu-cli dig +short +tries=1 +time=1 "@$CORE" a1105.kingcdn.test A || true)
+    [[ -n "$ans" && "$ans" != *"${EDGE_IP[eu-west]}"* ]] && break
+    sleep 0.1
+  done
   play_region eu-west failover
 fi
 
