@@ -20,3 +20,17 @@ wait_port() {
   done
   echo "nothing listening on 127.0.0.1:$1" >&2; return 1
 }
+
+# workdir NAME → a fresh folder in $W, readable by daemons that drop privileges (varnishd
+# reads its VCL there), removed on exit after every PID in PIDS is stopped.
+PIDS=()
+workdir() {
+  W="$(mktemp -d "/tmp/dashcdn-$1.XXXXXX")"; chmod 755 "$W"
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}

@@ -12,14 +12,8 @@ SECS="${1:-10}"
 CLIENTS="${CLIENTS:-4}"
 DB="$ROOT/geodns/tests/data/GeoIP2-City-Test.mmdb"
 CONF="$ROOT/bench/dns"
-T="$(mktemp -d /tmp/dashcdn-dns-bench.XXXXXX)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
+workdir dns-bench
+T="$W"
 
 P_OURS=$(free_port); P_METRICS=$(free_port); P_HEALTH=$(free_port)
 P_GDNSD=$(free_port); P_PDNS=$(free_port)

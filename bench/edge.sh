@@ -31,14 +31,7 @@ CORE_LOAD="${CORE_LOAD:-1}"
 N_SMALL=200   # distinct 1 KB objects
 N_BIG=20      # distinct 2 MB objects
 
-W="$(mktemp -d /tmp/dashcdn-edge-bench.XXXXXX)"; chmod 755 "$W"  # varnishd drops privileges and must read the VCL
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+workdir edge-bench
 
 # --- library: synthetic segments (bytes do not matter to a cache) -------------------
 mkdir -p "$W/lib/small/v0" "$W/lib/big/v0"

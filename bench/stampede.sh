@@ -9,14 +9,7 @@ source "$(dirname "$0")/common.sh"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 RUNS="${RUNS:-3}"; N="${N:-100}"; SIZE=2000000; RATE="${RATE:-4000000}"
 
-W="$(mktemp -d /tmp/dashcdn-stampede.XXXXXX)"; chmod 755 "$W"  # varnishd drops privileges and must read the VCL
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+workdir stampede
 
 OPORT=$(free_port); EPORT=$(free_port); NPORT=$(free_port); VPORT=$(free_port)
 python3 "$HERE/edge/slow_origin.py" "$OPORT" "$SIZE" "$RATE" & PIDS+=($!)
