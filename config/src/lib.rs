@@ -1,7 +1,7 @@
 //! What every dashcdn server's config shares: reading a TOML file and the error that says
 //! which file, which field, which value and why. Each crate keeps its own config *type*
 //! (origin `ServeConfig`, edge `EdgeConfig`, geodns `GeodnsConfig`); only the loading and
-//! the error live here, once.
+//! the error live here, once. Also the one shutdown signal every server stops on.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -85,6 +85,25 @@ pub fn load<T>(
         path: path.to_owned(),
         source: Box::new(e),
     })
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, whichever comes first, so a server can stop
+/// accepting and finish in-flight requests. Every dashcdn server stops on this one signal
+/// future. If SIGTERM cannot be watched (no signal driver), Ctrl-C alone still works.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
 }
 
 #[cfg(test)]

@@ -1,0 +1,1 @@
+//! dashcdn test kit (being written).
