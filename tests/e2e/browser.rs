@@ -103,6 +103,7 @@ fn browser_library(root: &Path) {
     assert_eq!(removed, 3);
 }
 
+#[ignore = "slow: headless Chromium"]
 #[tokio::test(flavor = "multi_thread")]
 async fn dashjs_plays_adapts_seeks_and_reports_errors_in_chromium() {
     require_browser_tools();
@@ -131,6 +132,7 @@ async fn dashjs_plays_adapts_seeks_and_reports_errors_in_chromium() {
 /// page, dash.js, `/time`, MPDs and segments all pass through the edge (the script fails if
 /// any request leaves the edge's URL). The ABR and manual-quality phases are the origin
 /// test's: they exercise dash.js, not the path.
+#[ignore = "slow: headless Chromium"]
 #[tokio::test(flavor = "multi_thread")]
 async fn dashjs_plays_through_an_edge() {
     require_browser_tools();

@@ -44,6 +44,7 @@ fn interrupt(child: &Child) {
     assert!(status.success());
 }
 
+#[ignore = "slow: the whole CDN as a process, fixed ports"]
 #[test]
 fn demo_runs_the_whole_cdn_and_stops_on_ctrl_c() {
     let f = fixture();
@@ -181,6 +182,7 @@ fn demo_runs_the_whole_cdn_and_stops_on_ctrl_c() {
 }
 
 /// A port already taken: the demo names the part, the address and the flag.
+#[ignore = "slow: the demo as a process, fixed ports"]
 #[test]
 fn demo_names_a_taken_port_and_the_flag_to_move_it() {
     let f = fixture();

@@ -115,6 +115,7 @@ fn big_library(dir: &Path, count: usize, size: usize) {
 
 /// Fills the edge with 8x its `--cache-size` of 1 MiB segments and checks that the
 /// resident set (current and peak) stays within the stated margin of it.
+#[ignore = "slow: fills 8x the cache and measures RSS"]
 #[tokio::test(flavor = "multi_thread")]
 async fn rss_stays_within_cache_size_plus_margin() {
     const CACHE: u64 = 64 << 20;
