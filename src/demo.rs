@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::clip;
+use dashcdn_origin::Clip;
 
 /// The geodns config of the demo (the KingCDN example), compiled in.
 const GEODNS_EXAMPLE: &str = include_str!("../geodns/example.toml");
@@ -37,6 +37,18 @@ const MAXMIND_TEST_DB: &[u8] = include_bytes!("../geodns/tests/data/GeoIP2-City-
 
 /// The asset name the demo packages and prints URLs for.
 pub const ASSET: &str = "demo";
+
+/// The demo's fixed addresses, defined once: [`DemoOptions::new`] and the `dashcdn demo`
+/// flags' defaults both read them.
+pub mod addr {
+    pub const ORIGIN: &str = "127.0.0.1:8080";
+    pub const SHIELD: &str = "127.0.0.2:8080";
+    pub const EU_WEST: &str = "127.0.1.1:8080";
+    pub const US_WEST: &str = "127.0.2.1:8080";
+    pub const AP_EAST: &str = "127.0.3.1:8080";
+    pub const DNS: &str = "127.0.0.1:5353";
+    pub const DNS_METRICS: &str = "127.0.0.1:9153";
+}
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -68,15 +80,15 @@ impl DemoOptions {
             input: None,
             seconds: 30,
             serve: true,
-            origin: a("127.0.0.1:8080"),
-            shield: a("127.0.0.2:8080"),
+            origin: a(addr::ORIGIN),
+            shield: a(addr::SHIELD),
             edges: vec![
-                ("eu-west".into(), a("127.0.1.1:8080")),
-                ("us-west".into(), a("127.0.2.1:8080")),
-                ("ap-east".into(), a("127.0.3.1:8080")),
+                ("eu-west".into(), a(addr::EU_WEST)),
+                ("us-west".into(), a(addr::US_WEST)),
+                ("ap-east".into(), a(addr::AP_EAST)),
             ],
-            dns: a("127.0.0.1:5353"),
-            dns_metrics: a("127.0.0.1:9153"),
+            dns: a(addr::DNS),
+            dns_metrics: a(addr::DNS_METRICS),
             maxmind: None,
             cache_size: "512MiB".parse().expect("a literal size"),
         }
@@ -99,9 +111,11 @@ pub async fn prepare_library(opts: &DemoOptions) -> Result<PathBuf> {
             let source = opts.dir.join(format!("testsrc2-{}s.mp4", opts.seconds));
             if !source.exists() {
                 info!(clip = %source.display(), "generating the demo clip with ffmpeg");
-                clip::Clip::new(opts.seconds as f64)
-                    .size(1280, 720)
-                    .write(&source)
+                let clip = Clip::new(opts.seconds as f64).size(1280, 720);
+                let out = source.clone();
+                tokio::task::spawn_blocking(move || clip.write(&out))
+                    .await
+                    .context("the clip task panicked")?
                     .context("cannot generate the demo clip")?;
             }
             source
@@ -335,7 +349,8 @@ fn print_next_steps(opts: &DemoOptions, library: &Path) {
         opts.dns.port()
     );
     println!(
-        "  player        dashcdn player http://video.netcinema.test:{edge_port}{mpd} --dns {} --client-subnet 216.160.83.56/29",
+        "  player        {} player http://video.netcinema.test:{edge_port}{mpd} --dns {} --client-subnet 216.160.83.56/29",
+        command_name(),
         opts.dns
     );
     println!("  metrics       http://{o}/metrics  (origin)");
@@ -352,4 +367,23 @@ fn print_next_steps(opts: &DemoOptions, library: &Path) {
     );
     println!();
     println!("  Ctrl-C stops everything.");
+}
+
+/// How to type this binary: `dashcdn` when that name on `PATH` is this very binary
+/// (`scripts/demo.sh` links it there), else its full path, so the printed line always works.
+fn command_name() -> String {
+    let Ok(me) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
+        return "dashcdn".into();
+    };
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("dashcdn"))
+            .find(|c| c.is_file())
+            .and_then(|c| c.canonicalize().ok())
+    });
+    if on_path.as_deref() == Some(me.as_path()) {
+        "dashcdn".into()
+    } else {
+        me.display().to_string()
+    }
 }

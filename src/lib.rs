@@ -3,9 +3,7 @@
 //!
 //! - [`ServeArgs`] / [`serve_origin`]: `dashcdn origin serve`.
 //! - [`demo`]: the whole CDN in one process (origin, shield, three edges, geodns).
-//! - [`clip`]: test media made by ffmpeg (`testsrc2` + `sine`), never downloaded.
 
-pub mod clip;
 pub mod demo;
 
 use std::net::SocketAddr;

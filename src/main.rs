@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use dashcdn::demo;
+
 /// mimalloc rather than glibc malloc: the origin hands out multi-megabyte segment buffers,
 /// which glibc returns to the kernel and faults back in on every request (~150 page faults
 /// per 2 MB response); mimalloc keeps them, which measured ~20–30% more segment throughput.
@@ -113,25 +115,25 @@ struct DemoArgs {
     #[arg(long)]
     no_serve: bool,
     /// The origin and the watch page.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = demo::addr::ORIGIN)]
     origin: SocketAddr,
     /// The parent ("shield") edge between the regional edges and the origin.
-    #[arg(long, default_value = "127.0.0.2:8080")]
+    #[arg(long, default_value = demo::addr::SHIELD)]
     shield: SocketAddr,
     /// The eu-west edge.
-    #[arg(long = "eu-west", default_value = "127.0.1.1:8080")]
+    #[arg(long = "eu-west", default_value = demo::addr::EU_WEST)]
     eu_west: SocketAddr,
     /// The us-west edge.
-    #[arg(long = "us-west", default_value = "127.0.2.1:8080")]
+    #[arg(long = "us-west", default_value = demo::addr::US_WEST)]
     us_west: SocketAddr,
     /// The ap-east edge.
-    #[arg(long = "ap-east", default_value = "127.0.3.1:8080")]
+    #[arg(long = "ap-east", default_value = demo::addr::AP_EAST)]
     ap_east: SocketAddr,
     /// geodns, UDP and TCP.
-    #[arg(long, default_value = "127.0.0.1:5353")]
+    #[arg(long, default_value = demo::addr::DNS)]
     dns: SocketAddr,
     /// geodns's Prometheus /metrics.
-    #[arg(long, default_value = "127.0.0.1:9153")]
+    #[arg(long, default_value = demo::addr::DNS_METRICS)]
     dns_metrics: SocketAddr,
     /// A MaxMind GeoLite2/GeoIP2 City database (default: MaxMind's test database, compiled in).
     #[arg(long)]
@@ -149,9 +151,12 @@ fn init_tracing(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only on a terminal: escapes would litter a redirected log.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dashcdn::clip::Clip;
+use dashcdn_testkit::Clip;
 
 use crate::util::*;
 

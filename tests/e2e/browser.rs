@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use dashcdn::clip::Clip;
 use dashcdn_origin::package::{package, PackageOptions};
+use dashcdn_testkit::Clip;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::util::*;
@@ -114,7 +114,7 @@ async fn dashjs_plays_adapts_seeks_and_reports_errors_in_chromium() {
         .unwrap();
     let origin = spawn_origin(library.path()).await;
     let report = run_play_script(&origin.url(""), &artifact_dir(), None).await;
-    origin.shutdown().await;
+    origin.join().await;
     // The script's checks are the substance; make sure they all ran.
     let passed = report.iter().filter(|l| l.starts_with("ok -")).count();
     assert!(
@@ -151,7 +151,7 @@ async fn dashjs_plays_through_an_edge() {
     )
     .await;
     drop(edge);
-    origin.shutdown().await;
+    origin.join().await;
 }
 
 /// `dashcdn edge` as a child process on an ephemeral port, killed on drop.

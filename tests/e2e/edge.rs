@@ -97,7 +97,7 @@ async fn ffprobe_plays_the_packaged_clip_through_the_edge() {
     let r = http().get(&url).send().await.unwrap();
     assert_eq!(r.headers()["x-cache"], "HIT");
     assert_eq!(r.headers()["via"], "1.1 e2e");
-    origin.shutdown().await;
+    origin.join().await;
 }
 
 /// A library of `count` distinct segment paths of `size` bytes, as hard links of one
@@ -208,7 +208,7 @@ async fn rss_stays_within_cache_size_plus_margin() {
         (SEGMENTS as u64..=SEGMENTS as u64 + 1).contains(&fetched),
         "one origin request per segment (plus 1.m4s again if it was evicted): {fetched}"
     );
-    origin.shutdown().await;
+    origin.join().await;
 }
 
 async fn origin_segment_requests(addr: SocketAddr) -> u64 {

@@ -4,7 +4,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dashcdn::clip::Clip;
+use dashcdn_testkit::Clip;
 
 use crate::util::*;
 
@@ -89,7 +89,7 @@ async fn ctrl_c_mid_package_leaves_no_asset() {
         .await
         .unwrap();
     assert_eq!(list["assets"].as_array().map(Vec::len), Some(0), "{list}");
-    origin.shutdown().await;
+    origin.join().await;
 
     // The next run removes the dead run's staging folder and publishes normally.
     let short = dir.path().join("short.mp4");

@@ -272,7 +272,7 @@ fn every_representation_decodes_whole_and_starts_at_zero() {
 fn any_video_in_small_odd_mkv_with_language() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("odd.mkv");
-    dashcdn::clip::Clip::new(5.0)
+    dashcdn_testkit::Clip::new(5.0)
         .size(301, 171)
         .arg("-c:v")
         .arg("ffv1")

@@ -33,7 +33,7 @@ async fn ffmpeg_dash_demuxer_sees_every_representation() {
         .collect();
     seen.sort();
     assert_eq!(seen, ["audio aac", "video 426x240", "video 640x360"]);
-    origin.shutdown().await;
+    origin.join().await;
 }
 
 #[tokio::test]
@@ -124,7 +124,7 @@ async fn segments_ranges_and_revalidation() {
         .clone();
     assert!((asset["duration_secs"].as_f64().unwrap() - f.source_duration).abs() < 0.15);
     assert_eq!(asset["representations"].as_array().unwrap().len(), 3);
-    origin.shutdown().await;
+    origin.join().await;
 }
 
 #[tokio::test]
@@ -158,6 +158,6 @@ async fn traversal_never_leaves_the_library() {
     }
     let ok = reqwest::get(origin.url("/healthz")).await.unwrap();
     assert_eq!(ok.status(), 200);
-    origin.shutdown().await;
+    origin.join().await;
     let _ = &f.source;
 }

@@ -4,42 +4,35 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use dashcdn::clip::Clip;
-use dashcdn_origin::package::{package, PackageOptions};
+use dashcdn_testkit::{packaged, Clip, Spec};
 
-/// The packaged library every read-only test shares: packaging is the slow part.
+/// The packaged library every read-only test shares: packaging is the slow part, so the
+/// test kit makes it once and keeps it for every test binary and later runs.
 pub struct Fixture {
     pub library: PathBuf,
     pub source: PathBuf,
     /// Duration of the source clip as ffprobe reads it.
     pub source_duration: f64,
-    _dir: tempfile::TempDir,
 }
 
 pub const ASSET: &str = "clip";
 pub const LADDER: &str = "360p:800k,240p:400k";
 
-/// A 12 s 640x360 testsrc2 + sine clip with B-frames, packaged at 4 s segments once per run.
+/// A 12 s 640x360 testsrc2 + sine clip with B-frames (preset veryfast keeps them, so
+/// composition offsets and the encoder's edit list are exercised), packaged at 4 s segments.
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("source.mp4");
-        Clip::new(12.0).arg("-bf").arg("3").write(&source).unwrap();
-        let library = dir.path().join("library");
-        let mut opts = PackageOptions::new(ASSET, &library);
-        opts.ladder = LADDER.parse().unwrap();
-        opts.encode.progress = false;
-        // veryfast keeps B-frames (ultrafast has none), so composition offsets and the
-        // encoder's edit list are exercised.
-        opts.encode.preset = "veryfast".into();
-        package(&source, &opts).expect("packaging the generated clip");
-        let source_duration = ffprobe_duration(&source);
+        let mut spec = Spec::new(ASSET);
+        spec.clip = Clip::new(12.0).arg("-bf").arg("3");
+        spec.ladder = LADDER.into();
+        spec.segment_duration = 4.0;
+        spec.preset = "veryfast".into();
+        let p = packaged(spec);
         Fixture {
-            library,
-            source,
-            source_duration,
-            _dir: dir,
+            library: p.library.clone(),
+            source: p.source.clone(),
+            source_duration: ffprobe_duration(&p.source),
         }
     })
 }
@@ -138,43 +131,7 @@ pub fn tfdt(segment: &[u8]) -> u64 {
     }
 }
 
-/// A tokio runtime's worth of origin: serves `library` on an ephemeral loopback port.
-pub struct Origin {
-    pub addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
-
-pub async fn spawn_origin(library: &Path) -> Origin {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cfg = dashcdn_origin::config::ServeConfig {
-        library: library.to_owned(),
-        listen: addr,
-        ..Default::default()
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(dashcdn_origin::server::run(listener, cfg, async move {
-        let _ = rx.await;
-    }));
-    Origin {
-        addr,
-        stop: Some(tx),
-        task: Some(task),
-    }
-}
-
-impl Origin {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Stops the server and re-raises anything it failed with.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
+pub use dashcdn_testkit::spawn_origin;
 
 /// Copies the directory tree `from` to `to` (which must not exist): files and folders only.
 pub fn copy_dir(from: &Path, to: &Path) {
