@@ -22,6 +22,7 @@
 //! - [`web`]: the dash.js watch page at `/`, its files under `/web/`, and `/time`.
 
 pub mod body;
+mod clip;
 pub mod conditional;
 pub mod config;
 pub mod file;
@@ -40,3 +41,5 @@ pub mod server;
 pub mod small_files;
 pub mod transcode;
 pub mod web;
+
+pub use clip::{Clip, ClipError};
