@@ -4,16 +4,21 @@
 //! later), the serialiser escapes and orders elements the way the schema wants, and a field
 //! we forget is a compile error rather than a malformed attribute.
 //!
-//! Shape (ISO/IEC 23009-1, isoff-live profile): one Period, one video AdaptationSet and at
-//! most one audio AdaptationSet; `SegmentTemplate` with `$Number$`. When every segment but
+//! Shape (ISO/IEC 23009-1, isoff-live profile): one Period, one video AdaptationSet, one
+//! audio AdaptationSet per input audio stream (`lang`, `Role` main/alternate/commentary/
+//! description, `Label`; a 5.1 stream carries a 6-channel and a stereo Representation, told
+//! apart by `AudioChannelConfiguration`), and one text AdaptationSet per subtitle track:
+//! a whole WebVTT file as a `text/vtt` Representation with a `BaseURL`, the "sidecar" form
+//! that dash.js and Shaka both render (segmented `wvtt` in fMP4 would need a WebVTT-in-MP4
+//! muxer and buys nothing for files of a few kB); `SegmentTemplate` with `$Number$`. When every segment but
 //! the last has the same duration the template carries `@duration`; otherwise (AAC frames
 //! never divide a segment exactly) a `SegmentTimeline` lists them, run-length coded.
 
 use std::time::Duration;
 
 use dash_mpd_core::{
-    AdaptationSet, AudioChannelConfiguration, Period, Representation, SegmentTemplate,
-    SegmentTimeline, MPD, S,
+    Accessibility, AdaptationSet, AudioChannelConfiguration, BaseURL, Label, Period,
+    Representation, Role, SegmentTemplate, SegmentTimeline, MPD, S,
 };
 
 use crate::media::{MediaInfo, PackagedTrack};
@@ -22,6 +27,36 @@ pub const PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
 /// `$RepresentationID$` folders hold `init.mp4` and `{n}.m4s`, matching the library layout.
 pub const INIT_TEMPLATE: &str = "$RepresentationID$/init.mp4";
 pub const MEDIA_TEMPLATE: &str = "$RepresentationID$/$Number$.m4s";
+
+const ROLE_SCHEME: &str = "urn:mpeg:dash:role:2011";
+
+/// One audio AdaptationSet: the renditions of one input audio stream.
+#[derive(Debug, Clone)]
+pub struct AudioSet {
+    /// ISO 639 language, `und` when the stream has none.
+    pub lang: String,
+    /// The stream's title, or a name made from language and layout.
+    pub label: String,
+    /// DASH role values: `main`, `alternate`, `commentary`, `description`, `dub`.
+    pub roles: Vec<&'static str>,
+    /// Audio description for the visually impaired.
+    pub description: bool,
+    /// Most channels first (5.1, then its stereo rendition).
+    pub tracks: Vec<PackagedTrack>,
+}
+
+/// One subtitle track, a whole WebVTT file.
+#[derive(Debug, Clone)]
+pub struct TextSet {
+    /// Representation id, also its folder in the asset.
+    pub id: String,
+    pub lang: String,
+    pub label: String,
+    /// Path of the `.vtt` file relative to the MPD.
+    pub url: String,
+    /// File size × 8 / presentation duration, at least 1.
+    pub bandwidth: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -89,13 +124,32 @@ fn ratio((n, d): (u32, u32)) -> String {
     }
 }
 
-/// Builds the MPD for packaged video renditions (highest first) and an optional audio track.
-pub fn build(video: &[PackagedTrack], audio: Option<&PackagedTrack>) -> Result<MPD, ManifestError> {
+fn role(value: &str) -> Role {
+    Role {
+        schemeIdUri: ROLE_SCHEME.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn label(text: &str) -> Vec<Label> {
+    vec![Label {
+        content: text.into(),
+        ..Default::default()
+    }]
+}
+
+/// Builds the MPD for packaged video renditions (highest first), audio sets and subtitles.
+pub fn build(
+    video: &[PackagedTrack],
+    audio: &[AudioSet],
+    text: &[TextSet],
+) -> Result<MPD, ManifestError> {
     if video.is_empty() {
         return Err(ManifestError::NoVideo);
     }
     let mut max_seg = 0.0f64;
-    for t in video.iter().chain(audio) {
+    for t in video.iter().chain(audio.iter().flat_map(|a| &a.tracks)) {
         if t.segments.is_empty() {
             return Err(ManifestError::Empty(t.id.clone()));
         }
@@ -149,37 +203,73 @@ pub fn build(video: &[PackagedTrack], audio: Option<&PackagedTrack>) -> Result<M
         ..Default::default()
     };
     let mut sets = vec![video_set];
-    if let Some(a) = audio {
-        if let MediaInfo::Audio {
-            sample_rate,
-            channels,
-        } = a.info.media
-        {
-            sets.push(AdaptationSet {
-                id: Some("1".into()),
-                contentType: Some("audio".into()),
+    for (i, set) in audio.iter().enumerate() {
+        let mut reps = Vec::new();
+        for a in &set.tracks {
+            let MediaInfo::Audio {
+                sample_rate,
+                channels,
+            } = a.info.media
+            else {
+                continue;
+            };
+            reps.push(Representation {
+                id: Some(a.id.clone()),
                 mimeType: Some("audio/mp4".into()),
-                lang: a.info.language.clone(),
-                segmentAlignment: Some(true),
-                startWithSAP: Some(1),
-                representations: vec![Representation {
-                    id: Some(a.id.clone()),
-                    mimeType: Some("audio/mp4".into()),
-                    codecs: Some(a.info.codecs.clone()),
-                    bandwidth: Some(a.peak_bandwidth()),
-                    audioSamplingRate: Some(sample_rate.to_string()),
-                    AudioChannelConfiguration: vec![AudioChannelConfiguration {
-                        schemeIdUri: "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
-                            .into(),
-                        value: Some(channels.to_string()),
-                        ..Default::default()
-                    }],
-                    SegmentTemplate: Some(template(a)),
+                codecs: Some(a.info.codecs.clone()),
+                bandwidth: Some(a.peak_bandwidth()),
+                audioSamplingRate: Some(sample_rate.to_string()),
+                AudioChannelConfiguration: vec![AudioChannelConfiguration {
+                    schemeIdUri: "urn:mpeg:dash:23003:3:audio_channel_configuration:2011".into(),
+                    value: Some(channels.to_string()),
                     ..Default::default()
                 }],
+                SegmentTemplate: Some(template(a)),
                 ..Default::default()
             });
         }
+        sets.push(AdaptationSet {
+            id: Some((1 + i).to_string()),
+            contentType: Some("audio".into()),
+            mimeType: Some("audio/mp4".into()),
+            lang: Some(set.lang.clone()),
+            segmentAlignment: Some(true),
+            startWithSAP: Some(1),
+            Label: label(&set.label),
+            Accessibility: if set.description {
+                vec![Accessibility {
+                    schemeIdUri: ROLE_SCHEME.into(),
+                    value: Some("description".into()),
+                    ..Default::default()
+                }]
+            } else {
+                Vec::new()
+            },
+            Role: set.roles.iter().map(|r| role(r)).collect(),
+            representations: reps,
+            ..Default::default()
+        });
+    }
+    for (i, t) in text.iter().enumerate() {
+        sets.push(AdaptationSet {
+            id: Some((1 + audio.len() + i).to_string()),
+            contentType: Some("text".into()),
+            mimeType: Some("text/vtt".into()),
+            lang: Some(t.lang.clone()),
+            Label: label(&t.label),
+            Role: vec![role("subtitle")],
+            representations: vec![Representation {
+                id: Some(t.id.clone()),
+                mimeType: Some("text/vtt".into()),
+                bandwidth: Some(t.bandwidth.max(1)),
+                BaseURL: vec![BaseURL {
+                    base: t.url.clone(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
     }
     Ok(MPD {
         // skip_serializing_none drops a None here, and without the namespace no schema
@@ -278,7 +368,21 @@ mod tests {
             48000,
             &[192512, 191488, 96000],
         );
-        let mpd = build(std::slice::from_ref(&v), Some(&a)).unwrap();
+        let set = AudioSet {
+            lang: "eng".into(),
+            label: "English".into(),
+            roles: vec!["main"],
+            description: false,
+            tracks: vec![a],
+        };
+        let subs = TextSet {
+            id: "text-fra".into(),
+            lang: "fra".into(),
+            label: "Français".into(),
+            url: "text-fra/subtitles.vtt".into(),
+            bandwidth: 300,
+        };
+        let mpd = build(std::slice::from_ref(&v), &[set], &[subs]).unwrap();
         let xml = to_xml(&mpd).unwrap();
         assert!(xml.starts_with("<?xml"));
         let back = dash_mpd_core::parse(&xml).unwrap();
@@ -297,6 +401,11 @@ mod tests {
             Some(Duration::from_millis(10000))
         );
         assert_eq!(sets[1].lang.as_deref(), Some("eng"));
+        assert_eq!(sets[1].Role[0].value.as_deref(), Some("main"));
+        assert_eq!(sets[1].Label[0].content, "English");
+        assert_eq!(sets[2].contentType.as_deref(), Some("text"));
+        let t = &sets[2].representations[0];
+        assert_eq!(t.BaseURL[0].base, "text-fra/subtitles.vtt");
         // 100 kB over 2 s (the short last video segment) is the peak: 400 kbit/s.
         assert_eq!(sets[0].representations[0].bandwidth, Some(400_000));
     }

@@ -15,8 +15,12 @@ pub struct Probe {
     /// Container duration in seconds.
     pub duration: f64,
     pub video: VideoStream,
-    /// The first audio stream, if any; the ladder is video-only without one.
-    pub audio: Option<AudioStream>,
+    /// Every audio stream, in input order; the ladder is video-only without one.
+    pub audio: Vec<AudioStream>,
+    /// Text subtitle streams (SRT, ASS/SSA, mov_text, WebVTT), packaged as WebVTT.
+    pub subtitles: Vec<SubtitleStream>,
+    /// Every stream that will not be packaged, with why: reported as a warning each.
+    pub skipped: Vec<Skipped>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +33,78 @@ pub struct VideoStream {
     pub display_width: u32,
     /// Average frame rate as a fraction; `None` when ffprobe cannot tell (0/0).
     pub frame_rate: Option<(u32, u32)>,
+    /// Clockwise rotation a player applies to show the picture upright (display matrix or
+    /// the old `rotate` tag), normalised to 0, 90, 180 or 270.
+    pub rotation: u32,
+    /// Coded as fields (`field_order` tt/bb/tb/bt): deinterlaced before scaling.
+    pub interlaced: bool,
+    /// PQ or HLG transfer: tone-mapped to SDR BT.709.
+    pub hdr: Option<Hdr>,
+}
+
+/// A high-dynamic-range transfer function, with the primaries and matrix it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hdr {
+    /// `smpte2084` (PQ) or `arib-std-b67` (HLG), as zscale names them.
+    pub transfer: String,
+    pub primaries: String,
+    pub matrix: String,
+}
+
+impl VideoStream {
+    /// The size a viewer sees: square pixels (after the sample aspect ratio) and upright
+    /// (after rotation). Every ladder decision is made on this.
+    pub fn shown_size(&self) -> (u32, u32) {
+        if self.rotation % 180 == 90 {
+            (self.height, self.display_width)
+        } else {
+            (self.display_width, self.height)
+        }
+    }
+}
+
+/// How an audio track is meant to be used, from the stream's disposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AudioRole {
+    pub default: bool,
+    pub commentary: bool,
+    /// Audio description for the visually impaired.
+    pub description: bool,
+    pub dub: bool,
+}
+
+/// A text subtitle stream of the input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubtitleStream {
+    pub index: u32,
+    pub codec: String,
+    pub language: Option<String>,
+    pub title: Option<String>,
+}
+
+/// A stream left out of the package, and what it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub index: u32,
+    /// `data`, `attachment`, `subtitle`, `video`…
+    pub kind: String,
+    pub codec: String,
+    pub language: Option<String>,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stream #{} ({} {}, language {}) not packaged: {}",
+            self.index,
+            self.kind,
+            self.codec,
+            self.language.as_deref().unwrap_or("und"),
+            self.reason
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +114,9 @@ pub struct AudioStream {
     pub sample_rate: u32,
     pub channels: u16,
     pub language: Option<String>,
+    /// The stream's `title` tag, used as the MPD `Label`.
+    pub title: Option<String>,
+    pub role: AudioRole,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +165,12 @@ struct RawStream {
     r_frame_rate: Option<String>,
     sample_rate: Option<String>,
     channels: Option<u16>,
+    field_order: Option<String>,
+    color_transfer: Option<String>,
+    color_primaries: Option<String>,
+    color_space: Option<String>,
+    #[serde(default)]
+    side_data_list: Vec<SideData>,
     duration: Option<String>,
     #[serde(default)]
     disposition: Disposition,
@@ -94,15 +179,29 @@ struct RawStream {
 }
 
 #[derive(Deserialize, Default)]
+struct SideData {
+    rotation: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct Disposition {
-    #[serde(default)]
     attached_pic: u8,
+    default: u8,
+    comment: u8,
+    visual_impaired: u8,
+    dub: u8,
 }
 
 #[derive(Deserialize, Default)]
 struct Tags {
     language: Option<String>,
+    title: Option<String>,
+    rotate: Option<String>,
 }
+
+/// Subtitle codecs ffmpeg turns into WebVTT; the rest (PGS, DVB, DVD) are pictures.
+const TEXT_SUBTITLES: &[&str] = &["subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"];
 
 /// Runs ffprobe on `path` and says what it is, or exactly why it cannot be packaged.
 pub fn probe(path: &Path) -> Result<Probe, ProbeError> {
@@ -258,21 +357,85 @@ fn from_raw(path: &Path, raw: RawProbe) -> Result<Probe, ProbeError> {
     };
     let frame_rate = parse_ratio(v.avg_frame_rate.as_ref(), '/')
         .or_else(|| parse_ratio(v.r_frame_rate.as_ref(), '/'));
-    let audio = raw
-        .streams
+    let lang = |s: &RawStream| {
+        s.tags
+            .language
+            .clone()
+            .filter(|l| l != "und" && !l.is_empty())
+    };
+    let mut audio = Vec::new();
+    let mut subtitles = Vec::new();
+    let mut skipped = Vec::new();
+    for s in &raw.streams {
+        if s.index == v.index {
+            continue;
+        }
+        let codec = s.codec_name.clone().unwrap_or_else(|| "unknown".into());
+        let kind = s.codec_type.clone().unwrap_or_else(|| "unknown".into());
+        let mut skip = |reason| {
+            skipped.push(Skipped {
+                index: s.index,
+                kind: kind.clone(),
+                codec: codec.clone(),
+                language: lang(s),
+                reason,
+            })
+        };
+        match kind.as_str() {
+            "audio" => audio.push(AudioStream {
+                index: s.index,
+                codec: codec.clone(),
+                sample_rate: s
+                    .sample_rate
+                    .as_ref()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(48_000),
+                channels: s.channels.unwrap_or(2),
+                language: lang(s),
+                title: s.tags.title.clone().filter(|t| !t.trim().is_empty()),
+                role: AudioRole {
+                    default: s.disposition.default != 0,
+                    commentary: s.disposition.comment != 0,
+                    description: s.disposition.visual_impaired != 0,
+                    dub: s.disposition.dub != 0,
+                },
+            }),
+            "subtitle" if TEXT_SUBTITLES.contains(&codec.as_str()) => {
+                subtitles.push(SubtitleStream {
+                    index: s.index,
+                    codec: codec.clone(),
+                    language: lang(s),
+                    title: s.tags.title.clone().filter(|t| !t.trim().is_empty()),
+                })
+            }
+            "subtitle" => skip("bitmap subtitles cannot become WebVTT; convert them to SRT (OCR) and pass --subtitles"),
+            "video" if s.disposition.attached_pic != 0 => skip("cover art"),
+            "video" => skip("only the first video stream is packaged"),
+            "data" => skip("data streams are not packaged"),
+            "attachment" => skip("attachments (fonts, images) are not packaged"),
+            _ => skip("unknown stream type"),
+        }
+    }
+    let rotation = v
+        .side_data_list
         .iter()
-        .find(|s| s.codec_type.as_deref() == Some("audio"))
-        .map(|a| AudioStream {
-            index: a.index,
-            codec: a.codec_name.clone().unwrap_or_default(),
-            sample_rate: a
-                .sample_rate
-                .as_ref()
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(48_000),
-            channels: a.channels.unwrap_or(2),
-            language: a.tags.language.clone().filter(|l| l != "und"),
-        });
+        .find_map(|d| d.rotation)
+        .map(|r| -r)
+        .or_else(|| v.tags.rotate.as_ref().and_then(|r| r.parse::<f64>().ok()))
+        .map(|r| (r.round() as i64).rem_euclid(360) as u32)
+        .unwrap_or(0);
+    let interlaced = matches!(v.field_order.as_deref(), Some("tt" | "bb" | "tb" | "bt"));
+    let hdr = match v.color_transfer.as_deref() {
+        Some(t @ ("smpte2084" | "arib-std-b67")) => Some(Hdr {
+            transfer: t.to_string(),
+            primaries: v.color_primaries.clone().unwrap_or_else(|| "bt2020".into()),
+            matrix: match v.color_space.as_deref() {
+                Some("bt2020c") => "2020_cl".into(),
+                _ => "2020_ncl".into(),
+            },
+        }),
+        _ => None,
+    };
     Ok(Probe {
         path: path.to_owned(),
         duration,
@@ -283,8 +446,13 @@ fn from_raw(path: &Path, raw: RawProbe) -> Result<Probe, ProbeError> {
             height,
             display_width,
             frame_rate,
+            rotation,
+            interlaced,
+            hdr,
         },
         audio,
+        subtitles,
+        skipped,
     })
 }
 
@@ -336,7 +504,7 @@ mod tests {
         assert_eq!(p.video.display_width, 768);
         assert_eq!(p.video.frame_rate, Some((25, 1)));
         assert_eq!(p.duration, 12.5);
-        let a = p.audio.unwrap();
+        let a = &p.audio[0];
         assert_eq!((a.sample_rate, a.language.as_deref()), (44100, Some("eng")));
     }
 
@@ -357,5 +525,52 @@ mod tests {
             classify_failure(&text, &stderr(&text)),
             ProbeError::NotMedia { .. }
         ));
+    }
+
+    #[test]
+    fn rotation_streams_and_what_is_left_out() {
+        let r = raw(
+            r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264",
+                "width":1920,"height":1080,"field_order":"tt","color_transfer":"arib-std-b67",
+                "side_data_list":[{"side_data_type":"Display Matrix","rotation":-90}]},
+              {"index":1,"codec_type":"audio","codec_name":"aac","channels":6,
+                "tags":{"language":"eng","title":"Surround"},"disposition":{"default":1}},
+              {"index":2,"codec_type":"audio","codec_name":"aac","channels":2,
+                "tags":{"language":"fra"},"disposition":{"comment":1}},
+              {"index":3,"codec_type":"subtitle","codec_name":"subrip","tags":{"language":"eng"}},
+              {"index":4,"codec_type":"subtitle","codec_name":"hdmv_pgs_subtitle","tags":{"language":"deu"}},
+              {"index":5,"codec_type":"data","codec_name":"bin_data"}],
+              "format":{"duration":"3.0"}}"#,
+        );
+        let p = from_raw(Path::new("phone.mov"), r).unwrap();
+        assert_eq!(p.video.rotation, 90);
+        assert_eq!(p.video.shown_size(), (1080, 1920));
+        assert!(p.video.interlaced);
+        assert_eq!(p.video.hdr.as_ref().unwrap().transfer, "arib-std-b67");
+        assert_eq!(p.audio.len(), 2);
+        assert_eq!(p.audio[0].title.as_deref(), Some("Surround"));
+        assert!(p.audio[0].role.default && p.audio[1].role.commentary);
+        assert_eq!(p.subtitles.len(), 1);
+        let skipped: Vec<String> = p.skipped.iter().map(ToString::to_string).collect();
+        assert_eq!(skipped.len(), 2);
+        assert!(
+            skipped[0]
+                .starts_with("stream #4 (subtitle hdmv_pgs_subtitle, language deu) not packaged"),
+            "{skipped:?}"
+        );
+        assert!(
+            skipped[1].starts_with("stream #5 (data bin_data, language und)"),
+            "{skipped:?}"
+        );
+    }
+
+    #[test]
+    fn old_rotate_tag_counts_too() {
+        let r = raw(
+            r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264",
+                "width":640,"height":360,"tags":{"rotate":"270"}}],"format":{"duration":"1.0"}}"#,
+        );
+        let p = from_raw(Path::new("x.mp4"), r).unwrap();
+        assert_eq!((p.video.rotation, p.video.shown_size()), (270, (360, 640)));
     }
 }

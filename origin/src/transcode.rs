@@ -1,10 +1,23 @@
-//! One ffmpeg run turns the input into one MP4 per rendition plus one audio MP4.
+//! One ffmpeg run turns the input into one MP4 per rendition, one per audio rendition and
+//! one WebVTT file per text subtitle stream.
 //!
 //! ffmpeg only decodes and encodes here; segmenting is ours ([`crate::segment`]). What we
 //! ask of it so that segments line up across renditions: keyframes forced at every
 //! multiple of the segment duration (`-force_key_frames`), no scene-cut keyframes, a GOP
-//! equal to the segment, constant frame rate, and a 90 kHz video timescale so common
-//! rates (25, 30000/1001, 60) have exact frame durations.
+//! equal to the segment, the source's exact frame rate (`-r 60000/1001`), and a video
+//! timescale that is a multiple of it ([`video_timescale`]), so every frame lasts a whole
+//! number of ticks and the MPD can say `frameRate="60000/1001"`.
+//!
+//! The picture is made upright (ffmpeg's autorotation applies the display matrix; the
+//! outputs carry none), deinterlaced with `bwdif` when the probe saw fields, and
+//! tone-mapped to SDR BT.709 with zscale + tonemap (hable) when it is PQ or HLG, before
+//! one `split` feeds every rendition's scaler.
+//!
+//! ffmpeg runs in its own process group, killed with the group when [`Ffmpeg`] is dropped
+//! (an error, a panic, an interrupted demo), and under `setpriv --pdeathsig KILL`, so it
+//! also dies when we are killed outright: `PR_SET_PDEATHSIG` has to be set in the child
+//! between fork and exec, which from Rust means `pre_exec` (unsafe, forbidden here);
+//! util-linux's `setpriv` (always on Debian) sets it and execs ffmpeg.
 //!
 //! Progress comes from `-progress pipe:1` (`out_time_us=`, `speed=`) and is drawn with
 //! indicatif; a truncated input is caught from ffmpeg's `partial file` complaint or from
@@ -17,15 +30,151 @@ use std::process::{Command, Stdio};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{debug, warn};
 
-use crate::ladder::{Rendition, AUDIO_KBPS};
+use crate::ladder::Rendition;
 use crate::probe::Probe;
+
+/// One audio rendition to encode: a stream of the input at a channel count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioOut {
+    /// Representation id and file stem.
+    pub id: String,
+    /// Input stream index.
+    pub stream: u32,
+    pub channels: u16,
+    pub kbps: u32,
+}
+
+/// One text subtitle stream of the input, converted to WebVTT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextOut {
+    pub id: String,
+    pub stream: u32,
+}
+
+/// Everything one ffmpeg run writes.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub video: Vec<Rendition>,
+    pub audio: Vec<AudioOut>,
+    pub text: Vec<TextOut>,
+}
 
 /// What one transcode produced, in the work folder.
 #[derive(Debug, Clone)]
 pub struct Encoded {
     /// `(rendition, file)` from highest to lowest.
     pub video: Vec<(Rendition, PathBuf)>,
-    pub audio: Option<PathBuf>,
+    pub audio: Vec<(AudioOut, PathBuf)>,
+    pub text: Vec<(TextOut, PathBuf)>,
+}
+
+/// x264's presets, the values `--preset` accepts.
+pub const PRESETS: &[&str] = &[
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
+
+/// A video timescale in which a frame at `rate` lasts a whole number of ticks: 90 kHz when
+/// it divides (25, 30, 50, 60 fps), else a multiple of the rate's reduced numerator (60000
+/// for 60000/1001, 24000 for 24000/1001).
+pub fn video_timescale(rate: Option<(u32, u32)>) -> u32 {
+    let Some((n, d)) = rate else { return 90_000 };
+    let g = gcd(n, d);
+    let (n, d) = (n / g, d / g);
+    if d == 1 && 90_000 % n == 0 {
+        return 90_000;
+    }
+    // ticks per frame = ts * d / n: whole when n divides ts.
+    let k = 10_000u32.div_ceil(n).max(1);
+    n.saturating_mul(k)
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
+}
+
+/// A running ffmpeg: its whole process group is killed when this is dropped before it ends.
+struct Ffmpeg {
+    child: std::process::Child,
+    done: bool,
+}
+
+impl Ffmpeg {
+    fn spawn(args: &[String]) -> std::io::Result<Ffmpeg> {
+        use std::os::unix::process::CommandExt;
+        let setpriv = Path::new("/usr/bin/setpriv");
+        let mut cmd = if setpriv.exists() {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--", "ffmpeg"]);
+            c
+        } else {
+            Command::new("ffmpeg")
+        };
+        let child = cmd
+            .args(args)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        Ok(Ffmpeg { child, done: false })
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let s = self.child.wait()?;
+        self.done = true;
+        Ok(s)
+    }
+}
+
+impl Drop for Ffmpeg {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// Converts a subtitle file (SRT, ASS, WebVTT…) to WebVTT at `out`.
+pub fn subtitles_to_webvtt(input: &Path, out: &Path) -> Result<(), TranscodeError> {
+    let o = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i"])
+        .arg(input)
+        .args(["-map", "0:s:0", "-c:s", "webvtt", "-f", "webvtt"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| TranscodeError::Spawn {
+            path: input.to_owned(),
+            source,
+        })?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(TranscodeError::Failed {
+            path: input.to_owned(),
+            reason: format!("not a subtitle file ffmpeg can read: {}", last.trim()),
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +212,7 @@ pub enum TranscodeError {
 /// one output file per rendition and one for audio.
 pub fn ffmpeg_args(
     probe: &Probe,
-    ladder: &[Rendition],
+    outputs: &Outputs,
     segment_duration: f64,
     opts: &EncodeOptions,
     work: &Path,
@@ -83,8 +232,26 @@ pub fn ffmpeg_args(
     .map(String::from)
     .to_vec();
     a.push(probe.path.to_string_lossy().into_owned());
+    let ladder = &outputs.video;
     let n = ladder.len();
-    let mut graph = format!("[0:{}]split={n}", probe.video.index);
+    let mut pre: Vec<String> = Vec::new();
+    if probe.video.interlaced {
+        // One frame out per frame in: the rate stays the source's.
+        pre.push("bwdif=mode=send_frame:parity=auto:deint=all".into());
+    }
+    if let Some(h) = &probe.video.hdr {
+        pre.push(format!(
+            "zscale=tin={}:pin={}:min={}:t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,\
+             tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p",
+            h.transfer, h.primaries, h.matrix
+        ));
+    }
+    let mut graph = format!("[0:{}]", probe.video.index);
+    for f in &pre {
+        graph.push_str(f);
+        graph.push(',');
+    }
+    graph.push_str(&format!("split={n}"));
     for i in 0..n {
         graph.push_str(&format!("[s{i}]"));
     }
@@ -106,8 +273,26 @@ pub fn ffmpeg_args(
         .unwrap_or(25.0);
     let gop = ((fps * d).round() as u32).max(1).to_string();
     let keys = format!("expr:gte(t,n_forced*{d})");
+    let rate = probe
+        .video
+        .frame_rate
+        .filter(|(n, d)| *n as f64 / *d as f64 <= 240.0);
+    let timescale = video_timescale(rate).to_string();
     for (i, r) in ladder.iter().enumerate() {
         let k = r.kbps;
+        if let Some((n, d)) = rate {
+            a.extend(["-r".into(), format!("{n}/{d}")]);
+        }
+        if probe.video.hdr.is_some() {
+            for (flag, v) in [
+                ("-color_primaries", "bt709"),
+                ("-color_trc", "bt709"),
+                ("-colorspace", "bt709"),
+                ("-color_range", "tv"),
+            ] {
+                a.extend([flag.into(), v.into()]);
+            }
+        }
         a.extend([
             "-map".into(),
             format!("[v{i}]"),
@@ -139,7 +324,7 @@ pub fn ffmpeg_args(
             "-fps_mode".into(),
             "cfr".into(),
             "-video_track_timescale".into(),
-            "90000".into(),
+            timescale.clone(),
             "-map_metadata".into(),
             "-1".into(),
             work.join(format!("{}.mp4", r.id))
@@ -147,20 +332,37 @@ pub fn ffmpeg_args(
                 .into_owned(),
         ]);
     }
-    if let Some(au) = &probe.audio {
+    for au in &outputs.audio {
         a.extend([
             "-map".into(),
-            format!("0:{}", au.index),
+            format!("0:{}", au.stream),
             "-vn".into(),
             "-c:a".into(),
             "aac".into(),
             "-b:a".into(),
-            format!("{AUDIO_KBPS}k"),
+            format!("{}k", au.kbps),
             "-ac".into(),
-            au.channels.clamp(1, 2).to_string(),
+            au.channels.to_string(),
             "-ar".into(),
             "48000".into(),
-            work.join("audio.mp4").to_string_lossy().into_owned(),
+            "-map_metadata".into(),
+            "-1".into(),
+            work.join(format!("{}.mp4", au.id))
+                .to_string_lossy()
+                .into_owned(),
+        ]);
+    }
+    for t in &outputs.text {
+        a.extend([
+            "-map".into(),
+            format!("0:{}", t.stream),
+            "-c:s".into(),
+            "webvtt".into(),
+            "-f".into(),
+            "webvtt".into(),
+            work.join(format!("{}.vtt", t.id))
+                .to_string_lossy()
+                .into_owned(),
         ]);
     }
     a
@@ -169,26 +371,21 @@ pub fn ffmpeg_args(
 /// Runs the transcode, drawing progress, and checks the output covers the input.
 pub fn transcode(
     probe: &Probe,
-    ladder: &[Rendition],
+    outputs: &Outputs,
     segment_duration: f64,
     opts: &EncodeOptions,
     work: &Path,
 ) -> Result<Encoded, TranscodeError> {
     let path = &probe.path;
-    let args = ffmpeg_args(probe, ladder, segment_duration, opts, work);
+    let ladder = &outputs.video;
+    let args = ffmpeg_args(probe, outputs, segment_duration, opts, work);
     debug!(?args, "ffmpeg");
-    let mut child = Command::new("ffmpeg")
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| TranscodeError::Spawn {
-            path: path.clone(),
-            source,
-        })?;
+    let mut child = Ffmpeg::spawn(&args).map_err(|source| TranscodeError::Spawn {
+        path: path.clone(),
+        source,
+    })?;
     // stderr is drained on its own thread so a chatty ffmpeg never blocks on a full pipe.
-    let mut stderr = child.stderr.take().expect("piped stderr");
+    let mut stderr = child.child.stderr.take().expect("piped stderr");
     let err_thread = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
@@ -207,7 +404,7 @@ pub fn transcode(
         ProgressBar::hidden()
     };
     let mut out_time = 0.0f64;
-    let stdout = child.stdout.take().expect("piped stdout");
+    let stdout = child.child.stdout.take().expect("piped stdout");
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         if let Some(us) = line
             .strip_prefix("out_time_us=")
@@ -275,7 +472,16 @@ pub fn transcode(
             .iter()
             .map(|r| (r.clone(), work.join(format!("{}.mp4", r.id))))
             .collect(),
-        audio: probe.audio.as_ref().map(|_| work.join("audio.mp4")),
+        audio: outputs
+            .audio
+            .iter()
+            .map(|a| (a.clone(), work.join(format!("{}.mp4", a.id))))
+            .collect(),
+        text: outputs
+            .text
+            .iter()
+            .map(|t| (t.clone(), work.join(format!("{}.vtt", t.id))))
+            .collect(),
     })
 }
 
@@ -296,19 +502,37 @@ mod tests {
                 height: 1080,
                 display_width: 1920,
                 frame_rate: Some((30000, 1001)),
+                rotation: 0,
+                interlaced: false,
+                hdr: None,
             },
-            audio: Some(AudioStream {
+            audio: vec![AudioStream {
                 index: 0,
                 codec: "pcm_s16le".into(),
                 sample_rate: 48000,
                 channels: 6,
                 language: None,
-            }),
+                title: None,
+                role: Default::default(),
+            }],
+            subtitles: vec![],
+            skipped: vec![],
         };
-        let ladder = crate::ladder::Ladder::default().resolve(1920, 1080);
+        let outputs = Outputs {
+            video: crate::ladder::Ladder::default()
+                .resolve(1920, 1080)
+                .renditions,
+            audio: vec![AudioOut {
+                id: "audio".into(),
+                stream: 0,
+                channels: 2,
+                kbps: 128,
+            }],
+            text: vec![],
+        };
         let a = ffmpeg_args(
             &probe,
-            &ladder,
+            &outputs,
             2.0,
             &EncodeOptions::default(),
             Path::new("/w"),
@@ -325,5 +549,19 @@ mod tests {
         assert!(a.contains(&"/w/720p.mp4".to_string()));
         assert!(a.windows(2).any(|w| w[0] == "-ac" && w[1] == "2"));
         assert_eq!(a.last().unwrap(), "/w/audio.mp4");
+        assert!(a.windows(2).any(|w| w[0] == "-r" && w[1] == "30000/1001"));
+        assert!(a
+            .windows(2)
+            .any(|w| w[0] == "-video_track_timescale" && w[1] == "30000"));
+    }
+
+    #[test]
+    fn timescale_holds_whole_frames() {
+        assert_eq!(video_timescale(Some((25, 1))), 90_000);
+        assert_eq!(video_timescale(Some((60000, 1001))), 60_000);
+        assert_eq!(video_timescale(Some((24000, 1001))), 24_000);
+        assert_eq!(video_timescale(Some((30000, 1001))), 30_000);
+        assert_eq!(video_timescale(Some((7, 1))) % 7, 0);
+        assert_eq!(video_timescale(None), 90_000);
     }
 }
