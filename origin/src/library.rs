@@ -35,6 +35,9 @@ use crate::metrics::Route;
 
 /// File name of an asset's MPD.
 pub const MANIFEST_FILE: &str = "manifest.mpd";
+/// A subtitle track's WebVTT file, in a representation folder named `text-{lang}`.
+pub const SUBTITLE_FILE: &str = "subtitles.vtt";
+const TEXT_PREFIX: &str = "text-";
 /// File name of a representation's CMAF header.
 pub const INIT_FILE: &str = "init.mp4";
 /// File name of an asset's [`AssetSummary`].
@@ -225,11 +228,12 @@ impl MediaPath {
     }
 }
 
-/// `{n}.m4s` with `n` ASCII digits.
+/// `{n}.m4s` with `n` ASCII digits, or a subtitle track's whole WebVTT file.
 fn is_segment_file(file: &str) -> bool {
-    file.strip_suffix(".m4s").is_some_and(|n| {
-        !n.is_empty() && n.len() <= MAX_SEGMENT_DIGITS && n.bytes().all(|b| b.is_ascii_digit())
-    })
+    file == SUBTITLE_FILE
+        || file.strip_suffix(".m4s").is_some_and(|n| {
+            !n.is_empty() && n.len() <= MAX_SEGMENT_DIGITS && n.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// Why a valid [`MediaPath`] could not be opened.
@@ -467,6 +471,10 @@ impl Library {
     /// The Content-Type of `rep`'s init and media segments: what asset.json says its
     /// kind is, else guessed from the id (`audio…` is audio, as the packager names them).
     pub fn segment_content_type(&self, asset: &str, rep: &str) -> &'static str {
+        // Subtitle tracks (`text-{lang}`) hold one WebVTT file; see the packager.
+        if rep.starts_with(TEXT_PREFIX) {
+            return "text/vtt; charset=utf-8";
+        }
         let is_audio = match self.summary(asset) {
             Some(summary) => match summary.representation(rep) {
                 Some(r) => r.is_audio(),

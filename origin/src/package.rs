@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, info, warn};
 
 use crate::ladder::{Ladder, LadderError};
-use crate::library::{self, AssetSummary, RepresentationSummary};
+use crate::library::{self, AssetSummary, RepresentationSummary, SUBTITLE_FILE};
 use crate::manifest::{self, AudioSet, ManifestError, TextSet};
 use crate::media::{MediaError, MediaInfo, PackagedTrack};
 use crate::mp4source;
@@ -19,8 +19,6 @@ use crate::segment;
 use crate::transcode::{self, AudioOut, EncodeOptions, Outputs, TextOut, TranscodeError};
 
 const STAGING_PREFIX: &str = ".tmp-package-";
-/// The file name of a subtitle track inside its representation folder.
-pub const SUBTITLE_FILE: &str = "subtitles.vtt";
 
 /// `--subtitles FILE[:LANG]`: a sidecar subtitle file (SRT, ASS, WebVTT) and its language.
 #[derive(Debug, Clone, PartialEq)]
