@@ -5,6 +5,7 @@
 //! is refused with a log line and the old one keeps serving).
 //! `dashcdn geodns --config geodns.toml explain IP` prints where IP is sent and why.
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -60,15 +61,26 @@ fn load(args: &GeodnsArgs) -> Result<GeodnsConfig> {
 pub async fn run(args: GeodnsArgs) -> Result<()> {
     let config = load(&args)?;
     if let Some(GeodnsCommand::Explain { ip }) = args.command {
-        let e = crate::explain(&config, ip).context("cannot build the geo tables")?;
-        print!("{e}");
-        return Ok(());
+        let e = tokio::task::spawn_blocking(move || crate::explain(&config, ip))
+            .await
+            .context("explain task")?
+            .context("cannot build the geo tables")?;
+        // `explain … | head` closes the pipe early: that is not an error.
+        let mut out = std::io::stdout().lock();
+        return match write!(out, "{e}").and_then(|()| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => r.context("cannot write to stdout"),
+        };
     }
     let listen = config.listen;
     let metrics_addr = config.metrics;
-    let dns = GeoDns::new(config).context("cannot start geodns")?;
-    let udp_threads = dns.snapshot().config.udp_threads;
-    let udp = crate::server::bind_udp_reuseport(listen, udp_threads)
+    let udp_threads = config.udp_threads;
+    // Opening the MaxMind database is file I/O: off the async workers.
+    let dns = tokio::task::spawn_blocking(move || GeoDns::new(config))
+        .await
+        .context("start task")?
+        .context("cannot start geodns")?;
+    let udp = crate::udp::bind_reuseport(listen, udp_threads)
         .with_context(|| format!("cannot bind UDP {listen}"))?;
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
@@ -103,7 +115,7 @@ pub async fn run(args: GeodnsArgs) -> Result<()> {
                 info!(config = %args.config.display(), "SIGHUP: reloading");
                 match load(&args) {
                     Ok(c) => {
-                        if let Err(e) = dns.reload(c) {
+                        if let Err(e) = dns.reload(c).await {
                             error!(
                                 "reload refused, still serving the previous config: {:#}",
                                 anyhow::Error::from(e)
@@ -120,7 +132,7 @@ pub async fn run(args: GeodnsArgs) -> Result<()> {
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r.context("geodns stopped")?,
-        () = shutdown_signal() => {
+        () = dashcdn_config::shutdown_signal() => {
             let _ = stop_tx.send(true);
             server.await.context("geodns shutdown")?;
         }
@@ -130,26 +142,4 @@ pub async fn run(args: GeodnsArgs) -> Result<()> {
         t.await.context("metrics task")?.context("metrics server")?;
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

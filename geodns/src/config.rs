@@ -13,20 +13,24 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, TXT};
+use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use ipnet::IpNet;
 use serde::Deserialize;
 
 /// Default `listen`: a high loopback port, so a bare run needs no privileges and is not
 /// exposed to the network by accident.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
 /// Default TTL of geo-routed answers: short, so a PoP that goes down or a viewer who
 /// moves is re-routed within half a minute, yet resolvers still absorb most queries.
-pub const DEFAULT_GEO_TTL: u32 = 30;
+pub(crate) const DEFAULT_GEO_TTL: u32 = 30;
 /// Default TTL of static records.
-pub const DEFAULT_TTL: u32 = 300;
+pub(crate) const DEFAULT_TTL: u32 = 300;
 /// Largest UDP answer we send (EDNS). 1232 bytes is the DNS Flag Day 2020 value: it fits
 /// the IPv6 minimum MTU without fragmentation, which attackers can spoof into.
-pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
+pub(crate) const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// Validated configuration of the geo DNS.
 #[derive(Clone, Debug)]
@@ -112,24 +116,25 @@ pub struct CoverageConfig {
     pub pop: String,
 }
 
-/// One zone we are authoritative for.
+/// One zone we are authoritative for. Names are absolute and lowercase, every record
+/// value is parsed: [`crate::zone`] only assembles these into answer tables.
 #[derive(Clone, Debug)]
 pub struct ZoneConfig {
-    /// Zone apex, lowercase, without trailing dot (`kingcdn.test`).
-    pub origin: String,
+    /// Zone apex (`kingcdn.test.`).
+    pub origin: Name,
     pub ttl: u32,
     pub soa: SoaConfig,
-    /// NS targets of the apex (absolute names).
-    pub ns: Vec<String>,
+    /// NS targets of the apex.
+    pub ns: Vec<Name>,
     pub records: Vec<RecordConfig>,
-    /// Geo-routed owner names (absolute), with their TTL.
+    /// Geo-routed owner names, with their TTL.
     pub geo: Vec<GeoNameConfig>,
 }
 
 #[derive(Clone, Debug)]
 pub struct SoaConfig {
-    pub mname: String,
-    pub rname: String,
+    pub mname: Name,
+    pub rname: Name,
     pub serial: u32,
     pub refresh: i32,
     pub retry: i32,
@@ -140,21 +145,20 @@ pub struct SoaConfig {
     pub ttl: u32,
 }
 
+/// One RRset as configured: `values` are parsed record data of type `rtype`.
 #[derive(Clone, Debug)]
 pub struct RecordConfig {
-    /// Absolute owner name.
-    pub name: String,
-    /// `A`, `AAAA`, `CNAME`, `NS`, `TXT`, `MX`.
-    pub rtype: String,
-    /// One value per record of the RRset.
-    pub values: Vec<String>,
+    pub name: Name,
+    /// `A`, `AAAA`, `CNAME`, `NS`, `TXT` or `MX`.
+    pub rtype: RecordType,
+    /// One per record of the RRset.
+    pub values: Vec<RData>,
     pub ttl: u32,
 }
 
 #[derive(Clone, Debug)]
 pub struct GeoNameConfig {
-    /// Absolute owner name.
-    pub name: String,
+    pub name: Name,
     pub ttl: u32,
 }
 
@@ -163,103 +167,103 @@ pub struct GeoNameConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    pub listen: Option<String>,
-    pub metrics: Option<String>,
-    pub maxmind: Option<PathBuf>,
-    pub default_pop: Option<String>,
-    pub geo_ttl: Option<u32>,
-    pub max_udp_payload: Option<u16>,
-    pub udp_threads: Option<usize>,
+struct RawConfig {
+    listen: Option<String>,
+    metrics: Option<String>,
+    maxmind: Option<PathBuf>,
+    default_pop: Option<String>,
+    geo_ttl: Option<u32>,
+    max_udp_payload: Option<u16>,
+    udp_threads: Option<usize>,
     #[serde(default)]
-    pub health: RawHealth,
+    health: RawHealth,
     #[serde(default, rename = "pop")]
-    pub pops: Vec<RawPop>,
+    pops: Vec<RawPop>,
     #[serde(default)]
-    pub coverage: Vec<RawCoverage>,
+    coverage: Vec<RawCoverage>,
     #[serde(default, rename = "zone")]
-    pub zones: Vec<RawZone>,
+    zones: Vec<RawZone>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHealth {
-    pub interval_ms: Option<u64>,
-    pub timeout_ms: Option<u64>,
-    pub fall: Option<u32>,
-    pub rise: Option<u32>,
-    pub shed_load: Option<bool>,
+struct RawHealth {
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    fall: Option<u32>,
+    rise: Option<u32>,
+    shed_load: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPop {
-    pub name: String,
-    pub latitude: f64,
-    pub longitude: f64,
+struct RawPop {
+    name: String,
+    latitude: f64,
+    longitude: f64,
     #[serde(default)]
-    pub ipv4: Vec<Ipv4Addr>,
+    ipv4: Vec<Ipv4Addr>,
     #[serde(default)]
-    pub ipv6: Vec<Ipv6Addr>,
-    pub health_url: Option<String>,
-    pub weight: Option<f64>,
-    pub capacity: Option<f64>,
+    ipv6: Vec<Ipv6Addr>,
+    health_url: Option<String>,
+    weight: Option<f64>,
+    capacity: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCoverage {
-    pub cidr: String,
-    pub pop: String,
+struct RawCoverage {
+    cidr: String,
+    pop: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawZone {
-    pub origin: String,
-    pub ttl: Option<u32>,
-    pub soa: RawSoa,
+struct RawZone {
+    origin: String,
+    ttl: Option<u32>,
+    soa: RawSoa,
     #[serde(default)]
-    pub ns: Vec<String>,
+    ns: Vec<String>,
     #[serde(default, rename = "record")]
-    pub records: Vec<RawRecord>,
+    records: Vec<RawRecord>,
     #[serde(default)]
-    pub geo: Vec<RawGeo>,
+    geo: Vec<RawGeo>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSoa {
-    pub mname: String,
-    pub rname: String,
-    pub serial: Option<u32>,
-    pub refresh: Option<i32>,
-    pub retry: Option<i32>,
-    pub expire: Option<i32>,
-    pub minimum: Option<u32>,
-    pub ttl: Option<u32>,
+struct RawSoa {
+    mname: String,
+    rname: String,
+    serial: Option<u32>,
+    refresh: Option<i32>,
+    retry: Option<i32>,
+    expire: Option<i32>,
+    minimum: Option<u32>,
+    ttl: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRecord {
-    pub name: String,
+struct RawRecord {
+    name: String,
     #[serde(rename = "type")]
-    pub rtype: String,
-    pub value: Option<String>,
+    rtype: String,
+    value: Option<String>,
     #[serde(default)]
-    pub values: Vec<String>,
-    pub ttl: Option<u32>,
+    values: Vec<String>,
+    ttl: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawGeo {
-    pub name: String,
-    pub ttl: Option<u32>,
+struct RawGeo {
+    name: String,
+    ttl: Option<u32>,
 }
 
-pub use dashcdn_config::ConfigError;
+use dashcdn_config::ConfigError;
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::field(field.into(), "", message.into())
@@ -283,7 +287,7 @@ impl GeodnsConfig {
 }
 
 impl RawConfig {
-    pub fn validate(self, base: &Path) -> Result<GeodnsConfig, ConfigError> {
+    fn validate(self, base: &Path) -> Result<GeodnsConfig, ConfigError> {
         let listen = parse_addr("listen", self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
         let metrics = self
             .metrics
@@ -392,60 +396,14 @@ impl RawConfig {
         }
         let mut zones: Vec<ZoneConfig> = Vec::new();
         for z in self.zones {
-            let origin = normalize_name(&z.origin, "");
-            let field = format!("zone {origin}");
-            if origin.is_empty() || zones.iter().any(|o| o.origin == origin) {
+            let zone = z.validate(geo_ttl)?;
+            if zones.iter().any(|o| o.origin == zone.origin) {
                 return Err(invalid(
-                    field,
-                    "zone origins must be unique and not the root",
+                    format!("zone {}", zone.origin),
+                    "zone origins must be unique",
                 ));
             }
-            let ttl = z.ttl.unwrap_or(DEFAULT_TTL);
-            let soa = SoaConfig {
-                mname: normalize_name(&z.soa.mname, &origin),
-                rname: normalize_name(&z.soa.rname, &origin),
-                serial: z.soa.serial.unwrap_or(1),
-                refresh: z.soa.refresh.unwrap_or(3600),
-                retry: z.soa.retry.unwrap_or(600),
-                expire: z.soa.expire.unwrap_or(604_800),
-                minimum: z.soa.minimum.unwrap_or(60),
-                ttl: z.soa.ttl.unwrap_or(ttl),
-            };
-            let ns = z.ns.iter().map(|n| normalize_name(n, &origin)).collect();
-            let mut records = Vec::new();
-            for r in z.records {
-                let name = normalize_name(&r.name, &origin);
-                let mut values = r.values;
-                values.extend(r.value);
-                if values.is_empty() {
-                    return Err(invalid(
-                        format!("{field} record {name}"),
-                        "needs `value` or `values`",
-                    ));
-                }
-                records.push(RecordConfig {
-                    name,
-                    rtype: r.rtype.to_ascii_uppercase(),
-                    values,
-                    ttl: r.ttl.unwrap_or(ttl),
-                });
-            }
-            let geo = z
-                .geo
-                .into_iter()
-                .map(|g| GeoNameConfig {
-                    name: normalize_name(&g.name, &origin),
-                    ttl: g.ttl.unwrap_or(geo_ttl),
-                })
-                .collect();
-            zones.push(ZoneConfig {
-                origin,
-                ttl,
-                soa,
-                ns,
-                records,
-                geo,
-            });
+            zones.push(zone);
         }
 
         let config = GeodnsConfig {
@@ -464,8 +422,6 @@ impl RawConfig {
             coverage,
             zones,
         };
-        // Record values (addresses, names) are checked by building the zone tables once.
-        crate::zone::Zones::build(&config)?;
         Ok(config)
     }
 }
@@ -481,7 +437,7 @@ fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
 
 /// Names in the file: `@` is the zone apex, a trailing dot marks an absolute name, any
 /// other name is relative to the zone (as in zone files). Returned lowercase, no trailing dot.
-pub fn normalize_name(name: &str, origin: &str) -> String {
+fn normalize_name(name: &str, origin: &str) -> String {
     let name = name.trim();
     let lower = name.to_ascii_lowercase();
     if lower == "@" {
@@ -495,6 +451,186 @@ pub fn normalize_name(name: &str, origin: &str) -> String {
     } else {
         format!("{lower}.{origin}")
     }
+}
+
+/// A name of the file, relative to `origin` (see [`normalize_name`]), parsed.
+fn dns_name(field: &str, s: &str, origin: &str) -> Result<Name, ConfigError> {
+    let n = normalize_name(s, origin);
+    Name::from_ascii(format!("{n}."))
+        .map_err(|e| invalid(field, format!("{s:?} is not a valid domain name ({e})")))
+}
+
+impl RawZone {
+    fn validate(self, geo_ttl: u32) -> Result<ZoneConfig, ConfigError> {
+        let origin_text = normalize_name(&self.origin, "");
+        let field = format!("zone {origin_text}");
+        if origin_text.is_empty() {
+            return Err(invalid(field, "a zone origin cannot be the root"));
+        }
+        let origin = dns_name(&field, &self.origin, "")?;
+        let apex = LowerName::new(&origin);
+        let inside = |what: &str, n: &Name| -> Result<(), ConfigError> {
+            if apex.zone_of(&LowerName::new(n)) {
+                Ok(())
+            } else {
+                Err(invalid(&field, format!("{what} {n} is outside the zone")))
+            }
+        };
+        let ttl = self.ttl.unwrap_or(DEFAULT_TTL);
+        let soa = SoaConfig {
+            mname: dns_name(&field, &self.soa.mname, &origin_text)?,
+            rname: dns_name(&field, &self.soa.rname, &origin_text)?,
+            serial: self.soa.serial.unwrap_or(1),
+            refresh: self.soa.refresh.unwrap_or(3600),
+            retry: self.soa.retry.unwrap_or(600),
+            expire: self.soa.expire.unwrap_or(604_800),
+            minimum: self.soa.minimum.unwrap_or(60),
+            ttl: self.soa.ttl.unwrap_or(ttl),
+        };
+        let ns = self
+            .ns
+            .iter()
+            .map(|n| dns_name(&field, n, &origin_text))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // What each owner name holds, for RFC 1034 §3.6.2 (a CNAME owner has no other
+        // data) and for geo names (their A/AAAA are computed, never configured).
+        #[derive(Default)]
+        struct Owner {
+            cname: bool,
+            other: Vec<RecordType>,
+        }
+        let mut owners: HashMap<LowerName, Owner> = HashMap::new();
+        owners
+            .entry(apex.clone())
+            .or_default()
+            .other
+            .push(RecordType::SOA);
+
+        let mut records = Vec::new();
+        for r in self.records {
+            let rfield = format!("{field} record {} {}", r.name, r.rtype);
+            let name = dns_name(&rfield, &r.name, &origin_text)?;
+            inside("record", &name)?;
+            let rtype = match r.rtype.to_ascii_uppercase().as_str() {
+                "A" => RecordType::A,
+                "AAAA" => RecordType::AAAA,
+                "CNAME" => RecordType::CNAME,
+                "NS" => RecordType::NS,
+                "TXT" => RecordType::TXT,
+                "MX" => RecordType::MX,
+                other => {
+                    return Err(invalid(
+                        rfield,
+                        format!("type {other:?} is not supported (A, AAAA, CNAME, NS, TXT, MX; SOA is [zone.soa], geo names are [[zone.geo]])"),
+                    ))
+                }
+            };
+            let mut texts = r.values;
+            texts.extend(r.value);
+            if texts.is_empty() {
+                return Err(invalid(rfield, "needs `value` or `values`"));
+            }
+            let values = texts
+                .iter()
+                .map(|v| rdata(&rfield, rtype, v, &origin_text))
+                .collect::<Result<Vec<_>, _>>()?;
+            let owner = owners.entry(LowerName::new(&name)).or_default();
+            if rtype == RecordType::CNAME {
+                if owner.cname || !owner.other.is_empty() || values.len() > 1 {
+                    return Err(invalid(
+                        rfield,
+                        "a CNAME must be the only record of its name",
+                    ));
+                }
+                owner.cname = true;
+            } else {
+                if owner.cname {
+                    return Err(invalid(
+                        rfield,
+                        "a name with a CNAME can have no other records",
+                    ));
+                }
+                owner.other.push(rtype);
+            }
+            records.push(RecordConfig {
+                name,
+                rtype,
+                values,
+                ttl: r.ttl.unwrap_or(ttl),
+            });
+        }
+        let mut geo = Vec::new();
+        for g in self.geo {
+            let gfield = format!("{field} geo name {}", g.name);
+            let name = dns_name(&gfield, &g.name, &origin_text)?;
+            inside("geo name", &name)?;
+            let owner = owners.entry(LowerName::new(&name)).or_default();
+            if owner.cname
+                || owner
+                    .other
+                    .iter()
+                    .any(|t| matches!(t, RecordType::A | RecordType::AAAA))
+            {
+                return Err(invalid(
+                    gfield,
+                    "a geo-routed name cannot also have CNAME, A or AAAA records",
+                ));
+            }
+            owner.other.push(RecordType::A);
+            geo.push(GeoNameConfig {
+                name,
+                ttl: g.ttl.unwrap_or(geo_ttl),
+            });
+        }
+        Ok(ZoneConfig {
+            origin,
+            ttl,
+            soa,
+            ns,
+            records,
+            geo,
+        })
+    }
+}
+
+/// Parses one record value of type `rtype`; names in it are relative to `origin`.
+fn rdata(field: &str, rtype: RecordType, v: &str, origin: &str) -> Result<RData, ConfigError> {
+    let bad = |what: &str| invalid(field, format!("{v:?} is not {what}"));
+    let target = |v: &str| dns_name(field, v, origin);
+    Ok(match rtype {
+        RecordType::A => RData::A(A(v
+            .trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|_| bad("an IPv4 address"))?)),
+        RecordType::AAAA => RData::AAAA(AAAA(
+            v.trim()
+                .parse::<Ipv6Addr>()
+                .map_err(|_| bad("an IPv6 address"))?,
+        )),
+        RecordType::CNAME => RData::CNAME(CNAME(target(v)?)),
+        RecordType::NS => RData::NS(NS(target(v)?)),
+        RecordType::MX => {
+            let usage = "`PREFERENCE HOST`, e.g. `10 mail`";
+            let (pref, host) = v
+                .trim()
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| bad(usage))?;
+            let pref = pref.parse::<u16>().map_err(|_| bad(usage))?;
+            RData::MX(MX::new(pref, target(host.trim())?))
+        }
+        RecordType::TXT => {
+            // One character-string holds at most 255 bytes: split longer values.
+            let chunks: Vec<&[u8]> = v.as_bytes().chunks(255).collect();
+            let chunks = if chunks.is_empty() {
+                vec![&b""[..]]
+            } else {
+                chunks
+            };
+            RData::TXT(TXT::from_bytes(chunks))
+        }
+        other => unreachable!("record type {other} is refused before its values are read"),
+    })
 }
 
 #[cfg(test)]
@@ -512,14 +648,17 @@ mod tests {
         assert_eq!(c.pops[2].ipv4, [Ipv4Addr::new(127, 0, 3, 1)]);
         assert!((c.pops[0].latitude - 51.5).abs() < 1e-9);
         assert!((c.pops[2].longitude - 139.7).abs() < 1e-9);
-        let origins: Vec<&str> = c.zones.iter().map(|z| z.origin.as_str()).collect();
-        assert_eq!(origins, ["netcinema.test", "kingcdn.test"]);
-        let video = &c.zones[0]
+        let origins: Vec<String> = c.zones.iter().map(|z| z.origin.to_string()).collect();
+        assert_eq!(origins, ["netcinema.test.", "kingcdn.test."]);
+        let video = c.zones[0]
             .records
             .iter()
-            .find(|r| r.name == "video.netcinema.test");
-        assert_eq!(video.unwrap().values, ["a1105.kingcdn.test."]);
-        assert_eq!(c.zones[1].geo[0].name, "a1105.kingcdn.test");
+            .find(|r| r.name.to_string() == "video.netcinema.test.")
+            .unwrap();
+        assert_eq!(video.rtype, RecordType::CNAME);
+        let target = Name::from_ascii("a1105.kingcdn.test.").unwrap();
+        assert_eq!(video.values, [RData::CNAME(CNAME(target))]);
+        assert_eq!(c.zones[1].geo[0].name.to_string(), "a1105.kingcdn.test.");
         assert_eq!(c.coverage.len(), 3);
         assert_eq!(c.coverage[0].cidr.to_string(), "127.0.1.0/24");
     }

@@ -45,7 +45,7 @@ pub struct GeoDbError {
 }
 
 /// An opened and verified MaxMind City database.
-pub struct GeoDb {
+pub(crate) struct GeoDb {
     reader: Reader<Vec<u8>>,
     pub path: PathBuf,
 }
@@ -71,7 +71,7 @@ pub struct CityHit {
 impl GeoDb {
     /// Opens `path` and verifies the whole file (search tree, data section, metadata), so a
     /// corrupt database is refused now rather than failing lookups one by one later.
-    pub fn open(path: &Path) -> Result<GeoDb, GeoDbError> {
+    pub(crate) fn open(path: &Path) -> Result<GeoDb, GeoDbError> {
         let err = |cause| GeoDbError {
             path: path.to_owned(),
             cause,
@@ -87,7 +87,7 @@ impl GeoDb {
 
     /// Looks `ip` up. `Ok(None)` means the database has no location for it; the network
     /// it fell into is still returned (for the scope of a default answer).
-    pub fn lookup(&self, ip: IpAddr, detail: bool) -> (Option<CityHit>, Option<IpNet>) {
+    pub(crate) fn lookup(&self, ip: IpAddr, detail: bool) -> (Option<CityHit>, Option<IpNet>) {
         let Ok(found) = self.reader.lookup(ip) else {
             return (None, None);
         };
@@ -128,11 +128,6 @@ impl GeoDb {
             country,
         };
         (Some(hit), Some(network))
-    }
-
-    pub fn description(&self) -> String {
-        let m = self.reader.metadata();
-        format!("{} ({} nodes)", m.database_type, m.node_count)
     }
 }
 
@@ -211,7 +206,7 @@ impl CoverageTable {
 
 /// The placement and PoP-choice logic of one config generation.
 #[derive(Debug)]
-pub struct Locator {
+pub(crate) struct Locator {
     pub pops: Vec<PopConfig>,
     default_pop: usize,
     coverage: CoverageTable,
@@ -220,7 +215,7 @@ pub struct Locator {
 
 impl Locator {
     /// Opens the database (if configured) and indexes the coverage zones.
-    pub fn build(config: &GeodnsConfig) -> Result<Locator, GeoDbError> {
+    pub(crate) fn build(config: &GeodnsConfig) -> Result<Locator, GeoDbError> {
         let index = |name: &str| {
             config
                 .pops
@@ -242,7 +237,7 @@ impl Locator {
     }
 
     /// Places `ip` (coverage, database, default) without regard to health.
-    pub fn place(&self, ip: IpAddr, detail: bool) -> (Placement, u8) {
+    pub(crate) fn place(&self, ip: IpAddr, detail: bool) -> (Placement, u8) {
         let host_len = if ip.is_ipv4() { 32 } else { 128 };
         if let Some((cidr, pop)) = self.coverage.lookup(ip) {
             return (Placement::Coverage { cidr, pop }, cidr.prefix_len());
@@ -285,7 +280,7 @@ impl Locator {
     }
 
     /// Places `ip` and chooses the PoP to answer with, honouring health.
-    pub fn decide(&self, ip: IpAddr, health: &HealthTable, detail: bool) -> Decision {
+    pub(crate) fn decide(&self, ip: IpAddr, health: &HealthTable, detail: bool) -> Decision {
         let (placement, scope) = self.place(ip, detail);
         let (preferred, from) = match &placement {
             Placement::Coverage { pop, .. } => (*pop, self.coords(*pop)),
@@ -342,7 +337,7 @@ impl Locator {
 }
 
 /// Haversine distance between two (latitude, longitude) points in degrees, in km.
-pub fn great_circle_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+pub(crate) fn great_circle_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
     let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
     let h = ((lat2 - lat1) / 2.0).sin().powi(2)

@@ -28,7 +28,7 @@ use crate::config::{HealthConfig, PopConfig};
 
 /// Health of one PoP.
 #[derive(Debug)]
-pub struct PopHealth {
+pub(crate) struct PopHealth {
     pub name: String,
     /// The probed URL; `None` means never probed, always up.
     pub url: Option<String>,
@@ -52,12 +52,8 @@ impl PopHealth {
         }
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
-    }
-
-    pub fn load(&self) -> f64 {
-        f64::from_bits(self.load.load(Ordering::Relaxed))
     }
 
     /// Applies one probe result; returns the new state if it changed.
@@ -81,7 +77,7 @@ impl PopHealth {
 
 /// The health of every PoP of one config generation, indexed like `config.pops`.
 #[derive(Debug)]
-pub struct HealthTable {
+pub(crate) struct HealthTable {
     pub pops: Vec<PopHealth>,
     /// Bumped on every change of any PoP's up/shedding state: answer caches keyed on it
     /// are invalidated by a health change.
@@ -91,7 +87,7 @@ pub struct HealthTable {
 impl HealthTable {
     /// A table for `pops`, carrying over the state of PoPs of `previous` with the same
     /// name and URL.
-    pub fn new(pops: &[PopConfig], previous: Option<&HealthTable>) -> HealthTable {
+    pub(crate) fn new(pops: &[PopConfig], previous: Option<&HealthTable>) -> HealthTable {
         let pops = pops
             .iter()
             .map(|p| {
@@ -119,7 +115,7 @@ impl HealthTable {
     }
 
     /// Changes whenever a PoP enters or leaves the answers.
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
@@ -127,11 +123,11 @@ impl HealthTable {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub fn is_up(&self, pop: usize) -> bool {
+    pub(crate) fn is_up(&self, pop: usize) -> bool {
         self.pops[pop].is_up()
     }
 
-    pub fn is_shedding(&self, pop: usize) -> bool {
+    pub(crate) fn is_shedding(&self, pop: usize) -> bool {
         self.pops[pop].shedding.load(Ordering::Relaxed)
     }
 }
@@ -146,7 +142,7 @@ struct EdgeStats {
 
 /// Starts one probe task per PoP that has a `health_url`. Aborting the returned set
 /// (or dropping it) stops them.
-pub fn spawn_probers(
+pub(crate) fn spawn_probers(
     table: Arc<HealthTable>,
     pops: &[PopConfig],
     config: &HealthConfig,

@@ -28,7 +28,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 const QTYPES: [&str; 10] = [
     "A", "AAAA", "CNAME", "SOA", "NS", "TXT", "MX", "ANY", "OTHER", "NONE",
@@ -86,7 +86,7 @@ struct ResultLabels {
 }
 
 /// All metric families and the registry exposing them.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     queries: Family<QueryLabels, Counter>,
     by_pop: Family<PopLabels, Counter>,
@@ -105,7 +105,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("dashcdn_geodns");
         let queries = Family::<QueryLabels, Counter>::default();
         let by_pop = Family::<PopLabels, Counter>::default();
@@ -166,7 +166,13 @@ impl Metrics {
     }
 
     /// Counts one answered query.
-    pub fn query(&self, qtype: Option<RecordType>, rcode: ResponseCode, ecs: bool, took: Duration) {
+    pub(crate) fn query(
+        &self,
+        qtype: Option<RecordType>,
+        rcode: ResponseCode,
+        ecs: bool,
+        took: Duration,
+    ) {
         let (q, r) = (qtype_index(qtype), rcode_index(rcode));
         self.hot[q][r]
             .get_or_init(|| {
@@ -183,7 +189,7 @@ impl Metrics {
     }
 
     /// The counter of answers for `pop` (`"all"` for the all-down answer); callers keep it.
-    pub fn pop_counter(&self, pop: &str) -> Counter {
+    pub(crate) fn pop_counter(&self, pop: &str) -> Counter {
         self.by_pop
             .get_or_create(&PopLabels {
                 pop: pop.to_owned(),
@@ -192,7 +198,7 @@ impl Metrics {
     }
 
     /// The `pop_up` gauge of `pop`.
-    pub fn pop_up_gauge(&self, pop: &str) -> Gauge {
+    pub(crate) fn pop_up_gauge(&self, pop: &str) -> Gauge {
         self.pop_up
             .get_or_create(&PopLabels {
                 pop: pop.to_owned(),
@@ -200,13 +206,13 @@ impl Metrics {
             .clone()
     }
 
-    pub fn reload(&self, ok: bool) {
+    pub(crate) fn reload(&self, ok: bool) {
         let result = if ok { "applied" } else { "refused" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -18,32 +18,30 @@
 //! Not supported (documented in the README): wildcards and delegations below the apex.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
-use crate::config::{ConfigError, GeodnsConfig, RecordConfig};
+use crate::config::{GeodnsConfig, PopConfig, ZoneConfig};
 
 /// Longest CNAME chain followed in one answer (loops end here too).
 const MAX_CNAME_CHAIN: usize = 8;
 
 /// Addresses of one PoP (or of all PoPs) for one geo-routed name.
 #[derive(Debug, Default)]
-pub struct PopRecords {
-    pub a: Vec<Record>,
-    pub aaaa: Vec<Record>,
+pub(crate) struct PopRecords {
+    pub(crate) a: Vec<Record>,
+    pub(crate) aaaa: Vec<Record>,
 }
 
 /// A geo-routed owner name.
 #[derive(Debug)]
-pub struct GeoNode {
+pub(crate) struct GeoNode {
     /// Indexed like `config.pops`.
-    pub per_pop: Vec<PopRecords>,
+    pub(crate) per_pop: Vec<PopRecords>,
     /// Every PoP's addresses: the answer when all PoPs are down.
-    pub all: PopRecords,
+    pub(crate) all: PopRecords,
 }
 
 #[derive(Debug, Default)]
@@ -72,13 +70,13 @@ struct Zone {
 
 /// All zones of one config generation.
 #[derive(Debug)]
-pub struct Zones {
+pub(crate) struct Zones {
     zones: Vec<Zone>,
 }
 
 /// Which PoP set a geo-routed name answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PopChoice {
+pub(crate) enum PopChoice {
     One(usize),
     /// Every PoP is down: answer with all of them rather than nothing.
     All,
@@ -86,200 +84,108 @@ pub enum PopChoice {
 
 /// The result of a lookup: borrowed records, ready to encode.
 #[derive(Debug)]
-pub struct Resolution<'a> {
-    pub rcode: ResponseCode,
+pub(crate) struct Resolution<'a> {
+    pub(crate) rcode: ResponseCode,
     /// False → REFUSED (the name is outside our zones).
-    pub authoritative: bool,
-    pub answers: Vec<&'a Record>,
+    pub(crate) authoritative: bool,
+    pub(crate) answers: Vec<&'a Record>,
     /// The zone SOA for NXDOMAIN / NODATA.
-    pub soa: Option<&'a Record>,
+    pub(crate) soa: Option<&'a Record>,
     /// Set when a geo-routed name's answer depended on the client's location.
-    pub geo: Option<PopChoice>,
+    pub(crate) geo: Option<PopChoice>,
 }
 
-fn name(s: &str) -> Result<Name, ConfigError> {
-    Name::from_str(&format!("{s}.")).map_err(|e| {
-        ConfigError::field(
-            format!("name {s:?}"),
-            "",
-            format!("not a valid domain name: {e}"),
-        )
-    })
-}
-
-fn bad_value(r: &RecordConfig, v: &str, what: &str) -> ConfigError {
-    ConfigError::field(
-        format!("record {} {}", r.name, r.rtype),
-        "",
-        format!("{v:?} is not {what}"),
-    )
-}
-
-fn rdata(r: &RecordConfig, v: &str, origin: &str) -> Result<RData, ConfigError> {
-    let target = |v: &str| name(&crate::config::normalize_name(v, origin));
-    Ok(match r.rtype.as_str() {
-        "A" => RData::A(A(v
-            .parse::<Ipv4Addr>()
-            .map_err(|_| bad_value(r, v, "an IPv4 address"))?)),
-        "AAAA" => RData::AAAA(AAAA(v
-            .parse::<Ipv6Addr>()
-            .map_err(|_| bad_value(r, v, "an IPv6 address"))?)),
-        "CNAME" => RData::CNAME(CNAME(target(v)?)),
-        "NS" => RData::NS(NS(target(v)?)),
-        "MX" => {
-            let (pref, host) = v
-                .trim()
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| bad_value(r, v, "`PREFERENCE HOST`, e.g. `10 mail`"))?;
-            let pref = pref
-                .parse::<u16>()
-                .map_err(|_| bad_value(r, v, "`PREFERENCE HOST`, e.g. `10 mail`"))?;
-            RData::MX(MX::new(pref, target(host.trim())?))
+impl Zone {
+    fn build(zc: &ZoneConfig, pops: &[PopConfig]) -> Zone {
+        let soa_rdata = SOA::new(
+            zc.soa.mname.clone(),
+            zc.soa.rname.clone(),
+            zc.soa.serial,
+            zc.soa.refresh,
+            zc.soa.retry,
+            zc.soa.expire,
+            zc.soa.minimum,
+        );
+        let soa = Record::from_rdata(zc.origin.clone(), zc.soa.ttl, RData::SOA(soa_rdata));
+        let mut negative_soa = soa.clone();
+        negative_soa.ttl = zc.soa.ttl.min(zc.soa.minimum);
+        let lo = LowerName::new(&zc.origin);
+        let mut nodes: HashMap<LowerName, Node> = HashMap::new();
+        let apex = nodes.entry(lo.clone()).or_default();
+        apex.rrsets.push((RecordType::SOA, vec![soa]));
+        if !zc.ns.is_empty() {
+            let ns = zc
+                .ns
+                .iter()
+                .map(|n| Record::from_rdata(zc.origin.clone(), zc.ttl, RData::NS(NS(n.clone()))))
+                .collect();
+            apex.rrsets.push((RecordType::NS, ns));
         }
-        "TXT" => {
-            // One character-string holds at most 255 bytes: split longer values.
-            let chunks: Vec<&[u8]> = v.as_bytes().chunks(255).collect();
-            let chunks = if chunks.is_empty() { vec![&b""[..]] } else { chunks };
-            RData::TXT(TXT::from_bytes(chunks))
+        for r in &zc.records {
+            let node = nodes.entry(LowerName::new(&r.name)).or_default();
+            for v in &r.values {
+                let rec = Record::from_rdata(r.name.clone(), r.ttl, v.clone());
+                if r.rtype == RecordType::CNAME {
+                    // The config refused any other data beside a CNAME (RFC 1034 §3.6.2).
+                    node.cname = Some(rec);
+                    continue;
+                }
+                match node.rrsets.iter_mut().find(|(t, _)| *t == r.rtype) {
+                    Some((_, set)) => set.push(rec),
+                    None => node.rrsets.push((r.rtype, vec![rec])),
+                }
+            }
         }
-        other => {
-            return Err(ConfigError::field(format!("record {}", r.name), "", format!(
-                    "type {other:?} is not supported (A, AAAA, CNAME, NS, TXT, MX; SOA is [zone.soa], geo names are [[zone.geo]])"
-                )))
+        for g in &zc.geo {
+            let node = nodes.entry(LowerName::new(&g.name)).or_default();
+            let mut all = PopRecords::default();
+            let mut per_pop = Vec::new();
+            for p in pops {
+                let mut set = PopRecords::default();
+                for ip in &p.ipv4 {
+                    set.a
+                        .push(Record::from_rdata(g.name.clone(), g.ttl, RData::A(A(*ip))));
+                }
+                for ip in &p.ipv6 {
+                    set.aaaa.push(Record::from_rdata(
+                        g.name.clone(),
+                        g.ttl,
+                        RData::AAAA(AAAA(*ip)),
+                    ));
+                }
+                all.a.extend(set.a.iter().cloned());
+                all.aaaa.extend(set.aaaa.iter().cloned());
+                per_pop.push(set);
+            }
+            node.geo = Some(GeoNode { per_pop, all });
         }
-    })
+        // Empty non-terminals: every ancestor of a name, up to the apex, exists.
+        let owners: Vec<LowerName> = nodes.keys().cloned().collect();
+        for owner in owners {
+            let mut n = owner.base_name();
+            while lo.zone_of(&n) && n != lo {
+                nodes.entry(n.clone()).or_default();
+                n = n.base_name();
+            }
+        }
+        Zone {
+            origin: lo,
+            negative_soa,
+            nodes,
+        }
+    }
 }
 
 impl Zones {
-    /// Builds the answer tables; refuses bad names and values with the record named.
-    pub fn build(config: &GeodnsConfig) -> Result<Zones, ConfigError> {
-        let mut zones = Vec::new();
-        for zc in &config.zones {
-            let origin = name(&zc.origin)?;
-            let soa_rdata = SOA::new(
-                name(&zc.soa.mname)?,
-                name(&zc.soa.rname)?,
-                zc.soa.serial,
-                zc.soa.refresh,
-                zc.soa.retry,
-                zc.soa.expire,
-                zc.soa.minimum,
-            );
-            let soa = Record::from_rdata(origin.clone(), zc.soa.ttl, RData::SOA(soa_rdata));
-            let mut negative_soa = soa.clone();
-            negative_soa.ttl = zc.soa.ttl.min(zc.soa.minimum);
-            let mut nodes: HashMap<LowerName, Node> = HashMap::new();
-            let lo = LowerName::new(&origin);
-            let in_zone = |n: &Name, what: &str| -> Result<(), ConfigError> {
-                if lo.zone_of(&LowerName::new(n)) {
-                    Ok(())
-                } else {
-                    Err(ConfigError::field(
-                        format!("zone {}", zc.origin),
-                        "",
-                        format!("{what} {n} is outside the zone"),
-                    ))
-                }
-            };
-            let apex = nodes.entry(lo.clone()).or_default();
-            apex.rrsets.push((RecordType::SOA, vec![soa.clone()]));
-            if !zc.ns.is_empty() {
-                let mut ns = Vec::new();
-                for n in &zc.ns {
-                    ns.push(Record::from_rdata(
-                        origin.clone(),
-                        zc.ttl,
-                        RData::NS(NS(name(n)?)),
-                    ));
-                }
-                apex.rrsets.push((RecordType::NS, ns));
-            }
-            for r in &zc.records {
-                let owner = name(&r.name)?;
-                in_zone(&owner, "record")?;
-                let node = nodes.entry(LowerName::new(&owner)).or_default();
-                for v in &r.values {
-                    let data = rdata(r, v, &zc.origin)?;
-                    let rec = Record::from_rdata(owner.clone(), r.ttl, data);
-                    let rt = rec.record_type();
-                    if rt == RecordType::CNAME {
-                        // RFC 1034 §3.6.2: a CNAME owner has no other data.
-                        if node.cname.is_some() || !node.rrsets.is_empty() || node.geo.is_some() {
-                            return Err(ConfigError::field(
-                                format!("record {}", r.name),
-                                "",
-                                "a CNAME must be the only record of its name",
-                            ));
-                        }
-                        node.cname = Some(rec);
-                        continue;
-                    }
-                    if node.cname.is_some() {
-                        return Err(ConfigError::field(
-                            format!("record {}", r.name),
-                            "",
-                            "a name with a CNAME can have no other records",
-                        ));
-                    }
-                    match node.rrsets.iter_mut().find(|(t, _)| *t == rt) {
-                        Some((_, set)) => set.push(rec),
-                        None => node.rrsets.push((rt, vec![rec])),
-                    }
-                }
-            }
-            for g in &zc.geo {
-                let owner = name(&g.name)?;
-                in_zone(&owner, "geo name")?;
-                let node = nodes.entry(LowerName::new(&owner)).or_default();
-                if node.cname.is_some()
-                    || node
-                        .rrsets
-                        .iter()
-                        .any(|(t, _)| matches!(t, RecordType::A | RecordType::AAAA))
-                {
-                    return Err(ConfigError::field(
-                        format!("geo name {}", g.name),
-                        "",
-                        "a geo-routed name cannot also have CNAME, A or AAAA records",
-                    ));
-                }
-                let mut all = PopRecords::default();
-                let mut per_pop = Vec::new();
-                for p in &config.pops {
-                    let mut set = PopRecords::default();
-                    for ip in &p.ipv4 {
-                        set.a
-                            .push(Record::from_rdata(owner.clone(), g.ttl, RData::A(A(*ip))));
-                    }
-                    for ip in &p.ipv6 {
-                        set.aaaa.push(Record::from_rdata(
-                            owner.clone(),
-                            g.ttl,
-                            RData::AAAA(AAAA(*ip)),
-                        ));
-                    }
-                    all.a.extend(set.a.iter().cloned());
-                    all.aaaa.extend(set.aaaa.iter().cloned());
-                    per_pop.push(set);
-                }
-                node.geo = Some(GeoNode { per_pop, all });
-            }
-            // Empty non-terminals: every ancestor of a name, up to the apex, exists.
-            let owners: Vec<LowerName> = nodes.keys().cloned().collect();
-            for owner in owners {
-                let mut n = owner.base_name();
-                while lo.zone_of(&n) && n != lo {
-                    nodes.entry(n.clone()).or_default();
-                    n = n.base_name();
-                }
-            }
-            zones.push(Zone {
-                origin: lo,
-                negative_soa,
-                nodes,
-            });
-        }
-        Ok(Zones { zones })
+    /// Assembles the answer tables of a validated config (every name and value in it is
+    /// already parsed and checked, see [`crate::config`]).
+    pub(crate) fn build(config: &GeodnsConfig) -> Zones {
+        let zones = config
+            .zones
+            .iter()
+            .map(|zc| Zone::build(zc, &config.pops))
+            .collect();
+        Zones { zones }
     }
 
     fn zone_for(&self, qname: &LowerName) -> Option<&Zone> {
@@ -289,14 +195,9 @@ impl Zones {
             .max_by_key(|z| z.origin.num_labels())
     }
 
-    /// `true` if `qname` is inside one of our zones.
-    pub fn is_ours(&self, qname: &LowerName) -> bool {
-        self.zone_for(qname).is_some()
-    }
-
     /// Answers `qname`/`qtype`; `choose` is called (at most once) when a geo-routed name
     /// is reached, so the client is only located when it matters.
-    pub fn resolve<'a>(
+    pub(crate) fn resolve<'a>(
         &'a self,
         qname: &LowerName,
         qtype: RecordType,

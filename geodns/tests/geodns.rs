@@ -178,7 +178,7 @@ async fn nxdomain_and_nodata_carry_the_soa() {
     let extra = "[[zone]]\norigin = \"dangling.test\"\nsoa = { mname = \"ns\", rname = \"h\" }\n\
                  [[zone.record]]\nname = \"a\"\ntype = \"CNAME\"\nvalue = \"missing\"\n\
                  [[zone.record]]\nname = \"x.y.deep\"\ntype = \"A\"\nvalue = \"192.0.2.1\"\n";
-    s.dns.reload(config(extra)).unwrap();
+    s.dns.reload(config(extra)).await.unwrap();
     let d = dig(s.addr, &["a.dangling.test", "A"]).await;
     assert_eq!(d.status, "NXDOMAIN", "{}", d.text);
     assert_eq!(d.values("CNAME"), ["missing.dangling.test."]);
@@ -471,13 +471,14 @@ async fn broken_maxmind_file_is_refused_at_start_and_at_reload() {
     let s = spawn(config("")).await;
     let london = || dig(s.addr, &["a1105.kingcdn.test", "+subnet=81.2.69.160/27"]);
     assert_eq!(london().await.values("A"), [EU]);
-    assert!(s.dns.reload(bad).is_err());
+    assert!(s.dns.reload(bad).await.is_err());
     assert_eq!(london().await.values("A"), [EU]);
     // A good reload applies: pin London's network to ap-east.
     s.dns
         .reload(config(
             "[[coverage]]\ncidr = \"81.2.69.0/24\"\npop = \"ap-east\"\n",
         ))
+        .await
         .unwrap();
     assert_eq!(london().await.values("A"), [AP]);
     let metrics = s.dns.metrics_text();
@@ -535,7 +536,7 @@ async fn bad_configs_are_refused_with_the_reason() {
 #[tokio::test]
 async fn explain_names_the_pop_and_the_reason() {
     let mut c = config("");
-    c.coverage.push(dashcdn_geodns::config::CoverageConfig {
+    c.coverage.push(dashcdn_geodns::CoverageConfig {
         cidr: "10.9.0.0/16".parse().unwrap(),
         pop: "ap-east".into(),
     });

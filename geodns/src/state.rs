@@ -1,0 +1,73 @@
+//! What answering reads: the [`Snapshot`] of one config generation behind an `ArcSwap`,
+//! and the metrics that outlive generations.
+//!
+//! A reload builds the new snapshot beside the old one and swaps the pointer; a query in
+//! flight finishes on the snapshot it loaded, so none is dropped.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::config::GeodnsConfig;
+use crate::error::GeodnsError;
+use crate::geo::Locator;
+use crate::health::HealthTable;
+use crate::metrics::Metrics;
+use crate::zone::{PopChoice, Zones};
+
+/// Everything one config generation answers from.
+pub(crate) struct Snapshot {
+    pub(crate) config: GeodnsConfig,
+    pub(crate) zones: Zones,
+    pub(crate) locator: Locator,
+    pub(crate) health: Arc<HealthTable>,
+    /// `answers_by_pop_total` handles, indexed like `config.pops`, plus the all-PoPs one.
+    pop_counters: Vec<Counter>,
+    all_counter: Counter,
+}
+
+impl Snapshot {
+    /// Opens the MaxMind database (blocking file I/O: call off the async workers) and
+    /// builds the answer tables. The health of PoPs that stay is carried over.
+    pub(crate) fn build(
+        config: GeodnsConfig,
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, GeodnsError> {
+        let zones = Zones::build(&config);
+        let locator = Locator::build(&config)?;
+        let health = Arc::new(HealthTable::new(
+            &config.pops,
+            previous.map(|p| p.health.as_ref()),
+        ));
+        let pop_counters = config
+            .pops
+            .iter()
+            .map(|p| metrics.pop_counter(&p.name))
+            .collect();
+        Ok(Snapshot {
+            zones,
+            locator,
+            health,
+            pop_counters,
+            all_counter: metrics.pop_counter("all"),
+            config,
+        })
+    }
+
+    /// Counts one answer of a geo-routed name.
+    pub(crate) fn count_geo(&self, choice: PopChoice) {
+        match choice {
+            PopChoice::One(i) => self.pop_counters[i].inc(),
+            PopChoice::All => self.all_counter.inc(),
+        };
+    }
+}
+
+/// Shared by the UDP threads, the TCP handler and the reload path.
+pub(crate) struct State {
+    pub(crate) current: ArcSwap<Snapshot>,
+    /// Counters that survive reloads (a reload is not a restart for Prometheus).
+    pub(crate) metrics: Metrics,
+}
