@@ -8,10 +8,17 @@
 //!   `If-Unmodified-Since`, `If-Range` (RFC 9110 §13).
 //! - [`cors`]: CORS headers and preflight answers.
 //! - [`hop`]: hop-by-hop header hygiene and `Via`.
+//! - [`tls`]: rustls listener config (SNI, reload, resumption), the HTTPS/HTTP/2 accept loop
+//!   with HTTP/2 flood limits, a local CA for demos and tests.
+//! - [`client`]: TLS to upstreams (system roots or `--upstream-ca`).
+//! - [`acme`]: certificates from an ACME CA (RFC 8555): HTTP-01, TLS-ALPN-01, DNS-01.
 #![warn(unreachable_pub)]
 
+pub mod acme;
+pub mod client;
 pub mod conditional;
 pub mod cors;
 pub mod hop;
 pub mod range;
 pub mod serve;
+pub mod tls;
