@@ -140,6 +140,17 @@ impl Http01Answers {
             .cloned()
     }
 
+    /// The whole answer for a router: `Some(200 text/plain key-authorization)` for a
+    /// pending token, `None` to let the request through.
+    pub fn respond(&self, path: &str) -> Option<http::Response<String>> {
+        let body = self.answer(path)?;
+        http::Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .header(http::header::CACHE_CONTROL, "no-store")
+            .body(body)
+            .ok()
+    }
+
     fn set(&self, token: &str, value: Option<String>) {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         match value {

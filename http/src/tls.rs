@@ -11,11 +11,13 @@
 //!   error names the file. [`TlsServer::watch`] calls it on SIGHUP and when a file changes.
 //! - [`serve_tls`]: the TLS accept loop; HTTP/1.1 and HTTP/2 by ALPN with hyper's HTTP/2
 //!   flood limits set ([`Limits`]).
+//! - [`TlsArgs`]: `--tls-*`/`--acme-*` flags and `[tls]` config; [`Https`] runs all of it.
 //! - [`local_ca`]: a local CA and leaf certificates in a folder (demo, tests).
 //!
 //! Layout: `load` (PEM → checked pair), `resolve` (SNI choice), `serve` (accept loop and
 //! HTTP/2 limits), `local_ca`.
 
+mod args;
 mod load;
 mod local_ca;
 mod resolve;
@@ -30,6 +32,7 @@ use rustls::server::ServerSessionMemoryCache;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
+pub use args::{Https, TlsArgs, TlsArgsError};
 pub use local_ca::{local_ca, LocalCa};
 pub use serve::{serve_tls, Limits};
 

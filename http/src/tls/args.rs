@@ -1,0 +1,325 @@
+//! `--tls-*` and `--acme-*` for the origin and the edge (flatten [`TlsArgs`] into a clap
+//! parser; the same keys in a `[tls]` table of the TOML config), and [`Https`]: what they
+//! build — the certificate set, the reload watcher, ACME, and the HTTPS accept loop.
+//!
+//! ```text
+//! dashcdn edge ... --tls-listen 0.0.0.0:8443 \
+//!     --tls-cert site.pem --tls-key site.key --tls-cert other.pem --tls-key other.key
+//! dashcdn edge ... --tls-listen 0.0.0.0:443 --acme-directory URL --acme-domain cdn.example \
+//!     --acme-dir /var/lib/dashcdn/acme [--acme-challenge http-01|tls-alpn-01|dns-01]
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use tokio::net::TcpListener;
+
+use super::{serve_tls, CertPair, Limits, TlsConfig, TlsError, TlsServer};
+use crate::acme::{Acme, AcmeConfig, Challenge, Http01Answers, HttpTxtPublisher};
+
+/// TLS listener and ACME settings (CLI flags and `[tls]` in the config file).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsArgs {
+    /// HTTPS listener (TLS 1.3/1.2; HTTP/2 and HTTP/1.1 by ALPN) beside plain HTTP
+    #[arg(long = "tls-listen", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Certificate chain (PEM); repeat with --tls-key for more SNI names; the first is the default
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub cert: Vec<PathBuf>,
+    /// Private key (PEM) of the --tls-cert at the same position
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub key: Vec<PathBuf>,
+    /// Fail handshakes for unknown or missing SNI instead of serving the first certificate
+    #[arg(long = "tls-strict-sni")]
+    pub strict_sni: bool,
+    /// ACME directory URL: obtain and renew the certificate automatically
+    #[arg(long = "acme-directory", value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Name for the ACME certificate (repeatable)
+    #[arg(long = "acme-domain", value_name = "NAME")]
+    pub acme_domain: Vec<String>,
+    /// Contact address for the ACME account
+    #[arg(long = "acme-email", value_name = "ADDR")]
+    pub acme_email: Option<String>,
+    /// Folder for the ACME account and certificates
+    #[arg(long = "acme-dir", value_name = "DIR")]
+    pub acme_dir: Option<PathBuf>,
+    /// CA certificate that signs the ACME server's HTTPS (test CAs like Pebble)
+    #[arg(long = "acme-ca-root", value_name = "FILE")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// Challenge: http-01 (default), tls-alpn-01 or dns-01
+    #[arg(long = "acme-challenge", value_name = "TYPE")]
+    pub acme_challenge: Option<String>,
+    /// DNS-01: geodns's TXT admin URL (e.g. http://127.0.0.1:9153/_geodns/acme)
+    #[arg(long = "acme-dns-url", value_name = "URL")]
+    pub acme_dns_url: Option<String>,
+    /// DNS-01: bearer token of that URL
+    #[arg(
+        long = "acme-dns-token",
+        value_name = "TOKEN",
+        env = "DASHCDN_ACME_DNS_TOKEN"
+    )]
+    pub acme_dns_token: Option<String>,
+}
+
+/// Errors in the TLS settings themselves (before any file is read).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsArgsError {
+    #[error("--tls-cert is given {certs} times but --tls-key {keys} times; give them in pairs")]
+    Unpaired { certs: usize, keys: usize },
+    #[error("--tls-listen needs --tls-cert/--tls-key or --acme-directory")]
+    NoCertificate,
+    #[error("--acme-directory needs --acme-domain and --acme-dir")]
+    AcmeIncomplete,
+    #[error("{0}")]
+    Challenge(String),
+    #[error("--acme-challenge dns-01 needs --acme-dns-url and --acme-dns-token")]
+    Dns01Incomplete,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl TlsArgs {
+    /// CLI flags over the config file's `[tls]`: a value given on the command line wins.
+    pub fn over(self, file: TlsArgs) -> TlsArgs {
+        TlsArgs {
+            listen: self.listen.or(file.listen),
+            cert: if self.cert.is_empty() {
+                file.cert
+            } else {
+                self.cert
+            },
+            key: if self.key.is_empty() {
+                file.key
+            } else {
+                self.key
+            },
+            strict_sni: self.strict_sni || file.strict_sni,
+            acme_directory: self.acme_directory.or(file.acme_directory),
+            acme_domain: if self.acme_domain.is_empty() {
+                file.acme_domain
+            } else {
+                self.acme_domain
+            },
+            acme_email: self.acme_email.or(file.acme_email),
+            acme_dir: self.acme_dir.or(file.acme_dir),
+            acme_ca_root: self.acme_ca_root.or(file.acme_ca_root),
+            acme_challenge: self.acme_challenge.or(file.acme_challenge),
+            acme_dns_url: self.acme_dns_url.or(file.acme_dns_url),
+            acme_dns_token: self.acme_dns_token.or(file.acme_dns_token),
+        }
+    }
+
+    /// Check and load: `None` when no `--tls-listen`. Certificate errors name the file.
+    pub fn build(&self) -> Result<Option<Https>, TlsArgsError> {
+        let Some(listen) = self.listen else {
+            return Ok(None);
+        };
+        if self.cert.len() != self.key.len() {
+            return Err(TlsArgsError::Unpaired {
+                certs: self.cert.len(),
+                keys: self.key.len(),
+            });
+        }
+        if self.cert.is_empty() && self.acme_directory.is_none() {
+            return Err(TlsArgsError::NoCertificate);
+        }
+        let pairs = self
+            .cert
+            .iter()
+            .zip(&self.key)
+            .map(|(c, k)| CertPair {
+                cert: c.clone(),
+                key: k.clone(),
+            })
+            .collect();
+        let tls = TlsServer::new(&TlsConfig {
+            pairs,
+            strict_sni: self.strict_sni,
+        })?;
+        let acme = match &self.acme_directory {
+            None => None,
+            Some(directory) => {
+                let (Some(dir), false) = (&self.acme_dir, self.acme_domain.is_empty()) else {
+                    return Err(TlsArgsError::AcmeIncomplete);
+                };
+                let mut config =
+                    AcmeConfig::new(directory.clone(), self.acme_domain.clone(), dir.clone());
+                config.email = self.acme_email.clone();
+                config.ca_root = self.acme_ca_root.clone();
+                if let Some(c) = &self.acme_challenge {
+                    config.challenge = c.parse().map_err(TlsArgsError::Challenge)?;
+                }
+                let mut acme = Acme::new(config.clone(), tls.clone());
+                if config.challenge == Challenge::Dns01 {
+                    let (Some(url), Some(token)) = (&self.acme_dns_url, &self.acme_dns_token)
+                    else {
+                        return Err(TlsArgsError::Dns01Incomplete);
+                    };
+                    let publisher = HttpTxtPublisher::new(
+                        url.clone(),
+                        token.clone(),
+                        config.ca_root.as_deref(),
+                    )?;
+                    acme = acme.with_dns(Arc::new(publisher));
+                }
+                Some(Arc::new(acme))
+            }
+        };
+        Ok(Some(Https {
+            listen,
+            tls,
+            acme,
+            limits: Limits::default(),
+        }))
+    }
+}
+
+/// A configured HTTPS listener, ready to bind and serve.
+#[derive(Debug)]
+pub struct Https {
+    pub listen: SocketAddr,
+    pub tls: Arc<TlsServer>,
+    pub acme: Option<Arc<Acme>>,
+    pub limits: Limits,
+}
+
+impl Https {
+    /// Answers the plain-HTTP listener gives at `/.well-known/acme-challenge/` (always
+    /// present: empty without ACME, so callers need no `Option`).
+    pub fn http01(&self) -> Http01Answers {
+        self.acme.as_ref().map(|a| a.http01()).unwrap_or_default()
+    }
+
+    /// Bind `listen` and serve (see [`Https::serve`]).
+    pub async fn bind_and_serve<M, S, B>(
+        self,
+        make_service: M,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()>
+    where
+        M: Fn(SocketAddr) -> S,
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let listener = TcpListener::bind(self.listen).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {} ({e})", self.listen))
+        })?;
+        self.serve(listener, make_service, shutdown).await
+    }
+
+    /// Serve HTTPS on `listener` until `shutdown`; meanwhile reload certificates on SIGHUP
+    /// and file change, and run ACME when configured.
+    pub async fn serve<M, S, B>(
+        self,
+        listener: TcpListener,
+        make_service: M,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()>
+    where
+        M: Fn(SocketAddr) -> S,
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let watcher = self.tls.watch(Duration::from_secs(5), stopped());
+        let acme = self.acme.clone().map(|a| a.spawn(stopped()));
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        let result = serve_tls(listener, self.tls, self.limits, make_service, stopped()).await;
+        watcher.abort();
+        if let Some(a) = acme {
+            a.abort();
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tls: TlsArgs,
+    }
+
+    #[test]
+    fn flags_parse_and_pair_up() {
+        let cli = Cli::parse_from([
+            "x",
+            "--tls-listen",
+            "127.0.0.1:8443",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+            "--tls-cert",
+            "b.pem",
+        ]);
+        assert_eq!(cli.tls.cert.len(), 2);
+        let e = cli.tls.build().unwrap_err().to_string();
+        assert!(e.contains("2 times") && e.contains("1 times"), "{e}");
+        let none = Cli::parse_from(["x"]).tls.build().unwrap();
+        assert!(none.is_none());
+        let nocert = Cli::parse_from(["x", "--tls-listen", "127.0.0.1:1"])
+            .tls
+            .build();
+        assert!(matches!(nocert, Err(TlsArgsError::NoCertificate)));
+    }
+
+    #[test]
+    fn toml_table_and_cli_override() {
+        let file: TlsArgs = toml::from_str(
+            "listen = \"127.0.0.1:8443\"\ncert = [\"a.pem\"]\nkey = [\"a.key\"]\nacme_email = \"ops@x.test\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["x", "--tls-listen", "127.0.0.1:9443"]).tls;
+        let merged = cli.over(file);
+        assert_eq!(merged.listen, Some("127.0.0.1:9443".parse().unwrap()));
+        assert_eq!(merged.cert, [PathBuf::from("a.pem")]);
+        assert_eq!(merged.acme_email.as_deref(), Some("ops@x.test"));
+        assert!(toml::from_str::<TlsArgs>("lsten = \"x\"").is_err());
+    }
+
+    #[test]
+    fn a_bad_pair_fails_at_start_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::tls::local_ca(dir.path()).unwrap();
+        let a = ca.issue("a", &["a.test"]).unwrap();
+        let b = ca.issue("b", &["b.test"]).unwrap();
+        let args = TlsArgs {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            cert: vec![a.cert],
+            key: vec![b.key],
+            ..Default::default()
+        };
+        let e = crate::tls::chain(&args.build().unwrap_err());
+        assert!(e.contains("b.key") && e.contains("does not match"), "{e}");
+    }
+}
