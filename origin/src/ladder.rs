@@ -38,9 +38,6 @@ pub struct Rendition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ladder(pub Vec<Rung>);
 
-/// Audio is encoded once, shared by every video rendition.
-pub const AUDIO_KBPS: u32 = 128;
-
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LadderError {
     #[error("ladder is empty; give rungs like `720p:3000k,360p:800k`")]

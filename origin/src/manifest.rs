@@ -23,16 +23,16 @@ use dash_mpd_core::{
 
 use crate::media::{MediaInfo, PackagedTrack};
 
-pub const PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
+pub(crate) const PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
 /// `$RepresentationID$` folders hold `init.mp4` and `{n}.m4s`, matching the library layout.
-pub const INIT_TEMPLATE: &str = "$RepresentationID$/init.mp4";
-pub const MEDIA_TEMPLATE: &str = "$RepresentationID$/$Number$.m4s";
+pub(crate) const INIT_TEMPLATE: &str = "$RepresentationID$/init.mp4";
+pub(crate) const MEDIA_TEMPLATE: &str = "$RepresentationID$/$Number$.m4s";
 
 const ROLE_SCHEME: &str = "urn:mpeg:dash:role:2011";
 
 /// One audio AdaptationSet: the renditions of one input audio stream.
 #[derive(Debug, Clone)]
-pub struct AudioSet {
+pub(crate) struct AudioSet {
     /// ISO 639 language, `und` when the stream has none.
     pub lang: String,
     /// The stream's title, or a name made from language and layout.
@@ -47,7 +47,7 @@ pub struct AudioSet {
 
 /// One subtitle track, a whole WebVTT file.
 #[derive(Debug, Clone)]
-pub struct TextSet {
+pub(crate) struct TextSet {
     /// Representation id, also its folder in the asset.
     pub id: String,
     pub lang: String,
@@ -140,7 +140,7 @@ fn label(text: &str) -> Vec<Label> {
 }
 
 /// Builds the MPD for packaged video renditions (highest first), audio sets and subtitles.
-pub fn build(
+pub(crate) fn build(
     video: &[PackagedTrack],
     audio: &[AudioSet],
     text: &[TextSet],
@@ -291,7 +291,7 @@ pub fn build(
 }
 
 /// The MPD as XML, with the declaration players and xmllint expect.
-pub fn to_xml(mpd: &MPD) -> Result<String, ManifestError> {
+pub(crate) fn to_xml(mpd: &MPD) -> Result<String, ManifestError> {
     let body = quick_xml_body(mpd)?;
     Ok(format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}\n"

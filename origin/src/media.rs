@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// Video or audio; decides the AdaptationSet a representation lands in.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MediaInfo {
+pub(crate) enum MediaInfo {
     Video {
         width: u32,
         height: u32,
@@ -23,7 +23,7 @@ pub enum MediaInfo {
 
 /// What a track is, read from the stream itself (never from what ffmpeg was asked for).
 #[derive(Debug, Clone)]
-pub struct TrackInfo {
+pub(crate) struct TrackInfo {
     /// Units per second of every time value of this track (`mdhd` timescale).
     pub timescale: u32,
     /// RFC 6381 codecs string built from the sample entry (avcC / esds), e.g. `avc1.64001f`.
@@ -44,7 +44,7 @@ pub struct TrackInfo {
 
 /// One access unit in decode order.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Decode time in track timescale; the first sample of a track is at 0.
     pub dts: u64,
     /// Decode duration in track timescale.
@@ -61,7 +61,7 @@ pub struct Sample {
 }
 
 /// Where samples come from. A finished MP4 file implements it today; a live encoder later.
-pub trait SampleSource {
+pub(crate) trait SampleSource {
     fn track(&self) -> &TrackInfo;
     /// The next sample in decode order, `None` at the end.
     fn next_sample(&mut self) -> Result<Option<Sample>, MediaError>;
@@ -69,7 +69,7 @@ pub trait SampleSource {
 
 /// One written media segment, as the manifest needs to describe it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SegmentInfo {
+pub(crate) struct SegmentInfo {
     /// `$Number$` of the segment, starting at 1.
     pub number: u64,
     /// Decode time of the first sample (`tfdt`) in track timescale. With the edit list
@@ -85,9 +85,10 @@ pub struct SegmentInfo {
 
 /// A whole representation written to disk: `init.mp4` and `{number}.m4s`.
 #[derive(Debug, Clone)]
-pub struct PackagedTrack {
+pub(crate) struct PackagedTrack {
     /// Representation id, also its folder name in the asset.
     pub id: String,
+    /// Where `init.mp4` and the segments were written.
     pub dir: PathBuf,
     pub info: TrackInfo,
     pub segments: Vec<SegmentInfo>,
@@ -97,13 +98,13 @@ pub struct PackagedTrack {
 
 impl PackagedTrack {
     /// Total duration in seconds.
-    pub fn duration_secs(&self) -> f64 {
+    pub(crate) fn duration_secs(&self) -> f64 {
         let total: u64 = self.segments.iter().map(|s| s.duration).sum();
         total as f64 / self.info.timescale as f64
     }
 
     /// Peak bits per second over any single segment: what a client needs to fetch it in time.
-    pub fn peak_bandwidth(&self) -> u64 {
+    pub(crate) fn peak_bandwidth(&self) -> u64 {
         self.segments
             .iter()
             .filter(|s| s.duration > 0)

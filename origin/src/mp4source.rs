@@ -48,7 +48,7 @@ const MAX_CHUNK_READ: u64 = 8 * 1024 * 1024;
 const FIRST_GOP_SCAN: u32 = 512;
 
 /// One video or audio track of an MP4 file, read in decode order.
-pub struct Mp4FileSource {
+pub(crate) struct Mp4FileSource {
     /// The file, named in every error.
     path: PathBuf,
     /// Opened for this track alone: a `try_clone` would share the file offset, and tracks of
@@ -80,7 +80,7 @@ impl std::fmt::Debug for Mp4FileSource {
 
 /// Opens `path` and returns one source per video or audio track, in file order.
 /// Other tracks (subtitles, timecode, ...) are skipped.
-pub fn open_tracks(path: &Path) -> Result<Vec<Mp4FileSource>, MediaError> {
+pub(crate) fn open_tracks(path: &Path) -> Result<Vec<Mp4FileSource>, MediaError> {
     let mut file = File::open(path).map_err(|e| io_error(path, e))?;
     let moov = read_moov(path, &mut file)?;
     if moov.mvex_box.is_some() {
@@ -197,16 +197,6 @@ impl Mp4FileSource {
             window: Vec::new(),
             window_start: 0,
         })
-    }
-
-    /// The `tkhd` track id in the source file.
-    pub fn track_id(&self) -> u32 {
-        self.track_id
-    }
-
-    /// How many samples the track has (for progress reporting).
-    pub fn sample_count(&self) -> u32 {
-        self.table.sample_count()
     }
 
     /// Makes `window` hold `size` bytes at `offset`, reading the rest of the chunk along with

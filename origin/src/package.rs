@@ -227,7 +227,7 @@ pub fn package(input: &Path, opts: &PackageOptions) -> Result<Packaged, PackageE
 
 /// How one input audio stream is described in the MPD.
 #[derive(Debug, Clone)]
-pub struct AudioGroup {
+pub(crate) struct AudioGroup {
     pub lang: String,
     pub label: String,
     pub roles: Vec<&'static str>,
@@ -406,7 +406,7 @@ fn audio_roles(a: &AudioStream, main: bool) -> Vec<&'static str> {
 
 /// One already-encoded track to segment into a representation.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     pub id: String,
     pub file: PathBuf,
     pub video: bool,
@@ -612,7 +612,7 @@ fn segment_file(
     let mut src = sources.swap_remove(idx);
     std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
     let t = segment::package_track(&mut src, id, dir, seg)?;
-    debug!(id, segments = t.segments.len(), "segmented");
+    debug!(id, dir = %t.dir.display(), segments = t.segments.len(), "segmented");
     Ok(t)
 }
 

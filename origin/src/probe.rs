@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 /// The parts of a probed input that packaging needs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Probe {
+pub(crate) struct Probe {
     pub path: PathBuf,
     /// Container duration in seconds.
     pub duration: f64,
@@ -24,7 +24,7 @@ pub struct Probe {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct VideoStream {
+pub(crate) struct VideoStream {
     pub index: u32,
     pub codec: String,
     pub width: u32,
@@ -44,7 +44,7 @@ pub struct VideoStream {
 
 /// A high-dynamic-range transfer function, with the primaries and matrix it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hdr {
+pub(crate) struct Hdr {
     /// `smpte2084` (PQ) or `arib-std-b67` (HLG), as zscale names them.
     pub transfer: String,
     pub primaries: String,
@@ -54,7 +54,7 @@ pub struct Hdr {
 impl VideoStream {
     /// The size a viewer sees: square pixels (after the sample aspect ratio) and upright
     /// (after rotation). Every ladder decision is made on this.
-    pub fn shown_size(&self) -> (u32, u32) {
+    pub(crate) fn shown_size(&self) -> (u32, u32) {
         if self.rotation % 180 == 90 {
             (self.height, self.display_width)
         } else {
@@ -65,7 +65,7 @@ impl VideoStream {
 
 /// How an audio track is meant to be used, from the stream's disposition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AudioRole {
+pub(crate) struct AudioRole {
     pub default: bool,
     pub commentary: bool,
     /// Audio description for the visually impaired.
@@ -75,7 +75,7 @@ pub struct AudioRole {
 
 /// A text subtitle stream of the input.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SubtitleStream {
+pub(crate) struct SubtitleStream {
     pub index: u32,
     pub codec: String,
     pub language: Option<String>,
@@ -84,7 +84,7 @@ pub struct SubtitleStream {
 
 /// A stream left out of the package, and what it was.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Skipped {
+pub(crate) struct Skipped {
     pub index: u32,
     /// `data`, `attachment`, `subtitle`, `video`…
     pub kind: String,
@@ -108,7 +108,7 @@ impl std::fmt::Display for Skipped {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct AudioStream {
+pub(crate) struct AudioStream {
     pub index: u32,
     pub codec: String,
     pub sample_rate: u32,
@@ -204,7 +204,7 @@ struct Tags {
 const TEXT_SUBTITLES: &[&str] = &["subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"];
 
 /// Runs ffprobe on `path` and says what it is, or exactly why it cannot be packaged.
-pub fn probe(path: &Path) -> Result<Probe, ProbeError> {
+pub(crate) fn probe(path: &Path) -> Result<Probe, ProbeError> {
     from_raw(path, ffprobe(path)?)
 }
 

@@ -60,7 +60,7 @@ const NON_SYNC_FLAGS: SampleFlags = SampleFlags::from_fields(0, 1, 0, 0, 0, true
 
 /// Reads every sample of `source` and writes `dir/init.mp4` and `dir/{n}.m4s` (n from 1),
 /// cutting about every `segment_duration` seconds (see the module doc). `dir` must exist.
-pub fn package_track(
+pub(crate) fn package_track(
     source: &mut dyn SampleSource,
     id: &str,
     dir: &Path,

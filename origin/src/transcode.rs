@@ -35,7 +35,7 @@ use crate::probe::Probe;
 
 /// One audio rendition to encode: a stream of the input at a channel count.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AudioOut {
+pub(crate) struct AudioOut {
     /// Representation id and file stem.
     pub id: String,
     /// Input stream index.
@@ -46,14 +46,14 @@ pub struct AudioOut {
 
 /// One text subtitle stream of the input, converted to WebVTT.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TextOut {
+pub(crate) struct TextOut {
     pub id: String,
     pub stream: u32,
 }
 
 /// Everything one ffmpeg run writes.
 #[derive(Debug, Clone, Default)]
-pub struct Outputs {
+pub(crate) struct Outputs {
     pub video: Vec<Rendition>,
     pub audio: Vec<AudioOut>,
     pub text: Vec<TextOut>,
@@ -61,7 +61,7 @@ pub struct Outputs {
 
 /// What one transcode produced, in the work folder.
 #[derive(Debug, Clone)]
-pub struct Encoded {
+pub(crate) struct Encoded {
     /// `(rendition, file)` from highest to lowest.
     pub video: Vec<(Rendition, PathBuf)>,
     pub audio: Vec<(AudioOut, PathBuf)>,
@@ -69,7 +69,7 @@ pub struct Encoded {
 }
 
 /// x264's presets, the values `--preset` accepts.
-pub const PRESETS: &[&str] = &[
+pub(crate) const PRESETS: &[&str] = &[
     "ultrafast",
     "superfast",
     "veryfast",
@@ -85,7 +85,7 @@ pub const PRESETS: &[&str] = &[
 /// A video timescale in which a frame at `rate` lasts a whole number of ticks: 90 kHz when
 /// it divides (25, 30, 50, 60 fps), else a multiple of the rate's reduced numerator (60000
 /// for 60000/1001, 24000 for 24000/1001).
-pub fn video_timescale(rate: Option<(u32, u32)>) -> u32 {
+pub(crate) fn video_timescale(rate: Option<(u32, u32)>) -> u32 {
     let Some((n, d)) = rate else { return 90_000 };
     let g = gcd(n, d);
     let (n, d) = (n / g, d / g);
@@ -150,7 +150,7 @@ impl Drop for Ffmpeg {
 }
 
 /// Converts a subtitle file (SRT, ASS, WebVTT…) to WebVTT at `out`.
-pub fn subtitles_to_webvtt(input: &Path, out: &Path) -> Result<(), TranscodeError> {
+pub(crate) fn subtitles_to_webvtt(input: &Path, out: &Path) -> Result<(), TranscodeError> {
     let o = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i"])
         .arg(input)
@@ -210,7 +210,7 @@ pub enum TranscodeError {
 
 /// Builds the ffmpeg argument list: one input, a `split` into every rendition's scaler,
 /// one output file per rendition and one for audio.
-pub fn ffmpeg_args(
+pub(crate) fn ffmpeg_args(
     probe: &Probe,
     outputs: &Outputs,
     segment_duration: f64,
@@ -369,7 +369,7 @@ pub fn ffmpeg_args(
 }
 
 /// Runs the transcode, drawing progress, and checks the output covers the input.
-pub fn transcode(
+pub(crate) fn transcode(
     probe: &Probe,
     outputs: &Outputs,
     segment_duration: f64,
