@@ -1,8 +1,9 @@
-//! One answer: a query's bytes in, the response's bytes out, shared by UDP and TCP.
+//! One answer: a query's bytes in, the response's bytes out, shared by every transport.
 //!
-//! [`prepare`] decides the answer from the current snapshot (EDNS and Client Subnet
-//! checks, the zone lookup, the geo choice); [`encode`] writes it and truncates what does
-//! not fit (RFC 2181 §9). Errors hickory cannot parse become header-only FORMERR here.
+//! [`answer`] reads the message (refusing what hickory's decoder lets through, see
+//! [`crate::wire`]), [`prepare`] decides the answer from the current snapshot (EDNS,
+//! Client Subnet, TSIG, the zone lookup, the geo choice), `encode` writes it, compressing
+//! answer names against the question, and truncates what does not fit (RFC 2181 §9).
 //!
 //! Why our own handler rather than hickory's `Catalog`: the catalog builds a fresh EDNS
 //! record for each reply and so never echoes the EDNS Client Subnet option, and geo answers
@@ -11,77 +12,140 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{
+    emit_message_parts, Edns, Header, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::tsig::{TsigError, TSIG};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
-use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder, Queries};
+use hickory_server::zone_handler::{MessageRequest, Queries};
 use tracing::{debug, error};
 
 use crate::geo::Decision;
 use crate::state::{Snapshot, State};
+use crate::wire;
+
 use crate::zone::PopChoice;
 
 /// What a cached copy of an answer needs for metrics: query type, rcode, ECS present,
 /// the PoP choice.
 pub(crate) type AnswerInfo = (Option<RecordType>, ResponseCode, bool, Option<PopChoice>);
 
-/// Answers one UDP datagram into `out`; `false` means send nothing (not a query).
-/// `info` receives what a cached copy of this answer needs for metrics.
-pub(crate) fn answer_udp(
+/// How the message came: UDP answers are capped by the client's EDNS payload size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Udp,
+    /// TCP, DoT, DoH: a length-framed message of up to 64 KiB.
+    Stream,
+}
+
+/// What answering one message did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// Nothing to send: not a query (or not even a header).
+    Nothing,
+    /// `out` holds the answer.
+    Answer,
+    /// `out` holds the FORMERR for a message that could not be read; a stream transport
+    /// closes the connection after sending it (its framing can no longer be trusted).
+    Malformed,
+}
+
+/// Answers one DNS message into `out`. `info` receives what a cached copy of this answer
+/// needs for metrics (only for answers worth caching).
+pub(crate) fn answer(
     state: &State,
     packet: &[u8],
     src: SocketAddr,
+    transport: Transport,
     out: &mut Vec<u8>,
     info: &mut Option<AnswerInfo>,
-) -> bool {
+) -> Reply {
     let started = Instant::now();
     // Fewer than 12 bytes: not even a header to answer to (RFC 1035 §4.1.1).
     let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
-        debug!(%src, len = packet.len(), "dropped datagram shorter than a DNS header");
-        return false;
+        debug!(%src, len = packet.len(), "dropped message shorter than a DNS header");
+        return Reply::Nothing;
     };
     if header.metadata.message_type == MessageType::Response {
         // Never answer a response: that is how reflection loops start.
-        return false;
+        return Reply::Nothing;
     }
-    let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+    let parsed = if wire::question_points_back(packet) {
+        Err("question name points into the header".to_string())
+    } else {
+        let protocol = match transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Stream => Protocol::Tcp,
+        };
+        Request::from_bytes(packet.to_vec(), src, protocol).map_err(|e| e.to_string())
+    };
+    let request = match parsed {
         Ok(r) => r,
         Err(e) => {
             debug!(%src, error = %e, "malformed query: FORMERR");
-            write_error(out, &header.metadata, ResponseCode::FormErr);
+            let snap = state.current.load();
+            write_error(
+                out,
+                &header.metadata,
+                wire::find_opt(packet),
+                snap.config.max_udp_payload,
+            );
             state
                 .metrics
                 .query(None, ResponseCode::FormErr, false, started.elapsed());
-            return true;
+            return Reply::Malformed;
         }
     };
     let snap = state.current.load();
-    let p = prepare(&snap, &request, src.ip());
-    let limit = match &request.edns {
-        Some(e) => e.max_payload().clamp(512, snap.config.max_udp_payload),
-        None => 512,
-    } as usize;
+    let p = prepare(&snap, &request, packet, src.ip());
+    let limit = match (transport, &request.edns) {
+        (Transport::Stream, _) => usize::from(u16::MAX),
+        (Transport::Udp, Some(e)) => {
+            usize::from(e.max_payload().clamp(512, snap.config.max_udp_payload))
+        }
+        (Transport::Udp, None) => 512,
+    };
     let (qtype, rcode, ecs, geo) = (p.qtype, p.metadata.response_code, p.ecs, p.geo);
-    encode(&request.queries, p, out, limit);
+    let cacheable = p.tsig.is_none();
+    encode(&request.queries, &p, out, limit);
     state.metrics.query(qtype, rcode, ecs, started.elapsed());
-    *info = Some((qtype, rcode, ecs, geo));
-    true
+    if cacheable {
+        *info = Some((qtype, rcode, ecs, geo));
+    }
+    Reply::Answer
 }
 
-/// A header-only error answer (FORMERR to an unparsable query): id and opcode echoed,
-/// no sections, since the question itself could not be read.
-fn write_error(out: &mut Vec<u8>, query: &Metadata, rcode: ResponseCode) {
+/// A header-only FORMERR to a message that could not be read: id and opcode echoed, no
+/// question (it could not be read), and an OPT when the query had one: RFC 6891 §7,
+/// "responders MUST include an OPT record in their respective responses" (DO copied).
+fn write_error(out: &mut Vec<u8>, query: &Metadata, opt: Option<wire::RawOpt>, payload: u16) {
     let mut meta = Metadata::response_from_request(query);
-    meta.response_code = rcode;
-    let header = Header {
-        metadata: meta,
-        counts: Default::default(),
-    };
+    meta.response_code = ResponseCode::FormErr;
+    meta.recursion_available = false;
+    let edns = opt.map(|o| {
+        let mut e = Edns::new();
+        e.set_max_payload(payload)
+            .set_version(0)
+            .set_dnssec_ok(o.dnssec_ok);
+        e
+    });
+    let none = std::iter::empty::<&Record>;
     let mut enc = BinEncoder::new(out);
-    if header.emit(&mut enc).is_err() {
+    if let Err(e) = emit_message_parts(
+        &meta,
+        &mut std::iter::empty::<&hickory_proto::op::Query>(),
+        &mut none(),
+        &mut none(),
+        &mut none(),
+        edns.as_ref(),
+        None,
+        &mut enc,
+    ) {
+        error!(error = %e, "cannot encode FORMERR");
         out.clear();
     }
 }
@@ -92,6 +156,8 @@ pub(crate) struct Prepared<'a> {
     pub(crate) answers: Vec<&'a Record>,
     pub(crate) soa: Option<&'a Record>,
     pub(crate) edns: Option<Edns>,
+    /// The unsigned TSIG of a NOTAUTH/BADKEY answer (RFC 8945 §5.2.2).
+    pub(crate) tsig: Option<Record<TSIG>>,
     /// For metrics.
     pub(crate) qtype: Option<RecordType>,
     pub(crate) ecs: bool,
@@ -120,10 +186,11 @@ fn valid_ecs(cs: &ClientSubnet) -> bool {
     bits & !mask == 0
 }
 
-/// Builds the answer to `request` from `snap` (shared by UDP and TCP).
+/// Builds the answer to `request` (whose bytes are `packet`) from `snap`.
 pub(crate) fn prepare<'a>(
     snap: &'a Snapshot,
     request: &MessageRequest,
+    packet: &[u8],
     src: IpAddr,
 ) -> Prepared<'a> {
     let mut meta = Metadata::response_from_request(&request.metadata);
@@ -133,6 +200,7 @@ pub(crate) fn prepare<'a>(
         answers: Vec::new(),
         soa: None,
         edns: None,
+        tsig: None,
         qtype: request.queries.queries().first().map(|q| q.query_type()),
         ecs: false,
         geo: None,
@@ -141,7 +209,9 @@ pub(crate) fn prepare<'a>(
     if let Some(req_edns) = &request.edns {
         let mut e = Edns::new();
         e.set_max_payload(snap.config.max_udp_payload)
-            .set_version(0);
+            .set_version(0)
+            // RFC 3225 §3: "the DO bit of the query MUST be copied in the response".
+            .set_dnssec_ok(req_edns.flags().dnssec_ok);
         p.edns = Some(e);
         // RFC 6891 §6.1.3: a version we do not implement gets BADVERS.
         if req_edns.version() > 0 {
@@ -150,12 +220,38 @@ pub(crate) fn prepare<'a>(
         }
         if let Some(EdnsOption::Subnet(cs)) = req_edns.option(EdnsCode::Subnet) {
             p.ecs = true;
-            if !valid_ecs(cs) {
+            // RFC 7871 §6: "A server receiving an ECS option that uses either too few or
+            // too many ADDRESS octets, or that has non-zero ADDRESS bits set beyond
+            // SOURCE PREFIX-LENGTH, SHOULD return FORMERR". The decoder drops surplus
+            // octets, so their count is read from the bytes.
+            let bad_length = wire::find_opt(packet).is_some_and(|o| o.ecs_bad_length);
+            if bad_length || !valid_ecs(cs) {
                 p.metadata.response_code = ResponseCode::FormErr;
                 return p;
             }
             subnet = Some(*cs);
         }
+    }
+    if let Some(sig) = &request.signature {
+        // RFC 8945 §5.2.2: "If a non-forwarding server does not recognize the key or
+        // algorithm used by the client ..., the error response MUST be generated with
+        // RCODE 9 (NOTAUTH) and TSIG ERROR 17 (BADKEY). This response MUST be unsigned".
+        // We hold no TSIG keys (no transfers, no updates), so every key is unknown.
+        p.metadata.response_code = ResponseCode::NotAuth;
+        let t = &sig.data;
+        let rdata = TSIG::new(
+            t.algorithm.clone(),
+            t.time,
+            t.fudge,
+            Vec::new(),
+            request.metadata.id,
+            Some(TsigError::BadKey),
+            Vec::new(),
+        );
+        let mut rec = Record::from_rdata(sig.name.clone(), 0, rdata);
+        rec.dns_class = DNSClass::ANY;
+        p.tsig = Some(rec);
+        return p;
     }
     if request.metadata.op_code != OpCode::Query {
         p.metadata.response_code = ResponseCode::NotImp;
@@ -185,32 +281,53 @@ pub(crate) fn prepare<'a>(
     };
     let client = canonical(client);
     let mut decision: Option<Decision> = None;
-    let res = snap.zones.resolve(query.name(), qtype, &mut || {
-        let d = snap.locator.decide(client, &snap.health, false);
-        let choice = match d.pop {
-            Some(i) => PopChoice::One(i),
-            None => PopChoice::All,
-        };
-        snap.count_geo(choice);
-        decision = Some(d);
-        choice
-    });
+    // RFC 7871 §7.2.1 on CNAME chains under ECS: answer the CNAME alone when its target
+    // is geo-routed, so the resolver asks for the target with the subnet and caches the
+    // CNAME for everyone (it does not depend on where the client is).
+    let res = snap
+        .zones
+        .resolve(query.name(), qtype, subnet.is_some(), &mut || {
+            let d = snap.locator.decide(client, &snap.health, false);
+            let choice = match d.pop {
+                Some(i) => PopChoice::One(i),
+                None => PopChoice::All,
+            };
+            snap.count_geo(choice);
+            decision = Some(d);
+            choice
+        });
     p.metadata.authoritative = res.authoritative;
     p.metadata.response_code = res.rcode;
     p.answers = res.answers;
     p.soa = res.soa;
     p.geo = res.geo;
     if let (Some(mut cs), Some(e)) = (subnet, p.edns.as_mut()) {
-        // §7.2.1: echo FAMILY, SOURCE PREFIX-LENGTH and ADDRESS; SCOPE says for how wide a
-        // network this answer holds. Answers that do not depend on location get /0.
-        let scope = match (&decision, res.geo) {
-            (Some(d), Some(_)) => d.scope,
-            _ => 0,
-        };
-        cs.set_scope_prefix(scope);
+        cs.set_scope_prefix(ecs_scope(
+            &cs,
+            decision.as_ref().filter(|_| res.geo.is_some()),
+        ));
         e.options_mut().insert(EdnsOption::Subnet(cs));
     }
     p
+}
+
+/// RFC 7871 §7.2.1: echo FAMILY, SOURCE PREFIX-LENGTH and ADDRESS; SCOPE PREFIX-LENGTH
+/// says for how wide a network of the option's family the answer holds.
+/// - An answer that does not depend on the location (`decision` is `None`) holds for all: /0.
+/// - "A SOURCE PREFIX-LENGTH value of 0 means that the Recursive Resolver MUST NOT add
+///   address information ... the SCOPE PREFIX-LENGTH in the response MUST also be 0."
+/// - An IPv4-mapped IPv6 address is located as IPv4, but its scope is counted in IPv6
+///   bits (96 + the IPv4 scope): an IPv4-sized scope in an IPv6 option would claim the
+///   answer for a whole `::/27`.
+fn ecs_scope(cs: &ClientSubnet, decision: Option<&Decision>) -> u8 {
+    let Some(d) = decision else { return 0 };
+    if cs.source_prefix() == 0 {
+        return 0;
+    }
+    match cs.addr() {
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => (96 + d.scope).min(128),
+        _ => d.scope,
+    }
 }
 
 /// `::ffff:a.b.c.d` (a dual-stack socket's view of an IPv4 client) → `a.b.c.d`.
@@ -221,44 +338,56 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Writes `p` with or without its records. The question is written from the query as
+/// parsed (its case as sent, RFC 4343), so answer names compress against it.
+fn emit(
+    queries: &Queries,
+    p: &Prepared<'_>,
+    metadata: &Metadata,
+    records: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), hickory_proto::ProtoError> {
+    let mut enc = BinEncoder::new(out);
+    let mut qs = queries.queries().iter().map(|q| q.original());
+    let none: &[&Record] = &[];
+    let (answers, soa) = if records {
+        (p.answers.as_slice(), p.soa.as_slice())
+    } else {
+        (none, none)
+    };
+    emit_message_parts(
+        metadata,
+        &mut qs,
+        &mut answers.iter().copied(),
+        &mut soa.iter().copied(),
+        &mut std::iter::empty::<&Record>(),
+        p.edns.as_ref(),
+        p.tsig.as_ref(),
+        &mut enc,
+    )
+    .map(|_| ())
+}
+
 /// Encodes `p` into `out`. If the answer does not fit `limit` bytes it is replaced by an
 /// empty one with TC set (RFC 2181 §9: the client retries over TCP and gets it whole),
 /// keeping the question and the OPT record so EDNS and ECS are still echoed.
-pub(crate) fn encode(queries: &Queries, p: Prepared<'_>, out: &mut Vec<u8>, limit: usize) {
-    let Prepared {
-        metadata,
-        answers,
-        soa,
-        edns,
-        ..
-    } = p;
-    {
-        let response = MessageResponseBuilder::new(queries, edns.as_ref()).build(
-            metadata,
-            answers.iter().copied(),
-            std::iter::empty(),
-            soa,
-            std::iter::empty(),
-        );
-        let mut enc = BinEncoder::new(out);
-        if let Err(e) = response.destructive_emit(&mut enc) {
-            error!(error = %e, "cannot encode answer");
-            out.clear();
-        }
+fn encode(queries: &Queries, p: &Prepared<'_>, out: &mut Vec<u8>, limit: usize) {
+    out.clear();
+    if let Err(e) = emit(queries, p, &p.metadata, true, out) {
+        error!(error = %e, "cannot encode answer");
+        out.clear();
     }
     if out.len() <= limit && !out.is_empty() {
         return;
     }
     out.clear();
-    let mut meta = metadata;
+    let mut meta = p.metadata;
     if meta.response_code == ResponseCode::NoError || meta.response_code == ResponseCode::NXDomain {
         meta.truncation = true;
     } else {
         meta.response_code = ResponseCode::ServFail;
     }
-    let response = MessageResponseBuilder::new(queries, edns.as_ref()).build_no_records(meta);
-    let mut enc = BinEncoder::new(out);
-    if response.destructive_emit(&mut enc).is_err() {
+    if emit(queries, p, &meta, false, out).is_err() {
         out.clear();
     }
 }

@@ -34,6 +34,7 @@ mod server;
 mod state;
 mod tcp;
 mod udp;
+mod wire;
 mod zone;
 
 use std::future::Future;

@@ -13,7 +13,6 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
@@ -25,12 +24,8 @@ use crate::explain::Explanation;
 use crate::health::spawn_probers;
 use crate::metrics::{Metrics, CONTENT_TYPE};
 use crate::state::{Snapshot, State};
-use crate::tcp::TcpHandler;
+use crate::tcp;
 use crate::udp;
-
-/// How long a TCP connection may sit idle between queries (RFC 7766 §6.2.3 suggests
-/// seconds, not minutes, for a busy server).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Shared {
     /// What the UDP threads and the TCP handler answer from.
@@ -209,15 +204,21 @@ impl GeoDns {
         let handles = udp::spawn(&self.shared.state, udps, threads, &stop)
             .map_err(GeodnsError::io("udp threads"))?;
 
-        let mut server = hickory_server::Server::new(TcpHandler(self.shared.state.clone()));
-        server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tcp_task = tokio::spawn(tcp::serve(
+            self.shared.state.clone(),
+            tcp,
+            stop_rx,
+            |s| async move { Some(s) },
+        ));
 
         shutdown.await;
         info!("geodns shutting down");
         stop.store(true, Ordering::SeqCst);
+        let _ = stop_tx.send(true);
         self.shared.serving.store(false, Ordering::SeqCst);
         self.stop_probers();
-        let tcp_result = server.shutdown_gracefully().await;
+        let tcp_result = tcp_task.await;
         // The UDP threads notice `stop` within their poll interval.
         tokio::task::spawn_blocking(move || {
             for h in handles {
@@ -226,7 +227,7 @@ impl GeoDns {
         })
         .await
         .ok();
-        tcp_result.map_err(|e| GeodnsError::Server(e.to_string()))
+        tcp_result.map_err(|e| GeodnsError::Server(format!("tcp task failed ({e})")))
     }
 }
 

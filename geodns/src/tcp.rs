@@ -1,54 +1,124 @@
-//! TCP serving on hickory-server's `Server` with our [`RequestHandler`]: hickory frames
-//! messages, applies the idle timeout and answers unparsable requests with FORMERR.
+//! Stream serving: DNS over TCP (RFC 7766) and, on the same loop, over TLS (RFC 7858).
+//!
+//! Each message is a 2-byte length and the message; queries on one connection are
+//! answered in order. A connection is closed when it sits idle for [`IDLE_TIMEOUT`]
+//! (RFC 7766 §6.2.3 suggests seconds, not minutes, for a busy server), when a message
+//! cannot be read (after its FORMERR: the framing is no longer trusted, and gdnsd and
+//! Knot do the same), or when it sends something that is not a query. Beyond
+//! [`MAX_CONNECTIONS`] a new connection is closed at once, so a flood of idle connections
+//! cannot take the memory or the file descriptors of the UDP path.
+//!
+//! Our own loop rather than hickory-server's `Server`: that one logs two INFO lines per
+//! TCP query (a client could grow the logs at will) and keeps a connection open after a
+//! malformed message until its idle timeout.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use hickory_proto::op::{Header, ResponseCode};
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
-use tracing::warn;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+use tracing::debug;
 
-use crate::answer::prepare;
+use crate::answer::{answer, Reply, Transport};
 use crate::state::State;
 
-/// The TCP side: hickory-server calls this per framed message.
-pub(crate) struct TcpHandler(pub(crate) Arc<State>);
+/// How long a connection may wait for its next query, or take to send one.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections per listener.
+pub(crate) const MAX_CONNECTIONS: usize = 512;
 
-#[async_trait::async_trait]
-impl RequestHandler for TcpHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let started = Instant::now();
-        let snap = self.0.current.load();
-        let p = prepare(&snap, request, request.src().ip());
-        let (qtype, rcode, ecs) = (p.qtype, p.metadata.response_code, p.ecs);
-        let metadata = p.metadata;
-        let response = MessageResponseBuilder::new(&request.queries, p.edns.as_ref()).build(
-            metadata,
-            p.answers.iter().copied(),
-            std::iter::empty(),
-            p.soa,
-            std::iter::empty(),
-        );
-        let result = response_handle.send_response(response).await;
-        self.0.metrics.query(qtype, rcode, ecs, started.elapsed());
-        match result {
-            Ok(info) => info,
+/// Accepts on `listener` until `stop` turns true; `wrap` turns a TCP stream into the
+/// transport (identity for TCP, a TLS handshake for DoT).
+pub(crate) async fn serve<S, F, Fut>(
+    state: Arc<State>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    wrap: F,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<S>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            r = listener.accept() => r,
+        };
+        while conns.try_join_next().is_some() {}
+        let (sock, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
-                warn!(src = %request.src(), error = %e, "cannot send TCP answer");
-                let mut meta = metadata;
-                meta.response_code = ResponseCode::ServFail;
-                Header {
-                    metadata: meta,
-                    counts: Default::default(),
-                }
-                .into()
+                // Out of file descriptors and the like: back off instead of spinning.
+                debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(%peer, "connection limit reached: closed");
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        let state = state.clone();
+        let io = wrap(sock);
+        conns.spawn(async move {
+            let _permit = permit;
+            if let Ok(Some(io)) = timeout(IDLE_TIMEOUT, io).await {
+                serve_stream(&state, io, peer).await;
+            }
+        });
+    }
+    conns.abort_all();
+}
+
+/// Answers the queries of one connection in order until it closes or misbehaves.
+pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    state: &State,
+    mut io: S,
+    peer: SocketAddr,
+) {
+    let mut msg = Vec::new();
+    let mut out = Vec::with_capacity(512);
+    loop {
+        let mut len = [0u8; 2];
+        if !matches!(
+            timeout(IDLE_TIMEOUT, io.read_exact(&mut len)).await,
+            Ok(Ok(_))
+        ) {
+            break;
+        }
+        msg.resize(usize::from(u16::from_be_bytes(len)), 0);
+        if !matches!(
+            timeout(IDLE_TIMEOUT, io.read_exact(&mut msg)).await,
+            Ok(Ok(_))
+        ) {
+            break;
+        }
+        out.clear();
+        out.extend_from_slice(&[0, 0]);
+        let mut body = Vec::new();
+        let reply = answer(state, &msg, peer, Transport::Stream, &mut body, &mut None);
+        if reply == Reply::Nothing {
+            debug!(%peer, "not a query: connection closed");
+            break;
+        }
+        let n = u16::try_from(body.len()).unwrap_or(u16::MAX);
+        out[..2].copy_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&body[..usize::from(n)]);
+        let sent = timeout(IDLE_TIMEOUT, async {
+            io.write_all(&out).await?;
+            io.flush().await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) || reply == Reply::Malformed {
+            break;
         }
     }
+    let _ = timeout(Duration::from_secs(1), io.shutdown()).await;
 }

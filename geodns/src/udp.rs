@@ -17,7 +17,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use tracing::debug;
 
-use crate::answer::answer_udp;
+use crate::answer::{answer, Reply, Transport};
 use crate::state::State;
 use crate::zone::PopChoice;
 
@@ -174,7 +174,7 @@ fn udp_loop_batched(state: &State, sock: std::net::UdpSocket, stop: &AtomicBool)
     }
 }
 
-/// [`answer_udp`] through a per-thread answer cache.
+/// [`answer`] through a per-thread answer cache.
 ///
 /// The key is the whole query after its ID (question as sent, flags, EDNS options
 /// including ECS) plus the client address, so a hit is byte-for-byte the answer the
@@ -190,7 +190,7 @@ fn answer_cached(
     cache: &mut AnswerCache,
 ) -> bool {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
-        return answer_udp(state, packet, src, out, &mut None);
+        return answer(state, packet, src, Transport::Udp, out, &mut None) != Reply::Nothing;
     }
     let started = Instant::now();
     let snap = state.current.load();
@@ -219,7 +219,7 @@ fn answer_cached(
     }
     drop(snap);
     let mut info = None;
-    let answered = answer_udp(state, packet, src, out, &mut info);
+    let answered = answer(state, packet, src, Transport::Udp, out, &mut info) != Reply::Nothing;
     if let Some((qtype, rcode, ecs, geo)) = info {
         if out.len() >= 2 {
             if cache.entries.len() >= ANSWER_CACHE_ENTRIES {

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, SOA};
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
 use crate::config::{GeodnsConfig, PopConfig, ZoneConfig};
@@ -49,6 +49,8 @@ struct Node {
     rrsets: Vec<(RecordType, Vec<Record>)>,
     cname: Option<Record>,
     geo: Option<GeoNode>,
+    /// The answer to ANY at a name with data other than a CNAME (RFC 8482 §4.2).
+    any: Option<Record>,
 }
 
 impl Node {
@@ -159,6 +161,18 @@ impl Zone {
             }
             node.geo = Some(GeoNode { per_pop, all });
         }
+        // RFC 8482 §4.2: "A DNS responder ... MAY ... return a synthesized HINFO RRset"
+        // in place of every RRset of the name: ANY amplifies no more than any other query.
+        for (owner, node) in &mut nodes {
+            if !node.rrsets.is_empty() || node.geo.is_some() {
+                let hinfo = HINFO::new("RFC8482".into(), String::new());
+                node.any = Some(Record::from_rdata(
+                    owner.into(),
+                    zc.ttl,
+                    RData::HINFO(hinfo),
+                ));
+            }
+        }
         // Empty non-terminals: every ancestor of a name, up to the apex, exists.
         let owners: Vec<LowerName> = nodes.keys().cloned().collect();
         for owner in owners {
@@ -196,11 +210,13 @@ impl Zones {
     }
 
     /// Answers `qname`/`qtype`; `choose` is called (at most once) when a geo-routed name
-    /// is reached, so the client is only located when it matters.
+    /// is reached, so the client is only located when it matters. With `cname_before_geo`
+    /// a CNAME chain stops before a geo-routed target (the ECS rule of RFC 7871 §7.2.1).
     pub(crate) fn resolve<'a>(
         &'a self,
         qname: &LowerName,
         qtype: RecordType,
+        cname_before_geo: bool,
         choose: &mut dyn FnMut() -> PopChoice,
     ) -> Resolution<'a> {
         let mut res = Resolution {
@@ -223,6 +239,9 @@ impl Zones {
                 res.soa = Some(&zone.negative_soa);
                 return res;
             };
+            if cname_before_geo && node.geo.is_some() && !res.answers.is_empty() {
+                return res;
+            }
             if let Some(cname) = &node.cname {
                 if !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
                     res.answers.push(cname);
@@ -253,14 +272,9 @@ impl Zones {
                 }
             };
             match qtype {
-                RecordType::ANY => {
-                    res.answers.extend(node.cname.iter());
-                    for (_, set) in &node.rrsets {
-                        res.answers.extend(set);
-                    }
-                    geo_set(&mut res, false);
-                    geo_set(&mut res, true);
-                }
+                RecordType::ANY => res
+                    .answers
+                    .extend(node.cname.iter().chain(&node.any).take(1)),
                 RecordType::A => geo_set(&mut res, false),
                 RecordType::AAAA => geo_set(&mut res, true),
                 RecordType::CNAME => res.answers.extend(node.cname.iter()),

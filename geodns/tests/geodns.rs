@@ -62,7 +62,7 @@ async fn client_subnet_picks_the_nearest_pop_and_is_echoed_with_scope() {
     ] {
         let d = dig(
             s.addr,
-            &["video.netcinema.test", "A", &format!("+subnet={subnet}")],
+            &["a1105.kingcdn.test", "A", &format!("+subnet={subnet}")],
         )
         .await;
         assert_eq!(d.values("A"), [want], "{subnet}: {}", d.text);
@@ -231,7 +231,7 @@ async fn aaaa_answers_come_from_the_same_pop() {
     let s = spawn(config("")).await;
     let d = dig(
         s.addr,
-        &["video.netcinema.test", "AAAA", "+subnet=81.2.69.160/27"],
+        &["a1105.kingcdn.test", "AAAA", "+subnet=81.2.69.160/27"],
     )
     .await;
     assert_eq!(d.values("AAAA"), ["fd00:0:1::1"], "{}", d.text);
