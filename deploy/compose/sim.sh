@@ -94,12 +94,15 @@ ctx="$WORK/ctx"; mkdir -p "$ctx/deploy/netns"
 cp -r "$ROOT/deploy/compose" "$ctx/deploy/compose"
 cp "$ROOT/deploy/netns/delayd.py" "$ctx/deploy/netns/"
 cp "$DASHCDN" "$ctx/dashcdn"
+old_image=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 log "podman build $IMAGE (target prebuilt, offline)"
 podman build --quiet --pull=never --network=none --target prebuilt \
   --build-arg BASE=localhost/dashcdn-base:bookworm --build-arg DASHCDN_BIN=dashcdn \
   -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" "$ctx" >"$WORK/build.log" 2>&1 \
   || { cat "$WORK/build.log" >&2; exit 1; }
-podman image prune -f >/dev/null 2>&1 || true # the previous run's image, now untagged
+if [[ -n "$old_image" && "$old_image" != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]]; then
+  podman rmi "$old_image" >/dev/null 2>&1 || true # the previous run's image, now untagged
+fi
 mark image_build
 
 # --- 3. up ---------------------------------------------------------------------------------
@@ -149,11 +152,8 @@ print(json.dumps({"objects": int(sys.argv[2]), "origin_requests": sum(by.values(
 PY
 
 rtt_ms() { # rtt_ms SERVICE URL: median of 5 TCP handshakes (one round trip each), ms
-  local s="$1" url="$2" t=()
-  for _ in 1 2 3 4 5; do
-    t+=("$(in_svc "$s" curl -s -o /dev/null --max-time 5 -w '%{time_connect}' "$url")")
-  done
-  printf '%s\n' "${t[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] * 1000 }'
+  in_svc "$1" sh -c 'for i in 1 2 3 4 5; do curl -s -o /dev/null --max-time 5 -w "%{time_connect}\n" "$0"; done' "$2" |
+    sort -n | awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] * 1000 }'
 }
 echo "{" >"$RAW/rtt.json"; sep=""
 for r in "${REGIONS[@]}"; do
@@ -204,7 +204,7 @@ if ((FAILOVER)); then
 fi
 
 # --- 6. report -----------------------------------------------------------------------------
-stats=$(podman stats --no-stream --format '{{.MemUsage}}' $(ours) 2>/dev/null | awk '{ print $1 }' | tr '\n' ' ' || true)
+stats=$(podman stats --no-stream --format '{{.Name}}={{.MemUsage}}' $(ours) 2>/dev/null | awk '{ print $1 }' | tr '\n' ' ' || true)
 T0=$(date +%s.%N); teardown; mark teardown
 echo "{$TIMINGS}" >"$RAW/timings.json"
 echo "$stats" >"$RAW/memory.txt"

@@ -36,7 +36,12 @@ fn compose_file_is_valid() {
     ] {
         assert!(cfg.contains(service), "compose config lacks {service}");
     }
-    assert!(cfg.contains("NET_ADMIN"), "WAN delay needs NET_ADMIN");
+    assert!(cfg.contains("NET_ADMIN"), "WAN routes need NET_ADMIN");
+    assert!(
+        cfg.contains("wan:") && cfg.contains("/dev/net/tun"),
+        "the wan router (delayd on a TUN device) is missing"
+    );
+    assert!(cfg.contains("isolate"), "region networks must be isolated under podman");
     // The geodns config the containers use parses as ours.
     let geodns = repo().join("deploy/compose/geodns.toml");
     dashcdn_geodns::GeodnsConfig::load(&geodns)
