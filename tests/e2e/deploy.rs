@@ -41,7 +41,10 @@ fn compose_file_is_valid() {
         cfg.contains("wan:") && cfg.contains("/dev/net/tun"),
         "the wan router (delayd on a TUN device) is missing"
     );
-    assert!(cfg.contains("isolate"), "region networks must be isolated under podman");
+    assert!(
+        cfg.contains("isolate"),
+        "region networks must be isolated under podman"
+    );
     // The geodns config the containers use parses as ours.
     let geodns = repo().join("deploy/compose/geodns.toml");
     dashcdn_geodns::GeodnsConfig::load(&geodns)
@@ -137,16 +140,18 @@ fn container_simulation_routes_regions_and_fails_over() {
     )
     .unwrap();
     let rows = results["rows"].as_array().unwrap();
-    let delays: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo().join("deploy/compose/delayd.json")).unwrap(),
-    )
-    .unwrap();
+    let delays: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo().join("deploy/compose/delayd.json")).unwrap())
+            .unwrap();
     for region in ["eu-west", "us-west", "ap-east"] {
         let row = rows
             .iter()
             .find(|r| r["phase"] == "steady" && r["region"] == region)
             .unwrap_or_else(|| panic!("no row for {region}:\n{stdout}"));
-        assert_eq!(row["edge"], region, "{region}'s viewer went elsewhere:\n{stdout}");
+        assert_eq!(
+            row["edge"], region,
+            "{region}'s viewer went elsewhere:\n{stdout}"
+        );
         // The edge that answered (Via) is the region's own, for every segment.
         let served: Vec<&String> = row["served_by"].as_object().unwrap().keys().collect();
         assert!(
@@ -156,13 +161,18 @@ fn container_simulation_routes_regions_and_fails_over() {
         assert_eq!(row["clients"], 2, "{row}");
         assert_eq!(row["failed"], 0, "{row}");
         assert!(row["segments"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
-        assert!(row["avg_bitrate_kbps"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+        assert!(
+            row["avg_bitrate_kbps"].as_f64().unwrap_or(0.0) > 0.0,
+            "{row}"
+        );
         assert_eq!(
             row["spread"]["rebuffer_s"]["max"].as_f64(),
             Some(0.0),
             "{region} rebuffered on the steady phase: {row}"
         );
-        let one_way = delays["delay_ms"][format!("core>{region}")].as_f64().unwrap();
+        let one_way = delays["delay_ms"][format!("core>{region}")]
+            .as_f64()
+            .unwrap();
         let rtt = row["rtt_core_ms"].as_f64().unwrap();
         assert!(
             (rtt - 2.0 * one_way).abs() <= 0.2 * 2.0 * one_way,
@@ -191,9 +201,15 @@ fn container_simulation_routes_regions_and_fails_over() {
         .iter()
         .find(|r| r["phase"] == "failover")
         .unwrap_or_else(|| panic!("no failover row:\n{stdout}"));
-    assert_ne!(failover["edge"], "eu-west", "a dead edge stayed in the answers:\n{stdout}");
+    assert_ne!(
+        failover["edge"], "eu-west",
+        "a dead edge stayed in the answers:\n{stdout}"
+    );
     assert_eq!(failover["failed"], 0, "{failover}");
-    assert!(failover["segments"].as_f64().unwrap_or(0.0) > 0.0, "{failover}");
+    assert!(
+        failover["segments"].as_f64().unwrap_or(0.0) > 0.0,
+        "{failover}"
+    );
     assert!(out_dir.path().join("chart.svg").exists());
 
     // Nothing left running: no container, network or volume of the run.
@@ -201,10 +217,21 @@ fn container_simulation_routes_regions_and_fails_over() {
         let o = run(std::process::Command::new("podman")
             .args(args)
             .env("CONTAINERS_CONF", "/var/cache/dashcdn/containers.conf"));
-        assert!(o.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    let left = podman(&["ps", "-a", "--filter", "label=io.podman.compose.project=dashcdn-e2e", "--format", "{{.Names}}"]);
+    let left = podman(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=io.podman.compose.project=dashcdn-e2e",
+        "--format",
+        "{{.Names}}",
+    ]);
     assert_eq!(left.trim(), "", "containers left after the run");
     for what in ["network", "volume"] {
         let names = podman(&[what, "ls", "--format", "{{.Name}}"]);
