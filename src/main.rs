@@ -40,64 +40,13 @@ enum Command {
     Demo(DemoArgs),
     /// The origin: package video into DASH, serve the library.
     #[command(subcommand)]
-    Origin(OriginCommand),
+    Origin(dashcdn_origin::cli::OriginCommand),
     /// The edge cache: a caching reverse proxy in front of the origin or a parent edge.
     Edge(dashcdn_edge::cli::EdgeArgs),
     /// The geo-aware authoritative DNS.
     Geodns(dashcdn_geodns::cli::GeodnsArgs),
     /// The adaptive-bitrate DASH player, and the trace-driven ABR lab (`player simulate`).
     Player(dashcdn_player::cli::PlayerArgs),
-}
-
-#[derive(Subcommand)]
-enum OriginCommand {
-    /// Transcode INPUT to a bitrate ladder and package it as DASH into the library.
-    Package(PackageArgs),
-    /// Package MP4s that are already encoded (keyframes aligned on segment boundaries)
-    /// without transcoding: each file's video is a representation named after the file.
-    Segment(SegmentArgs),
-    /// Serve the library over HTTP.
-    Serve(dashcdn::ServeArgs),
-}
-
-#[derive(Args)]
-struct SegmentArgs {
-    /// Encoded MP4 files (H.264/AAC...), one per rendition, plus one with audio.
-    #[arg(required = true)]
-    inputs: Vec<PathBuf>,
-    #[arg(long)]
-    asset: String,
-    #[arg(long, default_value = "library")]
-    library: PathBuf,
-    #[arg(long, default_value_t = 4.0)]
-    segment_duration: f64,
-    #[arg(long)]
-    force: bool,
-}
-
-#[derive(Args)]
-struct PackageArgs {
-    /// Any video file ffmpeg can read.
-    input: PathBuf,
-    /// Asset name: the folder in the library and the `/vod/{asset}/` path.
-    #[arg(long)]
-    asset: String,
-    /// The media library folder.
-    #[arg(long, default_value = "library")]
-    library: PathBuf,
-    /// Renditions, e.g. `1080p:5000k,720p:3000k,360p:800k` or `640x360:700k`; rungs taller
-    /// than the source are dropped. Default: 1080p/720p/480p/360p/240p.
-    #[arg(long)]
-    ladder: Option<dashcdn_origin::ladder::Ladder>,
-    /// Target segment duration in seconds; keyframes are forced on its multiples.
-    #[arg(long, default_value_t = 4.0)]
-    segment_duration: f64,
-    /// x264 preset (ultrafast … veryslow).
-    #[arg(long, default_value = "veryfast")]
-    preset: String,
-    /// Replace an existing asset of the same name.
-    #[arg(long)]
-    force: bool,
 }
 
 #[derive(Args)]
@@ -174,28 +123,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Origin(OriginCommand::Package(a)) => {
-            let mut opts = dashcdn_origin::package::PackageOptions::new(a.asset, a.library);
-            if let Some(l) = a.ladder {
-                opts.ladder = l;
-            }
-            opts.segment_duration = a.segment_duration;
-            opts.force = a.force;
-            opts.encode.preset = a.preset;
-            opts.encode.progress = !cli.quiet;
-            let done = dashcdn_origin::package::package(&a.input, &opts)?;
-            report(&done);
-            Ok(())
-        }
-        Command::Origin(OriginCommand::Segment(a)) => {
-            let mut opts = dashcdn_origin::package::PackageOptions::new(a.asset, a.library);
-            opts.segment_duration = a.segment_duration;
-            opts.force = a.force;
-            let done = dashcdn_origin::package::package_encoded(&a.inputs, &opts)?;
-            report(&done);
-            Ok(())
-        }
-        Command::Origin(OriginCommand::Serve(a)) => runtime()?.block_on(dashcdn::serve_origin(a)),
+        Command::Origin(c) => dashcdn_origin::cli::run(c, cli.quiet),
         Command::Demo(a) => {
             let mut opts = dashcdn::demo::DemoOptions::new(a.dir);
             opts.input = a.input;
@@ -221,22 +149,6 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(dashcdn_player::cli::run(a))
         }
     }
-}
-
-fn report(done: &dashcdn_origin::package::Packaged) {
-    let reps: Vec<&str> = done
-        .summary
-        .representations
-        .iter()
-        .map(|r| r.id.as_str())
-        .collect();
-    println!(
-        "packaged {} ({:.1} s; {}) into {}",
-        done.summary.name,
-        done.summary.duration_secs,
-        reps.join(", "),
-        done.dir.display()
-    );
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

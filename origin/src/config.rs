@@ -8,22 +8,36 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 /// Default `listen`: loopback only, so a bare `dashcdn origin serve` is not exposed
 /// to the network by accident.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default `library`, relative to the working directory.
-pub const DEFAULT_LIBRARY: &str = "library";
+pub(crate) const DEFAULT_LIBRARY: &str = "library";
 /// Default `mpd_max_age_secs`. A static (VOD) MPD could be cached for much longer, but a
 /// re-packaged asset then shows up only after this delay; 2 s matches the segment
 /// duration, which is also what live workflows use.
-pub const DEFAULT_MPD_MAX_AGE_SECS: u32 = 2;
+pub(crate) const DEFAULT_MPD_MAX_AGE_SECS: u32 = 2;
 /// Default `segment_max_age_secs`: one year, the conventional "forever" for
 /// `immutable` responses (RFC 8246). Segments are content-addressed by asset, rep and
 /// number and never change once packaged.
-pub const DEFAULT_SEGMENT_MAX_AGE_SECS: u32 = 31_536_000;
+pub(crate) const DEFAULT_SEGMENT_MAX_AGE_SECS: u32 = 31_536_000;
+/// Default `header_timeout_ms`: a client (an edge, a player) sends its request head in one
+/// packet; 10 s is generous on any real network and closes slowloris connections.
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `idle_timeout_ms`: edges reuse their pooled connections within seconds (the
+/// edge's own pool keeps them 90 s); a keep-alive connection idle for a minute is
+/// closed so that thousands of abandoned ones cannot pile up.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `send_timeout_ms`, as nginx's `send_timeout`: a response that makes no progress
+/// (the client accepts not one byte) for this long is dropped with its connection.
+pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `max_connections_per_client`: edges pool connections, so one address may
+/// rightly hold many; a quarter of a default-sized cap still leaves room for three more.
+pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 
 /// Validated configuration of the HTTP origin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +57,38 @@ pub struct ServeConfig {
     /// `style.css`, and `node_modules/dashjs` once `npm ci` ran). `None` looks for it next
     /// to the working directory and the executable, see [`crate::web::WebRoot::discover`].
     pub web_root: Option<PathBuf>,
+    /// Connection limits and timeouts (slowloris, idle keep-alives, slow readers).
+    pub limits: Limits,
+}
+
+/// How many connections the origin holds and for how long. See docs/origin-serving.md.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; beyond it a new connection gets 503 and is closed.
+    /// `None`: derived at start from the open-file limit (raised to its hard limit), so
+    /// the cap is reached before the process runs out of descriptors.
+    pub max_connections: Option<usize>,
+    /// Connections one client address may hold at once; beyond it, 503 and close.
+    pub max_connections_per_client: usize,
+    /// Time a new connection (or a kept-alive one, for its next request) has to send a
+    /// whole request head.
+    pub header_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Time a response may go without the client accepting a byte.
+    pub send_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: None,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -55,6 +101,7 @@ impl Default for ServeConfig {
             mpd_max_age_secs: DEFAULT_MPD_MAX_AGE_SECS,
             segment_max_age_secs: DEFAULT_SEGMENT_MAX_AGE_SECS,
             web_root: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -62,22 +109,27 @@ impl Default for ServeConfig {
 /// The TOML file as written; every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServeConfig {
+pub(crate) struct RawServeConfig {
     pub listen: Option<String>,
     pub library: Option<PathBuf>,
     pub mpd_max_age_secs: Option<u32>,
     pub segment_max_age_secs: Option<u32>,
     pub web_root: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub send_timeout_ms: Option<u64>,
 }
 
-pub use dashcdn_config::ConfigError;
+pub(crate) use dashcdn_config::ConfigError;
 
 /// Longest `max-age` accepted: RFC 9111 §1.2.2 lets caches cap delta-seconds at
 /// 2^31, and more than a year is never meant.
 const MAX_AGE_LIMIT_SECS: u32 = 31_536_000;
 
 impl RawServeConfig {
-    pub fn validate(self) -> Result<ServeConfig, ConfigError> {
+    pub(crate) fn validate(self) -> Result<ServeConfig, ConfigError> {
         let defaults = ServeConfig::default();
         let listen = match self.listen {
             None => defaults.listen,
@@ -120,12 +172,58 @@ impl RawServeConfig {
                 "must name a directory (player/web of the repository), or be left out",
             ));
         }
+        let mut limits = Limits::default();
+        for (field, value) in [
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::field(field, 0, "must be at least 1"));
+            }
+        }
+        limits.max_connections = self.max_connections;
+        if let Some(n) = self.max_connections_per_client {
+            limits.max_connections_per_client = n;
+        }
+        for (field, value, slot) in [
+            (
+                "header_timeout_ms",
+                self.header_timeout_ms,
+                &mut limits.header_timeout,
+            ),
+            (
+                "idle_timeout_ms",
+                self.idle_timeout_ms,
+                &mut limits.idle_timeout,
+            ),
+            (
+                "send_timeout_ms",
+                self.send_timeout_ms,
+                &mut limits.send_timeout,
+            ),
+        ] {
+            match value {
+                Some(0) => {
+                    return Err(ConfigError::field(
+                        field,
+                        0,
+                        "must be at least 1 (milliseconds)",
+                    ))
+                }
+                Some(ms) => *slot = Duration::from_millis(ms),
+                None => {}
+            }
+        }
         Ok(ServeConfig {
             listen,
             library,
             mpd_max_age_secs,
             segment_max_age_secs,
             web_root: self.web_root,
+            limits,
         })
     }
 }
@@ -172,6 +270,26 @@ mod tests {
             config.web_root,
             Some(PathBuf::from("/usr/share/dashcdn/web"))
         );
+    }
+
+    #[test]
+    fn limits_from_the_file() {
+        let config = ServeConfig::from_toml(
+            "max_connections = 100\nmax_connections_per_client = 7\nheader_timeout_ms = 1500\n\
+             idle_timeout_ms = 2000\nsend_timeout_ms = 2500\n",
+        )
+        .unwrap();
+        let l = config.limits;
+        assert_eq!(l.max_connections, Some(100));
+        assert_eq!(l.max_connections_per_client, 7);
+        assert_eq!(l.header_timeout, Duration::from_millis(1500));
+        assert_eq!(l.idle_timeout, Duration::from_secs(2));
+        assert_eq!(l.send_timeout, Duration::from_millis(2500));
+        for bad in ["max_connections = 0", "send_timeout_ms = 0"] {
+            let err = ServeConfig::from_toml(bad).unwrap_err();
+            let field = bad.split(' ').next().unwrap();
+            assert!(chain(&err).contains(&format!("`{field}`")), "{err}");
+        }
     }
 
     #[test]

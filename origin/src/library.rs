@@ -34,18 +34,19 @@ use tracing::warn;
 use crate::metrics::Route;
 
 /// File name of an asset's MPD.
-pub const MANIFEST_FILE: &str = "manifest.mpd";
+pub(crate) const MANIFEST_FILE: &str = "manifest.mpd";
 /// A subtitle track's WebVTT file, in a representation folder named `text-{lang}`.
-pub const SUBTITLE_FILE: &str = "subtitles.vtt";
+pub(crate) const SUBTITLE_FILE: &str = "subtitles.vtt";
 const TEXT_PREFIX: &str = "text-";
 /// File name of a representation's CMAF header.
-pub const INIT_FILE: &str = "init.mp4";
+pub(crate) const INIT_FILE: &str = "init.mp4";
 /// File name of an asset's [`AssetSummary`].
-pub const SUMMARY_FILE: &str = "asset.json";
+pub(crate) const SUMMARY_FILE: &str = "asset.json";
 /// [`RepresentationSummary::kind`] of a video representation.
-pub const KIND_VIDEO: &str = "video";
+#[cfg(test)]
+pub(crate) const KIND_VIDEO: &str = "video";
 /// [`RepresentationSummary::kind`] of an audio representation.
-pub const KIND_AUDIO: &str = "audio";
+pub(crate) const KIND_AUDIO: &str = "audio";
 
 /// Longest accepted path component, the usual file-system limit.
 const MAX_NAME_LEN: usize = 255;
@@ -66,7 +67,7 @@ pub struct AssetSummary {
 pub struct RepresentationSummary {
     /// Directory name under the asset, and the MPD's `Representation@id`.
     pub id: String,
-    /// [`KIND_VIDEO`] or [`KIND_AUDIO`].
+    /// `"video"` or [`KIND_AUDIO`].
     pub kind: String,
     /// RFC 6381 codecs string, as in the MPD.
     pub codecs: String,
@@ -112,7 +113,7 @@ impl AssetSummary {
 /// True if `name` may be an asset or representation name: `[A-Za-z0-9_-][A-Za-z0-9._-]*`,
 /// at most 255 bytes. The packager should refuse asset names this rejects, since the
 /// server would never serve them.
-pub fn valid_component(name: &str) -> bool {
+pub(crate) fn valid_component(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= MAX_NAME_LEN
@@ -124,7 +125,7 @@ pub fn valid_component(name: &str) -> bool {
 
 /// A request path that passed validation: one of the three served shapes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum MediaPath {
+pub(crate) enum MediaPath {
     /// `/vod/{asset}/manifest.mpd`
     Manifest { asset: String },
     /// `/vod/{asset}/{rep}/init.mp4`
@@ -139,7 +140,7 @@ pub enum MediaPath {
 
 /// Why a request path is not a [`MediaPath`].
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
-pub enum PathError {
+pub(crate) enum PathError {
     #[error("path does not start with /vod/")]
     NotVod,
     #[error("component {0:?} is not valid percent-encoded UTF-8")]
@@ -153,14 +154,14 @@ pub enum PathError {
 impl PathError {
     /// True for paths no honest client sends (traversal, encoding tricks): answered 400
     /// and logged as a warning. The rest are plain 404s.
-    pub fn is_hostile(&self) -> bool {
+    pub(crate) fn is_hostile(&self) -> bool {
         matches!(self, PathError::Encoding(_) | PathError::BadName(_))
     }
 }
 
 impl MediaPath {
     /// Parses the path of a request URI (still percent-encoded, without the query).
-    pub fn parse(path: &str) -> Result<MediaPath, PathError> {
+    pub(crate) fn parse(path: &str) -> Result<MediaPath, PathError> {
         let rest = path.strip_prefix("/vod/").ok_or(PathError::NotVod)?;
         // Every component is decoded and validated before the shape is looked at, so a
         // traversal attempt is reported as such even when the shape is also wrong.
@@ -189,7 +190,7 @@ impl MediaPath {
         }
     }
 
-    pub fn asset(&self) -> &str {
+    pub(crate) fn asset(&self) -> &str {
         match self {
             MediaPath::Manifest { asset }
             | MediaPath::Init { asset, .. }
@@ -198,7 +199,7 @@ impl MediaPath {
     }
 
     /// The representation, for init and media segments.
-    pub fn rep(&self) -> Option<&str> {
+    pub(crate) fn rep(&self) -> Option<&str> {
         match self {
             MediaPath::Manifest { .. } => None,
             MediaPath::Init { rep, .. } | MediaPath::Segment { rep, .. } => Some(rep),
@@ -206,7 +207,7 @@ impl MediaPath {
     }
 
     /// The metrics label of this kind of resource.
-    pub fn route(&self) -> Route {
+    pub(crate) fn route(&self) -> Route {
         match self {
             MediaPath::Manifest { .. } => Route::Manifest,
             MediaPath::Init { .. } => Route::Init,
@@ -238,7 +239,7 @@ fn is_segment_file(file: &str) -> bool {
 
 /// Why a valid [`MediaPath`] could not be opened.
 #[derive(Debug, Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     #[error("no such file")]
     NotFound,
     #[error("{requested} resolves to {target}, outside the library")]
@@ -253,7 +254,7 @@ pub enum ResolveError {
 
 /// One entry of the `GET /vod/` listing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ListingEntry {
+pub(crate) struct ListingEntry {
     pub name: String,
     /// Absolute URL path of the MPD on this origin.
     pub manifest: String,
@@ -269,7 +270,7 @@ pub struct ListingEntry {
 /// All methods do blocking file-system work; the server calls them from
 /// `spawn_blocking`.
 #[derive(Debug)]
-pub struct Library {
+pub(crate) struct Library {
     /// Canonical (absolute, symlink-free), so validated components joined to it make a
     /// canonical path unless one is a symlink, and a canonicalised file path can be
     /// checked for containment with a plain prefix test.
@@ -317,7 +318,7 @@ pub(crate) fn inode(_meta: &Metadata) -> u64 {
 
 impl Library {
     /// Opens the library at `root`, which must be an existing directory.
-    pub fn open(root: impl AsRef<Path>) -> io::Result<Library> {
+    pub(crate) fn open(root: impl AsRef<Path>) -> io::Result<Library> {
         let given = root.as_ref();
         let named =
             |e: io::Error| io::Error::new(e.kind(), format!("library {}: {e}", given.display()));
@@ -335,7 +336,7 @@ impl Library {
     }
 
     /// The canonical root directory.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
@@ -347,7 +348,7 @@ impl Library {
     /// `fs::canonicalize` costs a `readlink` per component of the absolute path, the
     /// root's own included, on every request. The root is not re-checked per request:
     /// swapping one of its ancestors for a symlink needs write access outside the library.
-    pub fn resolve(&self, media: &MediaPath) -> Result<PathBuf, ResolveError> {
+    pub(crate) fn resolve(&self, media: &MediaPath) -> Result<PathBuf, ResolveError> {
         let mut path = self.root.clone();
         let mut components = media.components();
         while let Some(component) = components.next() {
@@ -388,7 +389,7 @@ impl Library {
     ///
     /// The canonical path is what gets opened, so a symlink swapped in between the check
     /// and the open would need write access to the library, which is game over anyway.
-    pub fn open_media(&self, media: &MediaPath) -> Result<(File, Metadata), ResolveError> {
+    pub(crate) fn open_media(&self, media: &MediaPath) -> Result<(File, Metadata), ResolveError> {
         let path = self.resolve(media)?;
         let io_err = |source| ResolveError::Io {
             path: path.clone(),
@@ -408,7 +409,7 @@ impl Library {
 
     /// The parsed asset.json of `asset`, if it has a readable one. Cached; revalidated
     /// with one `stat` per call, whether the file is there or not.
-    pub fn summary(&self, asset: &str) -> Option<Arc<AssetSummary>> {
+    pub(crate) fn summary(&self, asset: &str) -> Option<Arc<AssetSummary>> {
         let asset_dir = self.root.join(asset);
         let path = asset_dir.join(SUMMARY_FILE);
         // symlink_metadata: asset.json is always a regular file written by the packager;
@@ -470,7 +471,7 @@ impl Library {
 
     /// The Content-Type of `rep`'s init and media segments: what asset.json says its
     /// kind is, else guessed from the id (`audio…` is audio, as the packager names them).
-    pub fn segment_content_type(&self, asset: &str, rep: &str) -> &'static str {
+    pub(crate) fn segment_content_type(&self, asset: &str, rep: &str) -> &'static str {
         // Subtitle tracks (`text-{lang}`) hold one WebVTT file; see the packager.
         if rep.starts_with(TEXT_PREFIX) {
             return "text/vtt; charset=utf-8";
@@ -491,7 +492,7 @@ impl Library {
 
     /// Every servable asset, sorted by name: directories with a valid name and a
     /// manifest.mpd that resolve inside the library.
-    pub fn list(&self) -> io::Result<Vec<ListingEntry>> {
+    pub(crate) fn list(&self) -> io::Result<Vec<ListingEntry>> {
         let mut entries = Vec::new();
         for dirent in fs::read_dir(&self.root)? {
             let dirent = dirent?;

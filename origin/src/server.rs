@@ -12,20 +12,21 @@
 //! | `/`, `/web/…`, `/time` | the dash.js watch page and its timing source, see [`crate::web`] |
 //!
 //! Files get a strong `ETag` and `Last-Modified`, conditional requests (RFC 9110 §13,
-//! [`crate::conditional`]) and single byte ranges (RFC 9110 §14, [`crate::range`]). Every
+//! `dashcdn_http::conditional`) and single byte ranges (RFC 9110 §14, `dashcdn_http::range`). Every
 //! response carries CORS headers so dash.js on another origin can fetch and time segments.
 //!
-//! This module is the surface: state, routing, errors, CORS and metrics. A media file's
-//! response is built in [`crate::file`], from [`crate::small_files`] or [`crate::body`].
+//! This module is the routing and the handlers that are not files; state and errors are in
+//! [`crate::app`], a media file's response is built in [`crate::file`], CORS comes from
+//! `dashcdn_http::cors`, connection limits and timeouts from `dashcdn_http::serve`.
 //!
 //! Performance (this is benchmarked against nginx with wrk):
 //! - a media request makes at most one trip to the blocking pool, which resolves the
 //!   path, opens the file, evaluates the preconditions and reads the bytes the response
 //!   needs: `tokio::fs` would make one trip per step;
-//! - small files (MPDs, init segments) are kept in memory for a second (see
-//!   [`crate::small_files`]), so the hottest requests skip the pool and the disk entirely;
-//! - response bodies up to [`crate::body::BUFFER_LIMIT`] are read in one go (a media
-//!   segment is a few MB, and a range reads only its slice); larger ones are streamed.
+//! - small files (MPDs, init segments) are kept in memory for a second, so the hottest
+//!   requests skip the pool and the disk entirely;
+//! - response bodies up to 8 MB are read in one go (a media segment is a few MB, and a
+//!   range reads only its slice); larger ones are streamed.
 
 use std::future::Future;
 use std::io;
@@ -33,93 +34,26 @@ use std::sync::Arc;
 
 use axum::body::HttpBody;
 use axum::extract::{Request, State};
-use axum::http::header::{
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW, CACHE_CONTROL, CONTENT_TYPE,
-};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use dashcdn_http::conditional::Conditions;
+use dashcdn_http::cors;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info};
 
+use crate::app::{AppError, AppState};
 use crate::config::ServeConfig;
-use crate::file::serve_file;
-use crate::library::{Library, ListingEntry, MediaPath, PathError, ResolveError};
+use crate::file::Files;
+use crate::library::{ListingEntry, MediaPath};
 use crate::metrics::{self, Metrics, Route};
-use crate::small_files::SmallFiles;
-use crate::web::{self, WebRoot};
-
-/// Shared by every request. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    library: Library,
-    metrics: Metrics,
-    /// Rendered once from the config: they are the same bytes on every response.
-    mpd_cache_control: HeaderValue,
-    segment_cache_control: HeaderValue,
-    small_files: SmallFiles,
-    /// Where the watch page and dash.js are read from, located once at start-up.
-    web: WebRoot,
-}
-
-impl AppState {
-    /// Opens the library named by `config`; fails if it is not a directory.
-    pub fn new(config: &ServeConfig) -> io::Result<AppState> {
-        let library = Library::open(&config.library)?;
-        let mpd_cache_control =
-            HeaderValue::try_from(format!("public, max-age={}", config.mpd_max_age_secs))
-                .expect("digits are a valid header value");
-        let segment_cache_control = HeaderValue::try_from(format!(
-            "public, max-age={}, immutable",
-            config.segment_max_age_secs
-        ))
-        .expect("digits are a valid header value");
-        Ok(AppState {
-            inner: Arc::new(Inner {
-                library,
-                metrics: Metrics::new(),
-                mpd_cache_control,
-                segment_cache_control,
-                small_files: SmallFiles::default(),
-                web: WebRoot::discover(config.web_root.as_deref()),
-            }),
-        })
-    }
-
-    pub fn library(&self) -> &Library {
-        &self.inner.library
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
-    pub(crate) fn mpd_cache_control(&self) -> &HeaderValue {
-        &self.inner.mpd_cache_control
-    }
-
-    pub(crate) fn segment_cache_control(&self) -> &HeaderValue {
-        &self.inner.segment_cache_control
-    }
-
-    pub(crate) fn small_files(&self) -> &SmallFiles {
-        &self.inner.small_files
-    }
-
-    pub fn web(&self) -> &WebRoot {
-        &self.inner.web
-    }
-}
+use crate::web;
 
 /// The whole HTTP surface, without a socket: tests drive it with `oneshot`.
 pub fn router(state: AppState) -> Router {
@@ -161,103 +95,16 @@ pub async fn run(
         .await
 }
 
-// ---------------------------------------------------------------------------------------
-// Errors
-
-/// Every failure a handler can return. Clients get a short plain-text reason; the
-/// details (paths on disk, OS errors) go to the log only.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("refused request path {path:?}: {reason}")]
-    BadPath { path: String, reason: PathError },
-    #[error("no such resource {path:?}")]
-    NotFound { path: String },
-    #[error("refused request path {path:?}: {reason}")]
-    Escapes { path: String, reason: ResolveError },
-    #[error("method {method} not allowed on {path:?}")]
-    MethodNotAllowed { method: Method, path: String },
-    #[error("serving {path:?}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl AppError {
-    pub(crate) fn from_resolve(path: &str, e: ResolveError) -> AppError {
-        let path = path.to_owned();
-        match e {
-            ResolveError::NotFound => AppError::NotFound { path },
-            e @ ResolveError::Escapes { .. } => AppError::Escapes { path, reason: e },
-            ResolveError::Io { source, .. } => AppError::Io { path, source },
-        }
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let (status, message) = match &self {
-            AppError::BadPath { .. } => (StatusCode::BAD_REQUEST, "bad request\n"),
-            // A symlink out of the library looks like any missing file to the client.
-            AppError::NotFound { .. } | AppError::Escapes { .. } => {
-                (StatusCode::NOT_FOUND, "not found\n")
-            }
-            AppError::MethodNotAllowed { .. } => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-            }
-            AppError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
-        };
-        match &self {
-            AppError::BadPath { .. } | AppError::Escapes { .. } => warn!(error = %self),
-            AppError::NotFound { .. } | AppError::MethodNotAllowed { .. } => {
-                debug!(error = %self)
-            }
-            AppError::Io { source, .. } => error!(error = %self, cause = %source),
-        }
-        let mut response = (status, message).into_response();
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
-        }
-        response
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Middleware: CORS, metrics
-
-const CORS_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
-/// The request headers a player may send cross-origin: Range, the conditional ones,
-/// and the CORS-safelisted ones. Answering with the whole set costs nothing and covers
-/// whatever subset a preflight asks for.
-const CORS_ALLOW_HEADERS: HeaderValue = HeaderValue::from_static(
-    "Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, \
-     Accept, Accept-Language, Content-Language, Cache-Control",
-);
-/// Response headers scripts may read: dash.js uses Content-Length and Date for its
-/// throughput and clock estimates, Content-Range for partial requests.
-const CORS_EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static(
-    "Content-Length, Content-Range, Content-Type, Date, ETag, Last-Modified, Accept-Ranges, Age",
-);
-/// Resource Timing: without this the browser hides transfer timings from dash.js.
-const TIMING_ALLOW_ORIGIN: HeaderName = HeaderName::from_static("timing-allow-origin");
-
 /// Wraps every request: answers CORS preflights, adds CORS headers, records metrics.
-async fn around(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn around(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let is_head = request.method() == Method::HEAD;
     let mut response = if request.method() == Method::OPTIONS {
-        preflight()
+        cors::preflight()
     } else {
         next.run(request).await
     };
-    let headers = response.headers_mut();
-    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, CORS_EXPOSE_HEADERS);
-    headers.insert(TIMING_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-
+    cors::decorate(response.headers_mut());
     let route = response
         .extensions()
         .get::<Route>()
@@ -268,21 +115,7 @@ async fn around(State(state): State<AppState>, request: Request, next: Next) -> 
     } else {
         response.body().size_hint().exact().unwrap_or(0)
     };
-    state
-        .metrics()
-        .observe(route, response.status(), body_bytes, started.elapsed());
-    response
-}
-
-/// The answer to `OPTIONS` on any path. `Access-Control-Allow-Origin` is added by
-/// [`around`] like on every response.
-fn preflight() -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let headers = response.headers_mut();
-    headers.insert(ALLOW, CORS_METHODS);
-    headers.insert(ACCESS_CONTROL_ALLOW_METHODS, CORS_METHODS);
-    headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, CORS_ALLOW_HEADERS);
-    headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    metrics.observe(route, response.status(), body_bytes, started.elapsed());
     response
 }
 
@@ -290,9 +123,6 @@ fn with_route(mut response: Response, route: Route) -> Response {
     response.extensions_mut().insert(route);
     response
 }
-
-// ---------------------------------------------------------------------------------------
-// Small handlers
 
 async fn healthz() -> Response {
     let response = (
@@ -303,7 +133,7 @@ async fn healthz() -> Response {
     with_route(response, Route::Health)
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
     let response = (
         [
             (
@@ -312,7 +142,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             ),
             (CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        state.metrics().encode(),
+        metrics.encode(),
     )
         .into_response();
     with_route(response, Route::Metrics)
@@ -324,8 +154,8 @@ struct Listing {
     assets: Vec<ListingEntry>,
 }
 
-async fn listing(State(state): State<AppState>) -> Response {
-    let listed = tokio::task::spawn_blocking(move || state.library().list())
+async fn listing(State(files): State<Files>) -> Response {
+    let listed = tokio::task::spawn_blocking(move || files.library().list())
         .await
         .unwrap_or_else(|join| Err(io::Error::other(join)));
     let response = match listed {
@@ -344,11 +174,8 @@ async fn listing(State(state): State<AppState>) -> Response {
     with_route(response, Route::Listing)
 }
 
-// ---------------------------------------------------------------------------------------
-// Media files
-
 /// Fallback for every path no route matched: media under `/vod/`, else 404.
-async fn media(State(state): State<AppState>, request: Request) -> Response {
+async fn media(State(files): State<Files>, request: Request) -> Response {
     // Taking the whole request borrows the headers instead of cloning them into a
     // `HeaderMap` extractor.
     let (parts, _body) = request.into_parts();
@@ -367,9 +194,11 @@ async fn media(State(state): State<AppState>, request: Request) -> Response {
     };
     let route = media.route();
     let response = if method == Method::GET || method == Method::HEAD {
-        serve_file(state, media, path, method == Method::HEAD, &headers)
+        let conditions = Conditions::from_request(&method, &headers);
+        files
+            .serve(media, conditions, method == Method::HEAD)
             .await
-            .unwrap_or_else(IntoResponse::into_response)
+            .unwrap_or_else(|e| AppError::from_file(path, e).into_response())
     } else {
         let path = path.to_owned();
         AppError::MethodNotAllowed { method, path }.into_response()
@@ -377,104 +206,10 @@ async fn media(State(state): State<AppState>, request: Request) -> Response {
     with_route(response, route)
 }
 
-/// Drives [`router`] over a small library: shared by the tests here and in the modules
-/// that build media responses, which test what they decide through real requests.
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-    use crate::library::{AssetSummary, RepresentationSummary, KIND_AUDIO, KIND_VIDEO};
-    use axum::body::Body;
-    use http_body_util::BodyExt;
-    use std::fs;
-    use tower::ServiceExt;
-
-    pub(crate) const SEGMENT_LEN: usize = 1000;
-
-    pub(crate) fn segment_bytes() -> Vec<u8> {
-        (0..SEGMENT_LEN).map(|i| (i % 251) as u8).collect()
-    }
-
-    /// A library with asset `demo` (video `v0`, audio `snd`, asset.json) and asset
-    /// `bare` (no asset.json, reps `v0` and `audio`).
-    pub(crate) fn fixture() -> (tempfile::TempDir, AppState) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        for (asset, reps) in [("demo", ["v0", "snd"]), ("bare", ["v0", "audio"])] {
-            fs::create_dir(root.join(asset)).unwrap();
-            fs::write(root.join(asset).join("manifest.mpd"), "<MPD/>").unwrap();
-            for rep in reps {
-                let rep_dir = root.join(asset).join(rep);
-                fs::create_dir(&rep_dir).unwrap();
-                fs::write(rep_dir.join("init.mp4"), b"init").unwrap();
-                fs::write(rep_dir.join("1.m4s"), segment_bytes()).unwrap();
-            }
-        }
-        let rep = |id: &str, kind: &str| RepresentationSummary {
-            id: id.into(),
-            kind: kind.into(),
-            codecs: "x".into(),
-            bandwidth: 1,
-            width: None,
-            height: None,
-            sample_rate: None,
-        };
-        AssetSummary {
-            name: "demo".into(),
-            duration_secs: 4.0,
-            representations: vec![rep("v0", KIND_VIDEO), rep("snd", KIND_AUDIO)],
-        }
-        .write_to(&root.join("demo"))
-        .unwrap();
-        let mut config = ServeConfig::new(root);
-        config.mpd_max_age_secs = 5;
-        let state = AppState::new(&config).unwrap();
-        (dir, state)
-    }
-
-    pub(crate) async fn send(
-        state: &AppState,
-        method: Method,
-        uri: &str,
-        headers: &[(&str, &str)],
-    ) -> Response {
-        let mut request = Request::builder().method(method).uri(uri);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        router(state.clone())
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap()
-    }
-
-    pub(crate) async fn get(state: &AppState, uri: &str, headers: &[(&str, &str)]) -> Response {
-        send(state, Method::GET, uri, headers).await
-    }
-
-    pub(crate) async fn body(response: Response) -> Vec<u8> {
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec()
-    }
-
-    pub(crate) fn header<'a>(response: &'a Response, name: &str) -> &'a str {
-        response
-            .headers()
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} header"))
-            .to_str()
-            .unwrap()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testing::{body, fixture, get, header, segment_bytes, send};
-    use super::*;
+    use crate::testing::{body, fixture, get, header, segment_bytes, send};
+    use axum::http::{Method, StatusCode};
 
     #[tokio::test]
     async fn manifest_has_dash_type_and_short_max_age() {

@@ -39,14 +39,12 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::{debug, error, info, warn};
 
-use crate::server::AppState;
-
 /// Where dash.js's browser build sits under the web root after `npm ci`. The "modern"
 /// UMD build targets current browsers and defines `window.dashjs`.
-pub const DASHJS_DIST: &str = "node_modules/dashjs/dist/modern/umd";
+pub(crate) const DASHJS_DIST: &str = "node_modules/dashjs/dist/modern/umd";
 
 /// What to tell a person (or a test log) when dash.js is not installed.
-pub const DASHJS_MISSING: &str = "dash.js is not installed on this server: \
+pub(crate) const DASHJS_MISSING: &str = "dash.js is not installed on this server: \
      run scripts/setup.sh (it runs `npm ci` in player/web), or point `web_root` / \
      --web-root at a player/web folder that has node_modules/dashjs";
 
@@ -73,7 +71,7 @@ const NOSNIFF: (HeaderName, HeaderValue) = (
 
 /// The located web root, resolved once when the server starts.
 #[derive(Debug, Clone, Default)]
-pub struct WebRoot {
+pub(crate) struct WebRoot {
     /// `None` when nothing was configured and no `player/web` was found: the embedded page
     /// is served and dash.js is reported missing.
     dir: Option<PathBuf>,
@@ -84,7 +82,7 @@ impl WebRoot {
     /// says so). Otherwise the first `player/web` with an `index.html`: under the working
     /// directory, in the checkout this crate was compiled from, then above the executable
     /// (`target/debug/dashcdn` → the repository).
-    pub fn discover(configured: Option<&Path>) -> WebRoot {
+    pub(crate) fn discover(configured: Option<&Path>) -> WebRoot {
         if let Some(dir) = configured {
             if !dir.join("index.html").is_file() {
                 warn!(web_root = %dir.display(), "web_root has no index.html; serving the built-in page");
@@ -109,25 +107,18 @@ impl WebRoot {
         WebRoot { dir }
     }
 
-    /// A web root at exactly `dir`, for tests and embedders.
-    pub fn at(dir: impl Into<PathBuf>) -> WebRoot {
-        WebRoot {
-            dir: Some(dir.into()),
-        }
-    }
-
-    pub fn dir(&self) -> Option<&Path> {
+    pub(crate) fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
 
     /// The dash.js build, if `npm ci` has installed it.
-    pub fn dashjs(&self) -> Option<PathBuf> {
+    pub(crate) fn dashjs(&self) -> Option<PathBuf> {
         let path = self.dir()?.join(DASHJS_DIST).join("dash.all.min.js");
         path.is_file().then_some(path)
     }
 
     /// One startup line saying where the page comes from and whether dash.js is there.
-    pub fn log_startup(&self) {
+    pub(crate) fn log_startup(&self) {
         match (self.dir(), self.dashjs()) {
             (Some(dir), Some(_)) => info!(web_root = %dir.display(), "watch page at /"),
             (Some(dir), None) => {
@@ -140,7 +131,7 @@ impl WebRoot {
 
 /// The files the page is made of: the only names `/web/…` answers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Asset {
+pub(crate) enum Asset {
     Index,
     App,
     Style,
@@ -150,7 +141,7 @@ pub enum Asset {
 
 impl Asset {
     /// The name under `/web/`; `index.html` is served at `/` only.
-    pub fn from_web_name(name: &str) -> Option<Asset> {
+    pub(crate) fn from_web_name(name: &str) -> Option<Asset> {
         Some(match name {
             "app.js" => Asset::App,
             "style.css" => Asset::Style,
@@ -202,17 +193,17 @@ impl Asset {
 }
 
 /// `GET /`.
-pub(crate) async fn index(State(state): State<AppState>) -> Response {
-    serve_asset(&state, Asset::Index).await
+pub(crate) async fn index(State(web): State<WebRoot>) -> Response {
+    serve_asset(&web, Asset::Index).await
 }
 
 /// `GET /web/{name}`: only the names of [`Asset`]; anything else is 404.
 pub(crate) async fn web_file(
-    State(state): State<AppState>,
+    State(web): State<WebRoot>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     match Asset::from_web_name(&name) {
-        Some(asset) => serve_asset(&state, asset).await,
+        Some(asset) => serve_asset(&web, asset).await,
         None => {
             debug!(name, "no such web file");
             (StatusCode::NOT_FOUND, "not found\n").into_response()
@@ -220,8 +211,8 @@ pub(crate) async fn web_file(
     }
 }
 
-async fn serve_asset(state: &AppState, asset: Asset) -> Response {
-    let from_disk = match state.web().dir() {
+async fn serve_asset(web: &WebRoot, asset: Asset) -> Response {
+    let from_disk = match web.dir() {
         Some(root) => {
             let path = asset.path_in(root);
             match tokio::fs::read(&path).await {
@@ -287,7 +278,7 @@ pub(crate) async fn time() -> Response {
 
 /// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC). Times before 1970 print as the epoch: a
 /// clock that far off is not worth a dependency.
-pub fn iso8601(t: SystemTime) -> String {
+pub(crate) fn iso8601(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
@@ -320,7 +311,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use crate::config::ServeConfig;
-    use crate::server::testing::{body, get, header};
+    use crate::testing::{body, get, header};
+    use crate::AppState;
     use std::time::Duration;
 
     fn at(secs: u64, millis: u64) -> SystemTime {

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dashcdn_origin::config::ServeConfig;
-use dashcdn_origin::library::{AssetSummary, RepresentationSummary};
-use dashcdn_origin::server::run;
+use dashcdn_origin::run;
+use dashcdn_origin::ServeConfig;
+use dashcdn_origin::{AssetSummary, RepresentationSummary};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

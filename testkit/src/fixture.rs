@@ -86,12 +86,12 @@ fn build(spec: &Spec, dir: &Path) {
     spec.clip
         .write(&source)
         .unwrap_or_else(|e| panic!("{}", dashcdn_config::chain(&e)));
-    let mut opts = dashcdn_origin::package::PackageOptions::new(&spec.asset, tmp.join("library"));
+    let mut opts = dashcdn_origin::PackageOptions::new(&spec.asset, tmp.join("library"));
     opts.ladder = spec.ladder.parse().expect("a ladder");
     opts.segment_duration = spec.segment_duration;
     opts.encode.progress = false;
     opts.encode.preset = spec.preset.clone();
-    dashcdn_origin::package::package(&source, &opts)
+    dashcdn_origin::package(&source, &opts)
         .unwrap_or_else(|e| panic!("packaging the fixture: {}", dashcdn_config::chain(&e)));
     // Another process may have finished the same fixture meanwhile: theirs is as good.
     if std::fs::rename(&tmp, dir).is_err() {

@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use dashcdn_edge::{EdgeConfig, UpstreamConfig};
 use dashcdn_geodns::{GeoDns, GeodnsConfig};
-use dashcdn_origin::config::ServeConfig;
+use dashcdn_origin::ServeConfig;
 use futures_util::FutureExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::oneshot;
@@ -159,7 +159,7 @@ impl IntoFuture for OriginBuilder {
             config.listen = addr;
             Server::spawn("origin".into(), addr, Some("/metrics"), move |rx| {
                 Box::pin(async move {
-                    dashcdn_origin::server::run(listener, config, shutdown_on(rx))
+                    dashcdn_origin::run(listener, config, shutdown_on(rx))
                         .await
                         .map_err(|e| dashcdn_config::chain(&e))
                 })

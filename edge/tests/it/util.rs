@@ -64,14 +64,14 @@ impl Origin {
     pub async fn start_with(library: &Path, mpd_max_age_secs: u32) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let cfg = dashcdn_origin::config::ServeConfig {
+        let cfg = dashcdn_origin::ServeConfig {
             library: library.to_owned(),
             listen: addr,
             mpd_max_age_secs,
             ..Default::default()
         };
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(dashcdn_origin::server::run(listener, cfg, async move {
+        let task = tokio::spawn(dashcdn_origin::run(listener, cfg, async move {
             let _ = rx.await;
         }));
         Origin {

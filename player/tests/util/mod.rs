@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use dashcdn_origin::package::{package, PackageOptions};
+use dashcdn_origin::{package, PackageOptions};
 
 pub const ASSET: &str = "clip";
 /// Three rungs far apart, so traces can tell them apart.
@@ -266,11 +266,11 @@ pub async fn serve_on(addr: &str, app: axum::Router) -> Server {
 }
 
 pub fn origin_router(library: &Path) -> axum::Router {
-    let cfg = dashcdn_origin::config::ServeConfig {
+    let cfg = dashcdn_origin::ServeConfig {
         library: library.to_owned(),
         ..Default::default()
     };
-    dashcdn_origin::server::router(dashcdn_origin::server::AppState::new(&cfg).unwrap())
+    dashcdn_origin::router(dashcdn_origin::AppState::new(&cfg).unwrap())
 }
 
 /// Our origin serving the shared library.

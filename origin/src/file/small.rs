@@ -8,28 +8,28 @@ use std::time::Duration;
 use axum::body::Bytes;
 use tokio::time::Instant;
 
-use crate::file::FileMeta;
+use super::FileMeta;
 use crate::library::MediaPath;
 
 /// Files up to this size are read whole and kept in [`SmallFiles`]: MPDs (even long
 /// SegmentTimeline ones) and init segments, never media segments.
-pub(crate) const SMALL_FILE_LIMIT: u64 = 256 * 1024;
+pub(super) const SMALL_FILE_LIMIT: u64 = 256 * 1024;
 /// Memory the [`SmallFiles`] cache may hold.
 const SMALL_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// How long a cached small file is served without looking at the disk again.
 const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
 
 /// A whole small file (an MPD, an init segment) kept in memory.
-pub(crate) struct SmallFile {
-    pub(crate) meta: FileMeta,
-    pub(crate) bytes: Bytes,
+pub(super) struct SmallFile {
+    pub(super) meta: FileMeta,
+    pub(super) bytes: Bytes,
     /// When it was read; [`REVALIDATE_AFTER`] later the next request reads it again.
     loaded: Instant,
 }
 
 impl SmallFile {
     /// A file read just now.
-    pub(crate) fn new(meta: FileMeta, bytes: Bytes) -> SmallFile {
+    pub(super) fn new(meta: FileMeta, bytes: Bytes) -> SmallFile {
         SmallFile {
             meta,
             bytes,
@@ -46,7 +46,7 @@ impl SmallFile {
 /// max-age. Only paths that resolved inside the library are ever inserted, and at most
 /// [`SMALL_CACHE_BYTES`] are held: when full, it starts over.
 #[derive(Default)]
-pub(crate) struct SmallFiles {
+pub(super) struct SmallFiles {
     inner: RwLock<SmallFilesInner>,
 }
 
@@ -57,13 +57,13 @@ struct SmallFilesInner {
 }
 
 impl SmallFiles {
-    pub(crate) fn fresh(&self, media: &MediaPath) -> Option<Arc<SmallFile>> {
+    pub(super) fn fresh(&self, media: &MediaPath) -> Option<Arc<SmallFile>> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         let small = inner.files.get(media)?;
         (small.loaded.elapsed() < REVALIDATE_AFTER).then(|| Arc::clone(small))
     }
 
-    pub(crate) fn remember(&self, media: MediaPath, small: Arc<SmallFile>) {
+    pub(super) fn remember(&self, media: MediaPath, small: Arc<SmallFile>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let len = small.bytes.len();
         if inner.bytes + len > SMALL_CACHE_BYTES {
@@ -80,7 +80,7 @@ impl SmallFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::testing::{body, fixture, get};
+    use crate::testing::{body, fixture, get};
     use axum::http::StatusCode;
     use std::fs;
 

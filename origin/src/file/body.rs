@@ -14,12 +14,12 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 /// Responses up to this size are read into memory in one go; larger ones are streamed
 /// in `STREAM_CHUNK` pieces so a huge file never sits in memory whole.
-pub const BUFFER_LIMIT: u64 = 8 * 1024 * 1024;
+pub(super) const BUFFER_LIMIT: u64 = 8 * 1024 * 1024;
 const STREAM_CHUNK: usize = 256 * 1024;
 
 /// The body of a response for a file too big for the small-file cache, read in the
 /// blocking pool as far as it is going to be.
-pub(crate) enum PreparedBody {
+pub(super) enum PreparedBody {
     Empty,
     Bytes(Bytes),
     /// Positioned at the first byte to send; `len` bytes to go.
@@ -32,7 +32,7 @@ pub(crate) enum PreparedBody {
 impl PreparedBody {
     /// `len` bytes of `file`, freshly opened, from `start`: read now if they fit in
     /// [`BUFFER_LIMIT`], else left to stream.
-    pub(crate) fn read(mut file: std::fs::File, start: u64, len: u64) -> io::Result<PreparedBody> {
+    pub(super) fn read(mut file: std::fs::File, start: u64, len: u64) -> io::Result<PreparedBody> {
         // A fresh file is at offset 0, and whole-file responses are the common case:
         // that saves them an `lseek`.
         if start != 0 {
@@ -45,7 +45,7 @@ impl PreparedBody {
         })
     }
 
-    pub(crate) fn into_body(self) -> Body {
+    pub(super) fn into_body(self) -> Body {
         match self {
             PreparedBody::Empty => Body::empty(),
             PreparedBody::Bytes(bytes) => Body::from(bytes),
@@ -62,7 +62,7 @@ impl PreparedBody {
 /// for 2 MB), but into uninitialised capacity. One `read_exact` would need the buffer
 /// zeroed first, which measured slower than the extra syscalls, and stable std has no
 /// way to read into uninitialised memory in one call without `unsafe`.
-pub(crate) fn read_exactly(file: &mut std::fs::File, len: u64) -> io::Result<Bytes> {
+pub(super) fn read_exactly(file: &mut std::fs::File, len: u64) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(len as usize);
     file.take(len).read_to_end(&mut buf)?;
     if buf.len() as u64 != len {
@@ -143,7 +143,7 @@ impl HttpBody for FileBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::testing::{body, fixture, get, header};
+    use crate::testing::{body, fixture, get, header};
     use axum::http::StatusCode;
     use std::fs;
 

@@ -1,0 +1,147 @@
+//! The origin's shared state and its one error type.
+//!
+//! Handlers take the part of the state they use (`State<Files>`, `State<WebRoot>`,
+//! `State<Metrics>`) through [`FromRef`], so a handler module never needs this one back.
+
+use std::io;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::http::header::ALLOW;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tracing::{debug, error, warn};
+
+use crate::config::ServeConfig;
+use crate::file::{FileError, Files};
+use crate::library::{Library, PathError, ResolveError};
+use crate::metrics::Metrics;
+use crate::web::WebRoot;
+
+/// Shared by every request. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The library and how its files are answered (cache, validators, Cache-Control).
+    files: Files,
+    /// Shared with the connection layer, which reports its counts here too.
+    metrics: Arc<Metrics>,
+    /// Where the watch page and dash.js are read from, located once at start-up.
+    web: WebRoot,
+}
+
+impl AppState {
+    /// Opens the library named by `config`; fails if it is not a directory.
+    pub fn new(config: &ServeConfig) -> io::Result<AppState> {
+        let library = Library::open(&config.library)?;
+        Ok(AppState {
+            files: Files::new(
+                library,
+                config.mpd_max_age_secs,
+                config.segment_max_age_secs,
+            ),
+            metrics: Arc::new(Metrics::new()),
+            web: WebRoot::discover(config.web_root.as_deref()),
+        })
+    }
+
+    pub(crate) fn library(&self) -> &Library {
+        self.files.library()
+    }
+
+    pub(crate) fn web(&self) -> &WebRoot {
+        &self.web
+    }
+}
+
+impl FromRef<AppState> for Files {
+    fn from_ref(state: &AppState) -> Files {
+        state.files.clone()
+    }
+}
+
+impl FromRef<AppState> for WebRoot {
+    fn from_ref(state: &AppState) -> WebRoot {
+        state.web.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Arc<Metrics> {
+        Arc::clone(&state.metrics)
+    }
+}
+
+/// Every failure a handler can return. Clients get a short plain-text reason; the
+/// details (paths on disk, OS errors) go to the log only.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AppError {
+    #[error("refused request path {path:?}")]
+    BadPath {
+        path: String,
+        #[source]
+        reason: PathError,
+    },
+    #[error("no such resource {path:?}")]
+    NotFound { path: String },
+    #[error("refused request path {path:?}")]
+    Escapes {
+        path: String,
+        #[source]
+        reason: ResolveError,
+    },
+    #[error("method {method} not allowed on {path:?}")]
+    MethodNotAllowed { method: Method, path: String },
+    #[error("serving {path:?}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl AppError {
+    /// What a failed file request (`path`) tells the client.
+    pub(crate) fn from_file(path: &str, e: FileError) -> AppError {
+        let path = path.to_owned();
+        match e {
+            FileError::Resolve(ResolveError::NotFound) => AppError::NotFound { path },
+            FileError::Resolve(reason @ ResolveError::Escapes { .. }) => {
+                AppError::Escapes { path, reason }
+            }
+            FileError::Resolve(ResolveError::Io { source, .. }) | FileError::Io(source) => {
+                AppError::Io { path, source }
+            }
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            AppError::BadPath { .. } => (StatusCode::BAD_REQUEST, "bad request\n"),
+            // A symlink out of the library looks like any missing file to the client.
+            AppError::NotFound { .. } | AppError::Escapes { .. } => {
+                (StatusCode::NOT_FOUND, "not found\n")
+            }
+            AppError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            AppError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
+        };
+        let chain = dashcdn_config::chain(&self);
+        match &self {
+            AppError::BadPath { .. } | AppError::Escapes { .. } => warn!(error = %chain),
+            AppError::NotFound { .. } | AppError::MethodNotAllowed { .. } => {
+                debug!(error = %chain)
+            }
+            AppError::Io { .. } => error!(error = %chain),
+        }
+        let mut response = (status, message).into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        }
+        response
+    }
+}

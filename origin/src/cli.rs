@@ -1,0 +1,214 @@
+//! `dashcdn origin …`: the command-line front door of the origin (package, segment, serve).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::config::ServeConfig;
+use crate::ladder::Ladder;
+use crate::package::{package, package_encoded, PackageOptions, Packaged, SubtitleFile};
+
+/// The subcommands of `dashcdn origin`.
+#[derive(Subcommand, Debug)]
+pub enum OriginCommand {
+    /// Transcode INPUT to a bitrate ladder and package it as DASH into the library.
+    Package(PackageArgs),
+    /// Package MP4s that are already encoded (keyframes aligned on segment boundaries)
+    /// without transcoding: each file's video is a representation named after the file.
+    Segment(SegmentArgs),
+    /// Serve the library over HTTP.
+    Serve(ServeArgs),
+}
+
+/// `dashcdn origin package`.
+#[derive(Args, Debug)]
+pub struct PackageArgs {
+    /// Any video file ffmpeg can read.
+    input: PathBuf,
+    /// Asset name: the folder in the library and the `/vod/{asset}/` path.
+    #[arg(long)]
+    asset: String,
+    /// The media library folder.
+    #[arg(long, default_value = "library")]
+    library: PathBuf,
+    /// Renditions, e.g. `1080p:5000k,720p:3000k,360p:800k` or `640x360:700k`; rungs taller
+    /// than the source are dropped. Default: 1080p/720p/480p/360p/240p.
+    #[arg(long)]
+    ladder: Option<Ladder>,
+    /// Target segment duration in seconds; keyframes are forced on its multiples.
+    #[arg(long, default_value_t = 4.0)]
+    segment_duration: f64,
+    /// x264 preset (ultrafast … veryslow).
+    #[arg(long, default_value = "veryfast")]
+    preset: String,
+    /// A subtitle file (SRT, ASS, WebVTT) to add as a text track, with its ISO 639 language,
+    /// e.g. `--subtitles fr.srt:fra`. Repeatable.
+    #[arg(long = "subtitles", value_name = "FILE[:LANG]")]
+    subtitles: Vec<SubtitleFile>,
+    /// Replace an existing asset of the same name.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `dashcdn origin segment`.
+#[derive(Args, Debug)]
+pub struct SegmentArgs {
+    /// Encoded MP4 files (H.264/AAC...), one per rendition, plus one with audio.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[arg(long)]
+    asset: String,
+    #[arg(long, default_value = "library")]
+    library: PathBuf,
+    #[arg(long, default_value_t = 4.0)]
+    segment_duration: f64,
+    #[arg(long)]
+    force: bool,
+}
+
+/// `dashcdn origin serve`: flags override the TOML config file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML config file (see origin/example.toml); flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The media library folder.
+    #[arg(long)]
+    pub library: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The watch page's folder (player/web with node_modules/dashjs); default: found under
+    /// the working directory or the binary's checkout.
+    #[arg(long)]
+    pub web_root: Option<PathBuf>,
+    /// Most connections served at once; beyond it a connection gets 503 and is closed.
+    /// Default: derived from the open-file limit (see docs/origin-serving.md).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Most connections from one client address.
+    #[arg(long)]
+    pub max_connections_per_client: Option<usize>,
+    /// Milliseconds a client has to send a whole request head.
+    #[arg(long, value_name = "MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds an idle keep-alive connection is kept.
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Milliseconds a response may go without the client accepting a byte before the
+    /// connection is dropped (slow readers).
+    #[arg(long, value_name = "MS")]
+    pub send_timeout_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The config file (or defaults) with the flags applied.
+    pub fn into_config(self) -> Result<ServeConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => ServeConfig::load(p)?,
+            None => ServeConfig::default(),
+        };
+        if let Some(l) = self.library {
+            cfg.library = l;
+        }
+        if let Some(a) = self.listen {
+            cfg.listen = a;
+        }
+        if let Some(w) = self.web_root {
+            cfg.web_root = Some(w);
+        }
+        let limits = &mut cfg.limits;
+        if let Some(n) = self.max_connections {
+            anyhow::ensure!(n > 0, "--max-connections must be at least 1");
+            limits.max_connections = Some(n);
+        }
+        if let Some(n) = self.max_connections_per_client {
+            anyhow::ensure!(n > 0, "--max-connections-per-client must be at least 1");
+            limits.max_connections_per_client = n;
+        }
+        for (flag, value, slot) in [
+            (
+                "--header-timeout-ms",
+                self.header_timeout_ms,
+                &mut limits.header_timeout,
+            ),
+            (
+                "--idle-timeout-ms",
+                self.idle_timeout_ms,
+                &mut limits.idle_timeout,
+            ),
+            (
+                "--send-timeout-ms",
+                self.send_timeout_ms,
+                &mut limits.send_timeout,
+            ),
+        ] {
+            if let Some(ms) = value {
+                anyhow::ensure!(ms > 0, "{flag} must be at least 1");
+                *slot = Duration::from_millis(ms);
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs one `dashcdn origin` subcommand; `quiet` turns packaging progress off.
+pub fn run(command: OriginCommand, quiet: bool) -> Result<()> {
+    match command {
+        OriginCommand::Package(a) => {
+            let mut opts = PackageOptions::new(a.asset, a.library);
+            if let Some(l) = a.ladder {
+                opts.ladder = l;
+            }
+            opts.segment_duration = a.segment_duration;
+            opts.force = a.force;
+            opts.encode.preset = a.preset;
+            opts.subtitles = a.subtitles;
+            opts.encode.progress = !quiet;
+            report(&package(&a.input, &opts)?);
+            Ok(())
+        }
+        OriginCommand::Segment(a) => {
+            let mut opts = PackageOptions::new(a.asset, a.library);
+            opts.segment_duration = a.segment_duration;
+            opts.force = a.force;
+            report(&package_encoded(&a.inputs, &opts)?);
+            Ok(())
+        }
+        OriginCommand::Serve(a) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(serve(a)),
+    }
+}
+
+/// `dashcdn origin serve`: binds the configured address and serves until Ctrl-C/SIGTERM.
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let cfg = args.into_config()?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    crate::server::run(listener, cfg, dashcdn_config::shutdown_signal())
+        .await
+        .context("origin server failed")
+}
+
+fn report(done: &Packaged) {
+    let reps: Vec<&str> = done
+        .summary
+        .representations
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    println!(
+        "packaged {} ({:.1} s; {}) into {}",
+        done.summary.name,
+        done.summary.duration_secs,
+        reps.join(", "),
+        done.dir.display()
+    );
+}
