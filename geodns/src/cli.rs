@@ -27,6 +27,10 @@ pub struct GeodnsArgs {
     /// Address for the Prometheus `/metrics` endpoint (overrides `metrics`).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// Response rate limiting: UDP responses per second per client network and answer
+    /// (overrides `[rrl] responses_per_second`; 0 turns it off).
+    #[arg(long, value_name = "N")]
+    pub rrl_rps: Option<u32>,
     #[command(subcommand)]
     pub command: Option<GeodnsCommand>,
 }
@@ -53,6 +57,9 @@ fn load(args: &GeodnsArgs) -> Result<GeodnsConfig> {
     }
     if let Some(m) = args.metrics {
         config.metrics = Some(m);
+    }
+    if let Some(n) = args.rrl_rps {
+        config.rrl.responses_per_second = n;
     }
     Ok(config)
 }

@@ -56,6 +56,22 @@ pub struct GeodnsConfig {
     /// Operator-pinned networks, checked before the database (longest prefix wins).
     pub coverage: Vec<CoverageConfig>,
     pub zones: Vec<ZoneConfig>,
+    /// Response rate limiting of UDP answers.
+    pub rrl: RrlConfig,
+}
+
+/// Response rate limiting (`[rrl]`), in the manner of BIND and Knot: UDP responses per
+/// second per client network (/24 IPv4, /56 IPv6) and answer. Off by default, as in both:
+/// an operator turns it on once the big resolvers' networks are in `exempt`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RrlConfig {
+    /// Responses per second per (network, answer); 0 turns rate limiting off.
+    pub responses_per_second: u32,
+    /// Every `slip`-th withheld response is sent truncated (TC=1, no records), so a real
+    /// client behind a spoofed flood retries over TCP; 0 never slips, 1 always does.
+    pub slip: u32,
+    /// Networks never limited (resolvers of partners, monitoring).
+    pub exempt: Vec<IpNet>,
 }
 
 /// Health probing of each PoP's edge.
@@ -183,6 +199,17 @@ struct RawConfig {
     coverage: Vec<RawCoverage>,
     #[serde(default, rename = "zone")]
     zones: Vec<RawZone>,
+    #[serde(default)]
+    rrl: RawRrl,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    responses_per_second: Option<u32>,
+    slip: Option<u32>,
+    #[serde(default)]
+    exempt: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,6 +433,22 @@ impl RawConfig {
             zones.push(zone);
         }
 
+        let mut exempt = Vec::new();
+        for (i, c) in self.rrl.exempt.iter().enumerate() {
+            let net: IpNet = c.parse().map_err(|_| {
+                invalid(
+                    format!("rrl.exempt[{i}]"),
+                    format!("{c:?} is not a CIDR such as 192.0.2.0/24"),
+                )
+            })?;
+            exempt.push(net.trunc());
+        }
+        let rrl = RrlConfig {
+            responses_per_second: self.rrl.responses_per_second.unwrap_or(0),
+            slip: self.rrl.slip.unwrap_or(2),
+            exempt,
+        };
+
         let config = GeodnsConfig {
             listen,
             metrics,
@@ -421,6 +464,7 @@ impl RawConfig {
             pops,
             coverage,
             zones,
+            rrl,
         };
         Ok(config)
     }

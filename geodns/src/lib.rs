@@ -30,6 +30,7 @@ mod explain;
 mod geo;
 mod health;
 mod metrics;
+mod rrl;
 mod server;
 mod state;
 mod tcp;

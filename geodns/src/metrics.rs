@@ -85,6 +85,11 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
 /// All metric families and the registry exposing them.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -92,6 +97,8 @@ pub(crate) struct Metrics {
     by_pop: Family<PopLabels, Counter>,
     pop_up: Family<PopLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
+    /// Rate-limited UDP responses: `[dropped, slipped]`.
+    pub(crate) rrl: [Counter; 2],
     ecs: [Counter; 2],
     duration: Histogram,
     /// `queries[qtype][rcode]` handles, filled on first use.
@@ -153,12 +160,26 @@ impl Metrics {
             .get_or_create(&EcsLabels { ecs: "present" })
             .clone();
         let ecs = [absent, present];
+        let rrl_family = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "rrl_responses",
+            "UDP responses withheld by response rate limiting: dropped, or slipped (sent truncated)",
+            rrl_family.clone(),
+        );
+        let dropped = rrl_family
+            .get_or_create(&ActionLabels { action: "dropped" })
+            .clone();
+        let slipped = rrl_family
+            .get_or_create(&ActionLabels { action: "slipped" })
+            .clone();
+        let rrl = [dropped, slipped];
         Metrics {
             registry,
             queries,
             by_pop,
             pop_up,
             reloads,
+            rrl,
             ecs,
             duration,
             hot: Default::default(),

@@ -14,6 +14,7 @@ use crate::error::GeodnsError;
 use crate::geo::Locator;
 use crate::health::HealthTable;
 use crate::metrics::Metrics;
+use crate::rrl::Rrl;
 use crate::zone::{PopChoice, Zones};
 
 /// Everything one config generation answers from.
@@ -22,6 +23,8 @@ pub(crate) struct Snapshot {
     pub(crate) zones: Zones,
     pub(crate) locator: Locator,
     pub(crate) health: Arc<HealthTable>,
+    /// Response rate limiting, when configured (its buckets start empty on reload).
+    pub(crate) rrl: Option<Rrl>,
     /// `answers_by_pop_total` handles, indexed like `config.pops`, plus the all-PoPs one.
     pop_counters: Vec<Counter>,
     all_counter: Counter,
@@ -47,6 +50,7 @@ impl Snapshot {
             .map(|p| metrics.pop_counter(&p.name))
             .collect();
         Ok(Snapshot {
+            rrl: Rrl::new(&config.rrl),
             zones,
             locator,
             health,

@@ -18,6 +18,7 @@ use hickory_proto::rr::RecordType;
 use tracing::debug;
 
 use crate::answer::{answer, Reply, Transport};
+use crate::rrl::{truncate, Verdict};
 use crate::state::State;
 use crate::zone::PopChoice;
 
@@ -86,7 +87,7 @@ fn udp_loop(state: &State, sock: std::net::UdpSocket, stop: &AtomicBool) {
             }
         };
         out.clear();
-        if answer_cached(state, &buf[..len], src, &mut out, &mut cache) {
+        if respond(state, &buf[..len], src, &mut out, &mut cache) {
             if let Err(e) = sock.send_to(&out, src) {
                 debug!(%src, error = %e, "udp send failed");
             }
@@ -149,7 +150,7 @@ fn udp_loop_batched(state: &State, sock: std::net::UdpSocket, stop: &AtomicBool)
             let len = (*len).min(UDP_RECV_BUFFER);
             let out = &mut outs[i];
             out.clear();
-            if answer_cached(state, &bufs[i][..len], src, out, &mut cache) {
+            if respond(state, &bufs[i][..len], src, out, &mut cache) {
                 replies.push((i, Some(*addr)));
             }
         }
@@ -170,6 +171,36 @@ fn udp_loop_batched(state: &State, sock: std::net::UdpSocket, stop: &AtomicBool)
             MsgFlags::empty(),
         ) {
             debug!(error = %e, len = addrs.len(), "udp send failed");
+        }
+    }
+}
+
+/// Answers one datagram (through the cache), then lets rate limiting decide whether the
+/// answer goes out whole, truncated or not at all. `false`: send nothing.
+fn respond(
+    state: &State,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+    cache: &mut AnswerCache,
+) -> bool {
+    if !answer_cached(state, packet, src, out, cache) {
+        return false;
+    }
+    let snap = state.current.load();
+    let Some(rrl) = &snap.rrl else {
+        return true;
+    };
+    match rrl.check(src.ip(), out, Instant::now()) {
+        Verdict::Send => true,
+        Verdict::Slip => {
+            state.metrics.rrl[1].inc();
+            truncate(out);
+            true
+        }
+        Verdict::Drop => {
+            state.metrics.rrl[0].inc();
+            false
         }
     }
 }

@@ -42,6 +42,15 @@ pub(crate) fn question_points_back(p: &[u8]) -> bool {
     matches!(skip_name(p, 12), Some((_, true)))
 }
 
+/// Where the first question ends (header + name + type + class), if it is there.
+pub(crate) fn question_end(p: &[u8]) -> Option<usize> {
+    if u16_at(p, 4)? == 0 {
+        return None;
+    }
+    let end = skip_name(p, 12)?.0 + 4;
+    (end <= p.len()).then_some(end)
+}
+
 /// What the OPT record of a query says, read from its bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RawOpt {
