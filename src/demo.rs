@@ -95,15 +95,74 @@ impl DemoOptions {
     }
 }
 
-/// Generates (or takes) the clip and packages it into `{dir}/library/demo` unless an earlier
-/// run did. Returns the library folder.
-pub async fn prepare_library(opts: &DemoOptions) -> Result<PathBuf> {
+/// The demo's ladder, part of what makes the asset what it is.
+const DEMO_LADDER: &str = "720p:3000k,480p:1400k,360p:800k,240p:400k";
+/// `{dir}/demo-source.txt`: one line saying what the packaged asset was made from.
+const RECORD_FILE: &str = "demo-source.txt";
+
+/// What `prepare_library` did, so the demo never claims work it did not do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// The library already held the asset made from this source.
+    Reused { source: String },
+    /// Packaged now, from this source.
+    Packaged { source: String },
+}
+
+/// How the asset is to be made: the source (a generated clip's length, or an input file's
+/// path, size and modification time) and the ladder. A different line means repackaging.
+fn source_record(opts: &DemoOptions) -> Result<String> {
+    Ok(match &opts.input {
+        Some(input) => {
+            let meta = std::fs::metadata(input)
+                .with_context(|| format!("cannot read the demo input {}", input.display()))?;
+            let path = std::fs::canonicalize(input).unwrap_or_else(|_| input.clone());
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            format!(
+                "{} ({} bytes, modified {mtime}), ladder {DEMO_LADDER}",
+                path.display(),
+                meta.len()
+            )
+        }
+        None => format!(
+            "generated testsrc2 1280x720, {} s, ladder {DEMO_LADDER}",
+            opts.seconds
+        ),
+    })
+}
+
+/// Generates (or takes) the clip and packages it into `{dir}/library/demo`, unless the
+/// library already holds the asset made from the same source (`{dir}/demo-source.txt`
+/// says from what). Returns the library folder and what was done.
+pub async fn prepare_library(opts: &DemoOptions) -> Result<(PathBuf, Prepared)> {
     let library = opts.dir.join("library");
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("cannot create the demo folder {}", opts.dir.display()))?;
-    if library.join(ASSET).join("manifest.mpd").exists() && opts.input.is_none() {
-        info!(library = %library.display(), "reusing the packaged demo asset");
-        return Ok(library);
+    let wanted = source_record(opts)?;
+    let record = opts.dir.join(RECORD_FILE);
+    let had = std::fs::read_to_string(&record).ok();
+    let packaged = library.join(ASSET).join("manifest.mpd").exists();
+    if packaged && had.as_deref().map(str::trim) == Some(wanted.as_str()) {
+        info!(library = %library.display(), source = %wanted, "reusing the packaged demo asset");
+        return Ok((library, Prepared::Reused { source: wanted }));
+    }
+    // An asset put there by hand (or by an older demo) has no record: serve it as it is,
+    // unless an input was named.
+    if packaged && had.is_none() && opts.input.is_none() {
+        let source = "an asset with no record of its source".to_string();
+        info!(library = %library.display(), "reusing the demo asset found in the library (no {RECORD_FILE}); remove it to repackage");
+        return Ok((library, Prepared::Reused { source }));
+    }
+    if packaged {
+        info!(
+            was = had.as_deref().map_or("unknown (no record)", str::trim),
+            now = %wanted,
+            "the packaged demo asset was made from another source; repackaging"
+        );
     }
     let source = match &opts.input {
         Some(input) => input.clone(),
@@ -121,13 +180,18 @@ pub async fn prepare_library(opts: &DemoOptions) -> Result<PathBuf> {
             source
         }
     };
-    let mut p = dashcdn_origin::package::PackageOptions::new(ASSET, &library);
+    let mut p = dashcdn_origin::PackageOptions::new(ASSET, &library);
     p.force = true;
-    p.ladder = "720p:3000k,480p:1400k,360p:800k,240p:400k".parse()?;
-    tokio::task::spawn_blocking(move || dashcdn_origin::package::package(&source, &p))
+    p.ladder = DEMO_LADDER.parse()?;
+    // The record goes first: a run killed after publishing would otherwise leave a new
+    // asset under an old record. A stale record with no asset is harmless (no manifest).
+    let _ = std::fs::remove_file(&record);
+    tokio::task::spawn_blocking(move || dashcdn_origin::package(&source, &p))
         .await
         .context("the packaging task panicked")??;
-    Ok(library)
+    std::fs::write(&record, format!("{wanted}\n"))
+        .with_context(|| format!("cannot write {}", record.display()))?;
+    Ok((library, Prepared::Packaged { source: wanted }))
 }
 
 /// The geodns config of the demo: the example's zones and coverage, PoPs at our edges.
@@ -204,9 +268,18 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<()> {
-    let library = prepare_library(&opts).await?;
+    let (library, prepared) = prepare_library(&opts).await?;
     if !opts.serve {
-        println!("packaged {}", library.join(ASSET).display());
+        let dir = library.join(ASSET);
+        match prepared {
+            Prepared::Packaged { source } => {
+                println!("packaged {} from {source}", dir.display())
+            }
+            Prepared::Reused { source } => println!(
+                "already packaged {} from {source}; nothing to do",
+                dir.display()
+            ),
+        }
         return Ok(());
     }
     let maxmind = match &opts.maxmind {
@@ -232,14 +305,14 @@ pub async fn run(
     };
     let mut tasks = tokio::task::JoinSet::new();
 
-    let origin_cfg = dashcdn_origin::config::ServeConfig {
+    let origin_cfg = dashcdn_origin::ServeConfig {
         library: library.clone(),
         listen: opts.origin,
         ..Default::default()
     };
     let s = until_stopped();
     tasks.spawn(async move {
-        dashcdn_origin::server::run(sockets.origin, origin_cfg, s)
+        dashcdn_origin::run(sockets.origin, origin_cfg, s)
             .await
             .context("the origin failed")
     });

@@ -1,5 +1,5 @@
 // dashcdn watch page: dash.js 5 with live stats, a bitrate/buffer chart, ABR rule and
-// quality selection, and plain-language errors.
+// quality selection, audio-language and subtitle menus, and plain-language errors.
 //
 // State for tests and curious people lives on `window.dashcdn` (status, error, events,
 // samples, fragments, failures) and the dash.js player is `window.dashcdnPlayer`.
@@ -27,6 +27,9 @@
     fragments: [],
     qualityRendered: [],
     samples: [],
+    // The menus' view: {audio: [{index, lang, label, channels, roles}], text: [...],
+    // audioCurrent, textCurrent (-1: off)}.
+    tracks: { audio: [], text: [], audioCurrent: null, textCurrent: -1 },
     startedAt: performance.now(),
   };
   window.dashcdn = state;
@@ -237,6 +240,13 @@
       video.play().catch(() => {});
     });
     player.on(ev.PLAYBACK_ENDED, () => { log('info', 'playback ended'); setStatus('ended'); });
+    player.on(ev.TRACK_CHANGE_RENDERED, (e) => {
+      if (e.mediaType !== 'audio' && e.mediaType !== 'text') return;
+      const t = e.newMediaInfo;
+      if (t) log('info', `${e.mediaType} track: ${trackName(t)}`);
+      renderTrackMenus();
+    });
+    player.on(ev.TEXT_TRACKS_ADDED, renderTrackMenus);
 
     player.initialize(video, null, true);
     return player;
@@ -254,6 +264,63 @@
     const audio = player.getCurrentTrackFor('audio');
     log('info', `stream ready: ${reps.length} video representation(s)${audio ? ', audio ' + (audio.codec || '') : ', no audio'}`);
     renderLadder();
+    renderTrackMenus();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Audio languages and subtitles. Each audio AdaptationSet is a track (dash.js
+  // getTracksFor / setCurrentTrack); text tracks are switched by index (setTextTrack),
+  // -1 being off.
+
+  function labelOf(t) {
+    const l = (t.labels || [])[0];
+    return (l && (l.text || (typeof l === 'string' ? l : ''))) || '';
+  }
+
+  function trackName(t) {
+    const lang = t.lang || 'und';
+    const label = labelOf(t);
+    const roles = (t.roles || []).map((r) => (r && r.value) || r)
+      .filter((r) => typeof r === 'string' && !['main', 'alternate', 'subtitle'].includes(r));
+    const parts = [label || lang];
+    if (label && lang !== 'und' && !label.includes(lang)) parts.push(`(${lang})`);
+    if (roles.length) parts.push(`· ${roles.join(', ')}`);
+    return parts.join(' ');
+  }
+
+  function describeTrack(t, i) {
+    const ch = (t.audioChannelConfiguration || []).map((c) => (c && c.value) || c);
+    return {
+      index: i, lang: t.lang || 'und', label: labelOf(t), name: trackName(t),
+      roles: (t.roles || []).map((r) => (r && r.value) || r), channels: ch,
+    };
+  }
+
+  function renderTrackMenus() {
+    if (!player) return;
+    let audio = [];
+    let text = [];
+    try { audio = player.getTracksFor('audio') || []; } catch (_) { /* not ready */ }
+    try { text = player.getTracksFor('text') || []; } catch (_) { /* not ready */ }
+    const cur = player.getCurrentTrackFor('audio');
+    const audioCurrent = cur ? audio.findIndex((t) => t === cur || (t.id === cur.id && t.index === cur.index)) : -1;
+    let textCurrent = -1;
+    try { textCurrent = player.getCurrentTextTrackIndex(); } catch (_) { /* no text */ }
+    if (!(textCurrent >= 0 && textCurrent < text.length)) textCurrent = -1;
+    state.tracks = {
+      audio: audio.map(describeTrack),
+      text: text.map(describeTrack),
+      audioCurrent: audioCurrent >= 0 ? audioCurrent : null,
+      textCurrent,
+    };
+    const a = $('audio-track');
+    a.replaceChildren(...(audio.length ? audio.map((t, i) => new Option(trackName(t), String(i))) : [new Option('—', '')]));
+    a.value = audioCurrent >= 0 ? String(audioCurrent) : (audio.length ? '0' : '');
+    a.disabled = audio.length < 2;
+    const s = $('text-track');
+    s.replaceChildren(new Option('Off', '-1'), ...text.map((t, i) => new Option(trackName(t), String(i))));
+    s.value = String(textCurrent);
+    s.disabled = text.length === 0;
   }
 
   let loadToken = 0;
@@ -574,6 +641,29 @@
       player.setRepresentationForTypeById('video', id, true);
       log('info', `quality: fixed at ${id}`);
     }
+  });
+
+  $('audio-track').addEventListener('change', (e) => {
+    if (!player || e.target.value === '') return;
+    const track = (player.getTracksFor('audio') || [])[Number(e.target.value)];
+    if (!track) return;
+    log('info', `audio: switching to ${trackName(track)}`);
+    player.setCurrentTrack(track);
+  });
+
+  $('text-track').addEventListener('change', (e) => {
+    if (!player) return;
+    const i = Number(e.target.value);
+    if (i < 0) {
+      player.enableText(false);
+      log('info', 'subtitles: off');
+    } else {
+      player.enableText(true);
+      player.setTextTrack(i);
+      const t = (player.getTracksFor('text') || [])[i];
+      log('info', `subtitles: ${t ? trackName(t) : i}`);
+    }
+    renderTrackMenus();
   });
 
   video.addEventListener('playing', () => state.status !== 'error' && setStatus('playing'));

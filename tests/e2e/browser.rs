@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use dashcdn_origin::package::{package, PackageOptions};
+use dashcdn_origin::{package, PackageOptions};
 use dashcdn_testkit::Clip;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -32,7 +32,7 @@ fn repo() -> &'static Path {
 }
 
 /// Where screenshots and report.json go: `target/artifacts/browser`.
-fn artifact_dir() -> PathBuf {
+pub(crate) fn artifact_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .expect("target/tmp has a parent")
@@ -40,7 +40,7 @@ fn artifact_dir() -> PathBuf {
 }
 
 /// Fails, naming the fix, unless node, Chromium and the npm packages are all there.
-fn require_browser_tools() {
+pub(crate) fn require_browser_tools() {
     const SETUP: &str = "run scripts/setup.sh (CI does): it installs chromium and nodejs \
                          from Debian and runs `npm ci` in player/web";
     let node = std::process::Command::new("node").arg("--version").output();

@@ -10,4 +10,5 @@ mod geodns;
 mod interrupt;
 mod package;
 mod serve;
+mod tracks;
 mod util;

@@ -281,11 +281,11 @@ fn any_video_in_small_odd_mkv_with_language() {
         .write(&src)
         .unwrap();
     let library = dir.path().join("library");
-    let mut opts = dashcdn_origin::package::PackageOptions::new("odd", &library);
+    let mut opts = dashcdn_origin::PackageOptions::new("odd", &library);
     opts.encode.progress = false;
     opts.encode.preset = "ultrafast".into();
     opts.segment_duration = 2.0;
-    let done = dashcdn_origin::package::package(&src, &opts).unwrap();
+    let done = dashcdn_origin::package(&src, &opts).unwrap();
     let ids: Vec<_> = done
         .summary
         .representations
@@ -303,4 +303,205 @@ fn any_video_in_small_odd_mkv_with_language() {
     // 5 s at 2 s segments: 2, 2, 1.
     let n = std::fs::read_dir(library.join("odd/170p")).unwrap().count();
     assert_eq!(n, 4, "init + 3 segments");
+}
+
+/// A 1 s 160x90 MKV with a font attachment, which is not packaged and must be named.
+fn tiny_mkv_with_attachment(dir: &Path) -> std::path::PathBuf {
+    let font = dir.join("font.ttf");
+    std::fs::write(&font, b"not really a font").unwrap();
+    let src = dir.join("tiny.mkv");
+    dashcdn_testkit::Clip::new(1.0)
+        .size(160, 90)
+        .arg("-attach")
+        .arg(font.to_str().unwrap())
+        .arg("-metadata:s:t")
+        .arg("mimetype=application/x-truetype-font")
+        .write(&src)
+        .unwrap();
+    src
+}
+
+fn package_cmd(src: &Path, library: &Path, extra: &[&str]) -> std::process::Output {
+    run(dashcdn()
+        .args(["origin", "package"])
+        .arg(src)
+        .args(["--asset", "x", "--library"])
+        .arg(library)
+        .args(extra))
+}
+
+#[test]
+fn options_are_checked_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tiny_mkv_with_attachment(dir.path());
+    let library = dir.path().join("library");
+    for (args, names) in [
+        (&["--preset", "turbo"][..], "`turbo`"),
+        (&["--segment-duration", "0.1"][..], "0.1"),
+        (&["--ladder", "720p:fast"][..], "`720p:fast`"),
+    ] {
+        let o = package_cmd(&src, &library, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}");
+        // clap adds its "For more information, try '--help'." hint under a bad flag value.
+        let lines = err
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("For more information"))
+            .count();
+        assert_eq!(lines, 1, "{args:?}: one line: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+        assert!(!library.join("x").exists(), "{args:?}: nothing written");
+    }
+}
+
+#[test]
+fn rungs_above_the_source_and_unpackaged_streams_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tiny_mkv_with_attachment(dir.path());
+    let library = dir.path().join("library");
+    let o = package_cmd(
+        &src,
+        &library,
+        &[
+            "-q",
+            "--ladder",
+            "4320p:9000k",
+            "--preset",
+            "ultrafast",
+            "--segment-duration",
+            "1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("4320p:9000k") && err.contains("160x90"),
+        "the dropped rung is named: {err}"
+    );
+    assert!(
+        err.contains("stream #2 (attachment"),
+        "the attachment is named: {err}"
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("90p"), "one rung at the source's size: {out}");
+}
+
+fn ffmpeg_pids_under(path: &Path) -> Vec<u32> {
+    let needle = path.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.starts_with("ffmpeg ") && cmd.contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Alive and not a zombie waiting for a reaper.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[ignore = "slow: transcodes a 20 s clip and kills the packager"]
+#[test]
+fn a_killed_packager_takes_its_ffmpeg_along_and_the_next_run_cleans_up() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("long.mp4");
+    dashcdn_testkit::Clip::new(20.0).write(&src).unwrap();
+    let library = dir.path().join("library");
+    let mut child = dashcdn()
+        .args(["-q", "origin", "package"])
+        .arg(&src)
+        .args(["--asset", "long", "--preset", "slow", "--library"])
+        .arg(&library)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pids = loop {
+        let p = ffmpeg_pids_under(&library);
+        if !p.is_empty() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "ffmpeg never started");
+        assert!(child.try_wait().unwrap().is_none(), "packaging ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SIGKILL: no handler, no Drop; only the kernel's parent-death signal is left.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "ffmpeg {pids:?} outlived the packager"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let staging = |lib: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(lib)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains(".tmp-package-"))
+            .collect()
+    };
+    assert_eq!(staging(&library).len(), 1, "the dead run's staging folder");
+
+    let short = tiny_mkv_with_attachment(dir.path());
+    let o = run(dashcdn()
+        .args(["-q", "origin", "package"])
+        .arg(&short)
+        .args(["--asset", "short", "--preset", "ultrafast", "--library"])
+        .arg(&library));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(staging(&library).is_empty(), "{:?}", staging(&library));
+}
+
+#[ignore = "slow: packages the demo clip twice"]
+#[test]
+fn the_demo_repackages_when_its_source_differs_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = |seconds: &str| -> String {
+        let o = run(dashcdn()
+            .args(["-q", "demo", "--no-serve", "--seconds", seconds, "--dir"])
+            .arg(dir.path()));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let duration = || {
+        let xml = std::fs::read_to_string(dir.path().join("library/demo/manifest.mpd")).unwrap();
+        let m = dash_mpd_core::parse(&xml).unwrap();
+        m.mediaPresentationDuration.unwrap().as_secs_f64()
+    };
+    let out = demo("2");
+    assert!(
+        out.starts_with("packaged ") && out.contains(" 2 s"),
+        "{out}"
+    );
+    assert!((duration() - 2.0).abs() < 0.1);
+    let out = demo("2");
+    assert!(
+        out.starts_with("already packaged ") && out.contains("nothing to do"),
+        "{out}"
+    );
+    let out = demo("3");
+    assert!(
+        out.starts_with("packaged ") && out.contains(" 3 s"),
+        "{out}"
+    );
+    assert!((duration() - 3.0).abs() < 0.1, "{}", duration());
 }
