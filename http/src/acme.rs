@@ -201,6 +201,12 @@ impl Acme {
         self
     }
 
+    /// Share HTTP-01 answers with other [`Acme`]s behind one plain listener.
+    pub fn with_answers(mut self, answers: Http01Answers) -> Self {
+        self.http01 = answers;
+        self
+    }
+
     /// Answers for the plain-HTTP listener.
     pub fn http01(&self) -> Http01Answers {
         self.http01.clone()

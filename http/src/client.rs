@@ -76,7 +76,8 @@ pub fn https_connector(
     ca: Option<&Path>,
 ) -> Result<HttpsConnector<HttpConnector>, TlsError> {
     http.enforce_http(false);
-    let config = Arc::unwrap_or_clone(client_config(ca)?);
+    let mut config = Arc::unwrap_or_clone(client_config(ca)?);
+    config.alpn_protocols.clear(); // the connector sets them from the versions enabled below
     Ok(HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http()
