@@ -48,6 +48,10 @@ impl AppState {
         self.files.library()
     }
 
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub(crate) fn web(&self) -> &WebRoot {
         &self.web
     }

@@ -89,7 +89,7 @@ pub struct ServeArgs {
     /// Default: derived from the open-file limit (see docs/origin-serving.md).
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// Most connections from one client address.
+    /// Most connections from one client address (default: a quarter of the cap).
     #[arg(long)]
     pub max_connections_per_client: Option<usize>,
     /// Milliseconds a client has to send a whole request head.
@@ -127,7 +127,7 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_connections_per_client {
             anyhow::ensure!(n > 0, "--max-connections-per-client must be at least 1");
-            limits.max_connections_per_client = n;
+            limits.max_connections_per_client = Some(n);
         }
         for (flag, value, slot) in [
             (

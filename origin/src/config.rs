@@ -35,9 +35,6 @@ pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `send_timeout_ms`, as nginx's `send_timeout`: a response that makes no progress
 /// (the client accepts not one byte) for this long is dropped with its connection.
 pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default `max_connections_per_client`: edges pool connections, so one address may
-/// rightly hold many; a quarter of a default-sized cap still leaves room for three more.
-pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 
 /// Validated configuration of the HTTP origin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +66,9 @@ pub struct Limits {
     /// the cap is reached before the process runs out of descriptors.
     pub max_connections: Option<usize>,
     /// Connections one client address may hold at once; beyond it, 503 and close.
-    pub max_connections_per_client: usize,
+    /// `None`: a quarter of `max_connections`. Edges pool connections, so one address
+    /// may rightly hold many, but no single client can take every slot.
+    pub max_connections_per_client: Option<usize>,
     /// Time a new connection (or a kept-alive one, for its next request) has to send a
     /// whole request head.
     pub header_timeout: Duration,
@@ -83,7 +82,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: None,
-            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            max_connections_per_client: None,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
@@ -185,9 +184,7 @@ impl RawServeConfig {
             }
         }
         limits.max_connections = self.max_connections;
-        if let Some(n) = self.max_connections_per_client {
-            limits.max_connections_per_client = n;
-        }
+        limits.max_connections_per_client = self.max_connections_per_client;
         for (field, value, slot) in [
             (
                 "header_timeout_ms",
@@ -281,7 +278,7 @@ mod tests {
         .unwrap();
         let l = config.limits;
         assert_eq!(l.max_connections, Some(100));
-        assert_eq!(l.max_connections_per_client, 7);
+        assert_eq!(l.max_connections_per_client, Some(7));
         assert_eq!(l.header_timeout, Duration::from_millis(1500));
         assert_eq!(l.idle_timeout, Duration::from_secs(2));
         assert_eq!(l.send_timeout, Duration::from_millis(2500));

@@ -1,6 +1,6 @@
 //! Prometheus metrics for the origin's HTTP server.
 //!
-//! One [`Metrics`] per server, shared through [`crate::server::AppState`] and exposed at
+//! One [`Metrics`] per server, shared through [`crate::AppState`] and exposed at
 //! `GET /metrics` in the OpenMetrics text format (which Prometheus scrapes natively).
 //!
 //! Labels are kept to a fixed, small set — the [`Route`] a request hit and its status
@@ -14,6 +14,7 @@ use http::StatusCode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -71,6 +72,30 @@ struct RouteLabels {
     route: Route,
 }
 
+/// What happened to a connection: the `event` label of
+/// `dashcdn_origin_connections_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // the variant names are the label values
+pub(crate) enum ConnEvent {
+    /// Accepted and served.
+    accepted,
+    /// Answered 503 and closed: `max_connections` reached.
+    refused_capacity,
+    /// Answered 503 and closed: the client address holds `max_connections_per_client`.
+    refused_per_client,
+    /// Closed: no whole request head within `header_timeout`.
+    header_timeout,
+    /// Closed: a kept-alive connection idle for `idle_timeout`.
+    idle_timeout,
+    /// Closed: the client accepted no byte of a response for `send_timeout`.
+    send_timeout,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConnLabels {
+    event: ConnEvent,
+}
+
 /// The origin's metric families and the registry that exposes them.
 pub struct Metrics {
     /// Owns the descriptors (names, help text) used when encoding.
@@ -89,6 +114,14 @@ pub struct Metrics {
     /// serving a small file, while reading a filled `OnceLock` is one plain load.
     /// Series still appear only once used, so the exposition has no zero-valued noise.
     hot: [HotRoute; Route::COUNT],
+    /// `dashcdn_origin_connections_open`: connections being served now.
+    connections_open: Gauge,
+    /// `dashcdn_origin_connections_max`: the connection cap in force (configured, or
+    /// derived from the open-file limit).
+    connections_max: Gauge,
+    /// `dashcdn_origin_connections_total{event}`: accepted, refused and timed-out
+    /// connections.
+    connections: Family<ConnLabels, Counter>,
 }
 
 #[derive(Default)]
@@ -132,12 +165,33 @@ impl Metrics {
             "Time to produce the response head, by route",
             duration.clone(),
         );
+        let connections_open = Gauge::default();
+        let connections_max = Gauge::default();
+        let connections = Family::<ConnLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Connections being served now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_max",
+            "The connection cap in force",
+            connections_max.clone(),
+        );
+        registry.register(
+            "connections",
+            "Connections accepted, refused (503) and closed by a timeout",
+            connections.clone(),
+        );
         Metrics {
             registry,
             requests,
             response_bytes,
             duration,
             hot: Default::default(),
+            connections_open,
+            connections_max,
+            connections,
         }
     }
 
@@ -161,6 +215,21 @@ impl Metrics {
         hot.duration
             .get_or_init(|| self.duration.get_or_create(&labels).clone())
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a connection event.
+    pub(crate) fn connection(&self, event: ConnEvent) {
+        self.connections.get_or_create(&ConnLabels { event }).inc();
+    }
+
+    /// The connection cap in force.
+    pub(crate) fn set_connections_max(&self, max: usize) {
+        self.connections_max.set(max as i64);
+    }
+
+    /// Connections open now, as a gauge another part can move.
+    pub(crate) fn connections_open(&self) -> &Gauge {
+        &self.connections_open
     }
 
     /// The OpenMetrics text exposition of every family.

@@ -39,14 +39,13 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use dashcdn_http::conditional::Conditions;
 use dashcdn_http::cors;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::app::{AppError, AppState};
 use crate::config::ServeConfig;
@@ -54,6 +53,8 @@ use crate::file::Files;
 use crate::library::{ListingEntry, MediaPath};
 use crate::metrics::{self, Metrics, Route};
 use crate::web;
+
+mod listen;
 
 /// The whole HTTP surface, without a socket: tests drive it with `oneshot`.
 pub fn router(state: AppState) -> Router {
@@ -74,6 +75,9 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves the origin on `listener` until `shutdown` completes, then lets in-flight
 /// requests finish. The listener is bound by the caller so tests can use port 0.
+///
+/// Raises the soft open-file limit to the hard one first; an unset `max_connections`
+/// is derived from it (see docs/origin-serving.md).
 pub async fn run(
     listener: TcpListener,
     config: ServeConfig,
@@ -81,18 +85,30 @@ pub async fn run(
 ) -> io::Result<()> {
     let state = AppState::new(&config)?;
     let addr = listener.local_addr()?;
-    info!(%addr, library = %state.library().root().display(), "listening on {addr}");
+    let (nofile, derived) = listen::fd_limits();
+    let max_connections = config.limits.max_connections.unwrap_or(derived);
+    let limits = listen::Resolved {
+        max_connections,
+        max_connections_per_client: config
+            .limits
+            .max_connections_per_client
+            .unwrap_or((max_connections / 4).max(1)),
+        header_timeout: config.limits.header_timeout,
+        idle_timeout: config.limits.idle_timeout,
+        send_timeout: config.limits.send_timeout,
+    };
+    info!(
+        %addr,
+        library = %state.library().root().display(),
+        max_connections,
+        per_client = limits.max_connections_per_client,
+        open_files = nofile,
+        "listening on {addr}"
+    );
     state.web().log_startup();
-    // Responses are written as one head+body write; Nagle would only delay the last
-    // partial packet of each response on a keep-alive connection.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let metrics = Arc::clone(state.metrics());
+    listen::serve(listener, router(state), limits, metrics, shutdown).await;
+    Ok(())
 }
 
 /// Wraps every request: answers CORS preflights, adds CORS headers, records metrics.
