@@ -8,9 +8,11 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use dashcdn_http::tls::{CertPair, TlsConfig, TlsServer};
 use tracing::{error, info};
 
 use crate::{GeoDns, GeodnsConfig};
@@ -27,6 +29,18 @@ pub struct GeodnsArgs {
     /// Address for the Prometheus `/metrics` endpoint (overrides `metrics`).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// DNS over TLS address (RFC 7858, usually port 853; overrides `dot_listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub dot_listen: Option<SocketAddr>,
+    /// DNS over HTTPS address (RFC 8484, `/dns-query`; overrides `doh_listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub doh_listen: Option<SocketAddr>,
+    /// PEM certificate chain for DoT and DoH (overrides `tls_cert`; with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (overrides `tls_key`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Response rate limiting: UDP responses per second per client network and answer
     /// (overrides `[rrl] responses_per_second`; 0 turns it off).
     #[arg(long, value_name = "N")]
@@ -61,6 +75,24 @@ fn load(args: &GeodnsArgs) -> Result<GeodnsConfig> {
     if let Some(n) = args.rrl_rps {
         config.rrl.responses_per_second = n;
     }
+    if args.dot_listen.is_some() {
+        config.dot_listen = args.dot_listen;
+    }
+    if args.doh_listen.is_some() {
+        config.doh_listen = args.doh_listen;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(crate::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    if (config.dot_listen.is_some() || config.doh_listen.is_some()) && config.tls.is_none() {
+        anyhow::bail!(
+            "DoT and DoH need a certificate: --tls-cert FILE --tls-key FILE (or tls_cert/tls_key in {})",
+            args.config.display()
+        );
+    }
     Ok(config)
 }
 
@@ -81,6 +113,23 @@ pub async fn run(args: GeodnsArgs) -> Result<()> {
     }
     let listen = config.listen;
     let metrics_addr = config.metrics;
+    let (dot_addr, doh_addr) = (config.dot_listen, config.doh_listen);
+    let tls = match &config.tls {
+        Some(files) if dot_addr.is_some() || doh_addr.is_some() => {
+            let pairs = vec![CertPair {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            }];
+            Some(
+                TlsServer::new(&TlsConfig {
+                    pairs,
+                    strict_sni: false,
+                })
+                .context("cannot load the DoT/DoH certificate")?,
+            )
+        }
+        _ => None,
+    };
     let udp_threads = config.udp_threads;
     // Opening the MaxMind database is file I/O: off the async workers.
     let dns = tokio::task::spawn_blocking(move || GeoDns::new(config))
@@ -110,6 +159,30 @@ pub async fn run(args: GeodnsArgs) -> Result<()> {
         }
         None => None,
     };
+
+    let mut encrypted = Vec::new();
+    if let Some(tls) = &tls {
+        // Certificates reload on SIGHUP and when their files change.
+        let _watch = tls.watch(Duration::from_secs(5), wait_stop(stop_rx.clone()));
+        if let Some(addr) = dot_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind DoT {addr}"))?;
+            let (dns, tls, stop) = (dns.clone(), tls.clone(), wait_stop(stop_rx.clone()));
+            encrypted.push(tokio::spawn(async move {
+                dns.serve_dot(listener, tls, stop).await
+            }));
+        }
+        if let Some(addr) = doh_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind DoH {addr}"))?;
+            let (dns, tls, stop) = (dns.clone(), tls.clone(), wait_stop(stop_rx.clone()));
+            encrypted.push(tokio::spawn(async move {
+                dns.serve_doh(listener, tls, stop).await
+            }));
+        }
+    }
 
     #[cfg(unix)]
     {
@@ -144,9 +217,12 @@ pub async fn run(args: GeodnsArgs) -> Result<()> {
             server.await.context("geodns shutdown")?;
         }
     }
+    let _ = stop_tx.send(true);
     if let Some(t) = metrics_task {
-        let _ = stop_tx.send(true);
         t.await.context("metrics task")?.context("metrics server")?;
+    }
+    for t in encrypted {
+        t.await.context("DoT/DoH task")?.context("DoT/DoH server")?;
     }
     Ok(())
 }

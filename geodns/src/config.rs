@@ -58,6 +58,19 @@ pub struct GeodnsConfig {
     pub zones: Vec<ZoneConfig>,
     /// Response rate limiting of UDP answers.
     pub rrl: RrlConfig,
+    /// DNS over TLS (RFC 7858) address, with `tls`.
+    pub dot_listen: Option<SocketAddr>,
+    /// DNS over HTTPS (RFC 8484) address, with `tls`.
+    pub doh_listen: Option<SocketAddr>,
+    /// Certificate chain and key (PEM files) of DoT and DoH.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain file and its private key file (PEM).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Response rate limiting (`[rrl]`), in the manner of BIND and Knot: UDP responses per
@@ -201,6 +214,10 @@ struct RawConfig {
     zones: Vec<RawZone>,
     #[serde(default)]
     rrl: RawRrl,
+    dot_listen: Option<String>,
+    doh_listen: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -321,13 +338,37 @@ impl RawConfig {
             .as_deref()
             .map(|m| parse_addr("metrics", m))
             .transpose()?;
-        let maxmind = self.maxmind.map(|p| {
+        let relative = |p: PathBuf| {
             if p.is_relative() && !base.as_os_str().is_empty() {
                 base.join(p)
             } else {
                 p
             }
-        });
+        };
+        let maxmind = self.maxmind.map(relative);
+        let dot_listen = self
+            .dot_listen
+            .as_deref()
+            .map(|a| parse_addr("dot_listen", a))
+            .transpose()?;
+        let doh_listen = self
+            .doh_listen
+            .as_deref()
+            .map(|a| parse_addr("doh_listen", a))
+            .transpose()?;
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: relative(cert),
+                key: relative(key),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "tls_cert",
+                    "tls_cert and tls_key go together (PEM chain and its key)",
+                ))
+            }
+        };
 
         let h = self.health;
         let health = HealthConfig {
@@ -465,6 +506,9 @@ impl RawConfig {
             coverage,
             zones,
             rrl,
+            dot_listen,
+            doh_listen,
+            tls,
         };
         Ok(config)
     }

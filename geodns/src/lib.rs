@@ -13,7 +13,8 @@
 //! - `health`: probing each PoP's `/_edge/healthz` (and optionally `/_edge/stats`).
 //! - `state`: the snapshot of one config generation that answers read.
 //! - `answer`: one query → one response (EDNS, ECS, truncation), shared by UDP and TCP.
-//! - `udp`, `tcp`: the transports; `server`: [`GeoDns`], its lifecycle and reload.
+//! - `udp`, `tcp`, `dot`, `doh`: the transports; `server`: [`GeoDns`], its lifecycle
+//!   and reload; `rrl`: response rate limiting of UDP answers; `wire`: raw-byte checks.
 //! - `metrics`: Prometheus families behind `/metrics`; `explain`: [`explain`].
 //! - [`cli`]: `dashcdn geodns` and `dashcdn geodns explain IP`.
 //!
@@ -25,6 +26,8 @@
 mod answer;
 pub mod cli;
 mod config;
+mod doh;
+mod dot;
 mod error;
 mod explain;
 mod geo;
@@ -41,8 +44,8 @@ mod zone;
 use std::future::Future;
 
 pub use config::{
-    CoverageConfig, GeoNameConfig, GeodnsConfig, HealthConfig, PopConfig, RecordConfig, SoaConfig,
-    ZoneConfig,
+    CoverageConfig, GeoNameConfig, GeodnsConfig, HealthConfig, PopConfig, RecordConfig, RrlConfig,
+    SoaConfig, TlsFiles, ZoneConfig,
 };
 pub use error::GeodnsError;
 pub use explain::{explain, Explanation, PopLine};

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use dashcdn_http::tls::{serve_tls, Limits, TlsServer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::info;
 
@@ -26,6 +29,7 @@ use crate::metrics::{Metrics, CONTENT_TYPE};
 use crate::state::{Snapshot, State};
 use crate::tcp;
 use crate::udp;
+use crate::{doh, dot};
 
 struct Shared {
     /// What the UDP threads and the TCP handler answer from.
@@ -228,6 +232,50 @@ impl GeoDns {
         .await
         .ok();
         tcp_result.map_err(|e| GeodnsError::Server(format!("tcp task failed ({e})")))
+    }
+
+    /// Answers DNS over TLS (RFC 7858) on `listener` until `shutdown`.
+    pub async fn serve_dot(
+        &self,
+        listener: TcpListener,
+        tls: Arc<TlsServer>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GeodnsError> {
+        let addr = listener
+            .local_addr()
+            .map_err(GeodnsError::io("dot listener"))?;
+        info!(%addr, "listening on {addr} (dot)");
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        dot::serve(self.shared.state.clone(), listener, &tls, rx).await;
+        Ok(())
+    }
+
+    /// Answers DNS over HTTPS (RFC 8484, `/dns-query`, HTTP/2 and HTTP/1.1) on `listener`
+    /// until `shutdown`.
+    pub async fn serve_doh(
+        &self,
+        listener: TcpListener,
+        tls: Arc<TlsServer>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GeodnsError> {
+        let addr = listener
+            .local_addr()
+            .map_err(GeodnsError::io("doh listener"))?;
+        info!(%addr, "listening on {addr} (doh)");
+        let state = self.shared.state.clone();
+        serve_tls(
+            listener,
+            tls,
+            Limits::default(),
+            move |peer| TowerToHyperService::new(doh::router(state.clone(), peer)),
+            shutdown,
+        )
+        .await
+        .map_err(GeodnsError::io("doh server"))
     }
 }
 
