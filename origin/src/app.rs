@@ -14,7 +14,7 @@ use tracing::{debug, error, warn};
 
 use crate::config::ServeConfig;
 use crate::file::{FileError, Files};
-use crate::library::{Library, PathError, ResolveError};
+use crate::library::{shown, Library, PathError, ResolveError};
 use crate::metrics::Metrics;
 use crate::web::WebRoot;
 
@@ -79,23 +79,23 @@ impl FromRef<AppState> for Arc<Metrics> {
 /// details (paths on disk, OS errors) go to the log only.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AppError {
-    #[error("refused request path {path:?}")]
+    #[error("refused request path {}", shown(.path))]
     BadPath {
         path: String,
         #[source]
         reason: PathError,
     },
-    #[error("no such resource {path:?}")]
+    #[error("no such resource {}", shown(.path))]
     NotFound { path: String },
-    #[error("refused request path {path:?}")]
+    #[error("refused request path {}", shown(.path))]
     Escapes {
         path: String,
         #[source]
         reason: ResolveError,
     },
-    #[error("method {method} not allowed on {path:?}")]
+    #[error("method {method} not allowed on {}", shown(.path))]
     MethodNotAllowed { method: Method, path: String },
-    #[error("serving {path:?}")]
+    #[error("serving {}", shown(.path))]
     Io {
         path: String,
         #[source]
@@ -120,6 +120,8 @@ impl AppError {
 }
 
 impl IntoResponse for AppError {
+    /// Logs the error once (its whole chain on one line, the path cut short) and answers
+    /// with a short reason that names nothing on disk.
     fn into_response(self) -> Response {
         let (status, message) = match &self {
             AppError::BadPath { .. } => (StatusCode::BAD_REQUEST, "bad request\n"),
@@ -147,5 +149,24 @@ impl IntoResponse for AppError {
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_refused_path_is_shown_once_and_short() {
+        let component = "x".repeat(60_000);
+        let path = format!("/vod/{component}/manifest.mpd");
+        let error = AppError::BadPath {
+            path: path.clone(),
+            reason: PathError::BadName(component),
+        };
+        let line = dashcdn_config::chain(&error);
+        assert!(line.len() < 400, "{} bytes: {line}", line.len());
+        assert!(line.contains("(60018 bytes)"), "{line}");
+        assert!(line.contains("is not an allowed name"), "{line}");
     }
 }
