@@ -38,6 +38,9 @@ pub(crate) struct VideoStream {
     pub rotation: u32,
     /// Coded as fields (`field_order` tt/bb/tb/bt): deinterlaced before scaling.
     pub interlaced: bool,
+    /// The stream does not say (`field_order` absent or `unknown`, e.g. MPEG-4 Part 2 in
+    /// AVI): ffmpeg's `idet` decides frame by frame and only those frames are deinterlaced.
+    pub scan_unknown: bool,
     /// PQ or HLG transfer: tone-mapped to SDR BT.709.
     pub hdr: Option<Hdr>,
 }
@@ -425,6 +428,7 @@ fn from_raw(path: &Path, raw: RawProbe) -> Result<Probe, ProbeError> {
         .map(|r| (r.round() as i64).rem_euclid(360) as u32)
         .unwrap_or(0);
     let interlaced = matches!(v.field_order.as_deref(), Some("tt" | "bb" | "tb" | "bt"));
+    let scan_unknown = matches!(v.field_order.as_deref(), None | Some("unknown"));
     let hdr = match v.color_transfer.as_deref() {
         Some(t @ ("smpte2084" | "arib-std-b67")) => Some(Hdr {
             transfer: t.to_string(),
@@ -448,6 +452,7 @@ fn from_raw(path: &Path, raw: RawProbe) -> Result<Probe, ProbeError> {
             frame_rate,
             rotation,
             interlaced,
+            scan_unknown,
             hdr,
         },
         audio,
@@ -545,7 +550,7 @@ mod tests {
         let p = from_raw(Path::new("phone.mov"), r).unwrap();
         assert_eq!(p.video.rotation, 90);
         assert_eq!(p.video.shown_size(), (1080, 1920));
-        assert!(p.video.interlaced);
+        assert!(p.video.interlaced && !p.video.scan_unknown);
         assert_eq!(p.video.hdr.as_ref().unwrap().transfer, "arib-std-b67");
         assert_eq!(p.audio.len(), 2);
         assert_eq!(p.audio[0].title.as_deref(), Some("Surround"));

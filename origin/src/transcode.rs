@@ -9,7 +9,8 @@
 //! number of ticks and the MPD can say `frameRate="60000/1001"`.
 //!
 //! The picture is made upright (ffmpeg's autorotation applies the display matrix; the
-//! outputs carry none), deinterlaced with `bwdif` when the probe saw fields, and
+//! outputs carry none), deinterlaced with `bwdif` when the probe saw fields (or, when the
+//! stream does not say, frame by frame where `idet` finds them), and
 //! tone-mapped to SDR BT.709 with zscale + tonemap (hable) when it is PQ or HLG, before
 //! one `split` feeds every rendition's scaler.
 //!
@@ -238,6 +239,9 @@ pub(crate) fn ffmpeg_args(
     if probe.video.interlaced {
         // One frame out per frame in: the rate stays the source's.
         pre.push("bwdif=mode=send_frame:parity=auto:deint=all".into());
+    } else if probe.video.scan_unknown {
+        // idet marks the frames it finds interlaced; bwdif touches only those.
+        pre.push("idet,bwdif=mode=send_frame:parity=auto:deint=interlaced".into());
     }
     if let Some(h) = &probe.video.hdr {
         pre.push(format!(
@@ -504,6 +508,7 @@ mod tests {
                 frame_rate: Some((30000, 1001)),
                 rotation: 0,
                 interlaced: false,
+                scan_unknown: false,
                 hdr: None,
             },
             audio: vec![AudioStream {
