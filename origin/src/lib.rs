@@ -29,37 +29,25 @@
 //! - `metrics`: the Prometheus/OpenMetrics registry behind `/metrics`.
 //! - `config`: `origin serve` configuration (TOML + CLI overrides); `cli`: the front door.
 #![warn(unreachable_pub)]
-// The ingest modules (init, ladder, manifest, media, mp4source, package, probe, segment,
-// transcode) are being reworked by their owner in the same change; their `pub` items are
-// tolerated here until that owner narrows them, instead of being edited from outside.
 
 mod app;
 pub mod cli;
 mod clip;
 mod config;
 mod file;
-#[allow(unreachable_pub, dead_code)] // narrowed by the ingest owner, see below
 mod init;
-#[allow(unreachable_pub, dead_code)] // narrowed by the ingest owner, see below
 mod ladder;
 mod library;
-#[allow(unreachable_pub, dead_code)] // narrowed by the ingest owner, see below
 mod manifest;
-#[allow(unreachable_pub, dead_code)] // narrowed by the ingest owner, see below
 mod media;
 mod metrics;
-#[allow(unreachable_pub, dead_code)] // narrowed by the ingest owner, see below
 mod mp4source;
-#[allow(unreachable_pub, dead_code)] // narrowed by the ingest owner, see below
 mod package;
-#[allow(unreachable_pub, dead_code)] // narrowed by the ingest owner, see below
 mod probe;
-#[allow(unreachable_pub, dead_code)] // narrowed by the ingest owner, see below
 mod segment;
 mod server;
 #[cfg(test)]
 mod testing;
-#[allow(unreachable_pub, dead_code)] // narrowed by the ingest owner, see below
 mod transcode;
 mod web;
 
