@@ -212,3 +212,60 @@ fn report(done: &Packaged) {
         done.dir.display()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: OriginCommand,
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["origin", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            OriginCommand::Serve(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn serve_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("origin.toml");
+        std::fs::write(
+            &file,
+            "library = \"/lib\"\nmax_connections = 50\nidle_timeout_ms = 9000\n",
+        )
+        .unwrap();
+        let config = serve_args(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9",
+            "--max-connections-per-client",
+            "5",
+            "--send-timeout-ms",
+            "700",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.library, PathBuf::from("/lib"));
+        assert_eq!(config.listen, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(config.limits.max_connections, Some(50));
+        assert_eq!(config.limits.max_connections_per_client, Some(5));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(9));
+        assert_eq!(config.limits.send_timeout, Duration::from_millis(700));
+    }
+
+    #[test]
+    fn zero_limits_are_refused_by_flag_name() {
+        for flag in ["--max-connections", "--header-timeout-ms"] {
+            let err = serve_args(&[flag, "0"]).into_config().unwrap_err();
+            assert!(format!("{err:#}").contains(flag), "{err:#}");
+        }
+    }
+}
