@@ -38,6 +38,7 @@ mod file;
 mod init;
 mod ladder;
 mod library;
+pub mod live;
 mod manifest;
 mod media;
 mod metrics;
