@@ -189,12 +189,19 @@ impl Ladder {
         for r in &self.0 {
             let (w, h, kbps) = match r.width {
                 Some(w) => {
-                    if w > width || r.height > height {
+                    // A size given landscape for a portrait source (or the other way
+                    // round) is meant the source's way up: never squeeze the picture.
+                    let (w, h) = if (r.height > w) != portrait && r.height != w {
+                        (r.height, w)
+                    } else {
+                        (w, r.height)
+                    };
+                    if w > width || h > height {
                         dropped.push(rung_name(r));
                         above = Some(nearest(above, (r.height.min(w), r.kbps)));
                         continue;
                     }
-                    (w, r.height, r.kbps)
+                    (w, h, r.kbps)
                 }
                 None => {
                     if r.height > short {
@@ -360,5 +367,13 @@ mod tests {
         let r = l.resolve(1280, 720);
         assert_eq!(r.dropped, ["4320p:9000k"]);
         assert_eq!(sizes(&r), [(1280, 720), (640, 360)]);
+    }
+
+    #[test]
+    fn an_explicit_size_follows_the_source_orientation() {
+        let l: Ladder = "640x360:800k".parse().unwrap();
+        let r = l.resolve(1080, 1920);
+        assert_eq!(sizes(&r), [(360, 640)]);
+        assert!(r.dropped.is_empty());
     }
 }

@@ -200,7 +200,30 @@ struct Disposition {
 struct Tags {
     language: Option<String>,
     title: Option<String>,
+    /// MP4 keeps a track's name here (MKV in `title`); muxers fill in generic ones.
+    handler_name: Option<String>,
     rotate: Option<String>,
+}
+
+impl Tags {
+    /// The stream's own name: `title`, else an MP4 `handler_name` that is not a muxer's
+    /// default (`SoundHandler`, `Core Media Audio`, …).
+    fn name(&self) -> Option<String> {
+        let generic = |h: &str| {
+            h.contains("Handler")
+                || h.starts_with("Core Media")
+                || h.starts_with("GPAC")
+                || h.starts_with("L-SMASH")
+        };
+        self.title
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| {
+                self.handler_name
+                    .clone()
+                    .filter(|h| !h.trim().is_empty() && !generic(h))
+            })
+    }
 }
 
 /// Subtitle codecs ffmpeg turns into WebVTT; the rest (PGS, DVB, DVD) are pictures.
@@ -395,7 +418,7 @@ fn from_raw(path: &Path, raw: RawProbe) -> Result<Probe, ProbeError> {
                     .unwrap_or(48_000),
                 channels: s.channels.unwrap_or(2),
                 language: lang(s),
-                title: s.tags.title.clone().filter(|t| !t.trim().is_empty()),
+                title: s.tags.name(),
                 role: AudioRole {
                     default: s.disposition.default != 0,
                     commentary: s.disposition.comment != 0,
@@ -408,7 +431,7 @@ fn from_raw(path: &Path, raw: RawProbe) -> Result<Probe, ProbeError> {
                     index: s.index,
                     codec: codec.clone(),
                     language: lang(s),
-                    title: s.tags.title.clone().filter(|t| !t.trim().is_empty()),
+                    title: s.tags.name(),
                 })
             }
             "subtitle" => skip("bitmap subtitles cannot become WebVTT; convert them to SRT (OCR) and pass --subtitles"),

@@ -198,6 +198,8 @@ fn every_audio_language_gets_a_set_and_5_1_keeps_six_channels() {
             "[s]",
             "-map",
             "2:a",
+            "-map",
+            "2:a",
             "-c:v",
             "libx264",
             "-preset",
@@ -210,8 +212,14 @@ fn every_audio_language_gets_a_set_and_5_1_keeps_six_channels() {
             "language=eng",
             "-metadata:s:a:1",
             "language=fra",
+            "-metadata:s:a:2",
+            "language=eng",
+            "-metadata:s:a:2",
+            "handler_name=Director's commentary",
             "-disposition:a:0",
             "default",
+            "-disposition:a:2",
+            "comment",
         ]
         .map(String::from),
     );
@@ -221,12 +229,13 @@ fn every_audio_language_gets_a_set_and_5_1_keeps_six_channels() {
     let out = pack(&src, "90p:200k", |_| {});
     let audio = out.sets("audio");
     let langs: Vec<_> = audio.iter().map(|a| a.lang.as_deref().unwrap()).collect();
-    assert_eq!(langs, ["eng", "fra"]);
+    assert_eq!(langs, ["eng", "fra", "eng"]);
     let roles: Vec<_> = audio
         .iter()
         .map(|a| a.Role[0].value.as_deref().unwrap())
         .collect();
-    assert_eq!(roles, ["main", "alternate"]);
+    assert_eq!(roles, ["main", "alternate", "commentary"]);
+    assert_eq!(audio[2].Label[0].content, "Director's commentary");
     assert!(audio.iter().all(|a| !a.Label.is_empty()));
     let channels = |a: &dash_mpd_core::AdaptationSet| -> Vec<String> {
         a.representations
