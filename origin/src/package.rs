@@ -175,6 +175,16 @@ pub fn package(input: &Path, opts: &PackageOptions) -> Result<Packaged, PackageE
     let work = staging.path().join("work");
     std::fs::create_dir(&work).map_err(io("cannot create", &work))?;
 
+    // Sidecar subtitles first: a file ffmpeg cannot read fails in a second, not after the
+    // whole transcode.
+    let mut text = plan.text.clone();
+    for t in text.iter_mut() {
+        if let Some(sidecar) = &t.sidecar {
+            let file = work.join(format!("{}.vtt", t.id));
+            transcode::subtitles_to_webvtt(sidecar, &file)?;
+            t.file = file;
+        }
+    }
     let encoded = transcode::transcode(
         &probe,
         &plan.outputs,
@@ -182,20 +192,10 @@ pub fn package(input: &Path, opts: &PackageOptions) -> Result<Packaged, PackageE
         &opts.encode,
         &work,
     )?;
-    let mut text = plan.text.clone();
     for (t, file) in &encoded.text {
         if let Some(tt) = text.iter_mut().find(|x| x.id == t.id) {
             tt.file = file.clone();
         }
-    }
-    for (t, f) in text
-        .iter_mut()
-        .zip(&plan.text)
-        .filter(|(t, _)| t.sidecar.is_some())
-    {
-        let file = work.join(format!("{}.vtt", f.id));
-        transcode::subtitles_to_webvtt(t.sidecar.as_ref().expect("filtered"), &file)?;
-        t.file = file;
     }
 
     let jobs: Vec<Job> = encoded

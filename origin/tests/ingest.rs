@@ -592,3 +592,24 @@ fn hdr_input_is_tone_mapped_to_sdr_bt709() {
     assert_eq!(s["color_primaries"], "bt709", "{s}");
     assert_eq!(s["color_space"], "bt709", "{s}");
 }
+
+#[test]
+fn a_sidecar_that_is_not_subtitles_is_named_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("v.mp4");
+    let mut args = video_args("1", "160x90", "25");
+    args.extend(["-c:v", "libx264", "-preset", "ultrafast"].map(String::from));
+    args.push(src.to_string_lossy().into_owned());
+    ff(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let junk = dir.path().join("notes.srt");
+    std::fs::write(&junk, b"\x00\x01 this is not a subtitle file").unwrap();
+    let lib = dir.path().join("lib");
+    let mut o = options(&lib, "90p");
+    o.subtitles = vec![format!("{}:eng", junk.display()).parse().unwrap()];
+    let e = package(&src, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("notes.srt") && e.contains("not a subtitle file"),
+        "{e}"
+    );
+    assert!(!lib.join("a").exists());
+}
