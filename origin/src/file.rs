@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use dashcdn_http::conditional::{Conditions, Decision, Validators};
 use dashcdn_http::range::unsatisfied_content_range;
 
-use self::body::{read_exactly, PreparedBody};
+use self::body::{read_exactly, Budget, PreparedBody, BUFFERED_BYTES_BUDGET};
 use self::small::{SmallFile, SmallFiles, SMALL_FILE_LIMIT};
 use crate::library::{inode, Library, MediaPath, ResolveError};
 
@@ -39,6 +39,8 @@ pub(crate) struct Files {
 struct Inner {
     library: Library,
     small: SmallFiles,
+    /// Bytes of buffered bodies being sent; beyond it, large responses stream.
+    budget: Arc<Budget>,
     /// Rendered once from the config: they are the same bytes on every response.
     mpd_cache_control: HeaderValue,
     segment_cache_control: HeaderValue,
@@ -63,6 +65,7 @@ impl Files {
             inner: Arc::new(Inner {
                 library,
                 small: SmallFiles::default(),
+                budget: Budget::new(BUFFERED_BYTES_BUDGET),
                 mpd_cache_control,
                 segment_cache_control,
             }),
@@ -132,7 +135,9 @@ impl Files {
         };
         let body = match span {
             None => PreparedBody::Empty,
-            Some((start, len)) => PreparedBody::read(file, start, len).map_err(FileError::Io)?,
+            Some((start, len)) => {
+                PreparedBody::read(file, start, len, &self.inner.budget).map_err(FileError::Io)?
+            }
         };
         Ok(Loaded::Large(Prepared {
             decision,
