@@ -17,13 +17,14 @@ use hickory_proto::op::{
 };
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::tsig::{TsigError, TSIG};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageRequest, Queries};
 use tracing::{debug, error};
 
+use crate::dnssec::{self, Signer};
 use crate::geo::Decision;
 use crate::state::{Snapshot, State};
 use crate::wire;
@@ -156,6 +157,10 @@ pub(crate) struct Prepared<'a> {
     pub(crate) answers: Vec<&'a Record>,
     pub(crate) soa: Option<&'a Record>,
     pub(crate) edns: Option<Edns>,
+    /// RRSIGs of the answer section (DNSSEC, when the query has DO).
+    pub(crate) signed_answers: Vec<Record>,
+    /// RRSIG of the SOA, the denial NSEC and its RRSIG.
+    pub(crate) signed_authority: Vec<Record>,
     /// The unsigned TSIG of a NOTAUTH/BADKEY answer (RFC 8945 §5.2.2).
     pub(crate) tsig: Option<Record<TSIG>>,
     /// For metrics.
@@ -200,6 +205,8 @@ pub(crate) fn prepare<'a>(
         answers: Vec::new(),
         soa: None,
         edns: None,
+        signed_answers: Vec::new(),
+        signed_authority: Vec::new(),
         tsig: None,
         qtype: request.queries.queries().first().map(|q| q.query_type()),
         ecs: false,
@@ -301,6 +308,10 @@ pub(crate) fn prepare<'a>(
     p.answers = res.answers;
     p.soa = res.soa;
     p.geo = res.geo;
+    let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+    if let (Some(signer), true) = (&snap.signer, dnssec_ok) {
+        add_signatures(signer, &mut p, res.denied);
+    }
     if let (Some(mut cs), Some(e)) = (subnet, p.edns.as_mut()) {
         cs.set_scope_prefix(ecs_scope(
             &cs,
@@ -309,6 +320,48 @@ pub(crate) fn prepare<'a>(
         e.options_mut().insert(EdnsOption::Subnet(cs));
     }
     p
+}
+
+/// DNSSEC (RFC 4035 §3.1): an RRSIG beside every RRset of the answer, and for a negative
+/// answer the SOA's RRSIG and a compact denial (RFC 9824, see [`crate::dnssec`]): an
+/// NSEC at the denied name, which turns NXDOMAIN into NOERROR.
+fn add_signatures(
+    signer: &Signer,
+    p: &mut Prepared<'_>,
+    denied: Option<(LowerName, Option<Vec<RecordType>>)>,
+) {
+    let mut i = 0;
+    while i < p.answers.len() {
+        let first = p.answers[i];
+        let mut j = i + 1;
+        while j < p.answers.len()
+            && p.answers[j].record_type() == first.record_type()
+            && p.answers[j].name == first.name
+        {
+            j += 1;
+        }
+        p.signed_answers
+            .extend(signer.sign(&p.answers[i..j]).iter().cloned());
+        i = j;
+    }
+    let (Some(soa), Some((name, types))) = (p.soa, denied) else {
+        return;
+    };
+    let name = Name::from(name);
+    if !signer.signs(&name) {
+        return;
+    }
+    p.signed_authority
+        .extend(signer.sign(&[soa]).iter().cloned());
+    let exists = types.is_some();
+    if let Some(nsec) = dnssec::nsec(&name, soa.ttl, types.as_deref().unwrap_or(&[]), exists) {
+        let sigs = signer.sign(&[&nsec]);
+        p.signed_authority.push(nsec);
+        p.signed_authority.extend(sigs.iter().cloned());
+    }
+    if p.metadata.response_code == ResponseCode::NXDomain {
+        p.metadata.response_code = ResponseCode::NoError;
+    }
 }
 
 /// RFC 7871 §7.2.1: echo FAMILY, SOURCE PREFIX-LENGTH and ADDRESS; SCOPE PREFIX-LENGTH
@@ -349,17 +402,19 @@ fn emit(
 ) -> Result<(), hickory_proto::ProtoError> {
     let mut enc = BinEncoder::new(out);
     let mut qs = queries.queries().iter().map(|q| q.original());
-    let none: &[&Record] = &[];
-    let (answers, soa) = if records {
-        (p.answers.as_slice(), p.soa.as_slice())
+    let (answers, authority): (Vec<&Record>, Vec<&Record>) = if records {
+        (
+            p.answers.iter().copied().chain(&p.signed_answers).collect(),
+            p.soa.iter().copied().chain(&p.signed_authority).collect(),
+        )
     } else {
-        (none, none)
+        (Vec::new(), Vec::new())
     };
     emit_message_parts(
         metadata,
         &mut qs,
         &mut answers.iter().copied(),
-        &mut soa.iter().copied(),
+        &mut authority.iter().copied(),
         &mut std::iter::empty::<&Record>(),
         p.edns.as_ref(),
         p.tsig.as_ref(),

@@ -41,6 +41,9 @@ pub struct GeodnsArgs {
     /// PEM private key of --tls-cert (overrides `tls_key`).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Sign every zone that has keys in this folder (overrides `dnssec_keys`; see `keygen`).
+    #[arg(long, value_name = "DIR")]
+    pub dnssec_keys: Option<PathBuf>,
     /// Response rate limiting: UDP responses per second per client network and answer
     /// (overrides `[rrl] responses_per_second`; 0 turns it off).
     #[arg(long, value_name = "N")]
@@ -57,6 +60,18 @@ pub enum GeodnsCommand {
         /// An IPv4 or IPv6 address (a viewer or a resolver's client subnet).
         ip: IpAddr,
     },
+    /// Make a DNSSEC signing key for a zone: writes K<zone>+<alg>+<tag>.pk8 into --dir and
+    /// prints the DS record for the parent zone (and the DNSKEY, for trust anchors).
+    Keygen {
+        /// The zone apex, e.g. kingcdn.test.
+        #[arg(long)]
+        zone: String,
+        #[arg(long, value_enum, default_value = "ecdsap256sha256")]
+        algorithm: crate::KeyAlgorithm,
+        /// The key folder (`dnssec_keys` / --dnssec-keys of the server).
+        #[arg(long, value_name = "KEYS")]
+        dir: PathBuf,
+    },
 }
 
 fn load(args: &GeodnsArgs) -> Result<GeodnsConfig> {
@@ -71,6 +86,9 @@ fn load(args: &GeodnsArgs) -> Result<GeodnsConfig> {
     }
     if let Some(m) = args.metrics {
         config.metrics = Some(m);
+    }
+    if args.dnssec_keys.is_some() {
+        config.dnssec_keys = args.dnssec_keys.clone();
     }
     if let Some(n) = args.rrl_rps {
         config.rrl.responses_per_second = n;
@@ -98,6 +116,19 @@ fn load(args: &GeodnsArgs) -> Result<GeodnsConfig> {
 
 /// Runs the DNS server until Ctrl-C / SIGTERM (or a subcommand such as `explain`).
 pub async fn run(args: GeodnsArgs) -> Result<()> {
+    if let Some(GeodnsCommand::Keygen {
+        zone,
+        algorithm,
+        dir,
+    }) = &args.command
+    {
+        let (path, ds, dnskey) = crate::keygen(zone, *algorithm, dir)
+            .with_context(|| format!("cannot make a key for {zone}"))?;
+        eprintln!("wrote {}", path.display());
+        println!("{ds}");
+        println!("; {dnskey}");
+        return Ok(());
+    }
     let config = load(&args)?;
     if let Some(GeodnsCommand::Explain { ip }) = args.command {
         let e = tokio::task::spawn_blocking(move || crate::explain(&config, ip))

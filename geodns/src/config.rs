@@ -64,6 +64,8 @@ pub struct GeodnsConfig {
     pub doh_listen: Option<SocketAddr>,
     /// Certificate chain and key (PEM files) of DoT and DoH.
     pub tls: Option<TlsFiles>,
+    /// Folder of DNSSEC keys (`dashcdn geodns keygen`): zones with keys there are signed.
+    pub dnssec_keys: Option<PathBuf>,
 }
 
 /// A certificate chain file and its private key file (PEM).
@@ -218,6 +220,7 @@ struct RawConfig {
     doh_listen: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    dnssec_keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -346,6 +349,7 @@ impl RawConfig {
             }
         };
         let maxmind = self.maxmind.map(relative);
+        let dnssec_keys = self.dnssec_keys.map(relative);
         let dot_listen = self
             .dot_listen
             .as_deref()
@@ -509,6 +513,7 @@ impl RawConfig {
             dot_listen,
             doh_listen,
             tls,
+            dnssec_keys,
         };
         Ok(config)
     }

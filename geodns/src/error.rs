@@ -2,6 +2,7 @@
 
 use thiserror::Error;
 
+use crate::dnssec::KeyError;
 use crate::geo::GeoDbError;
 
 /// Why the geo DNS could not start or reload.
@@ -9,6 +10,8 @@ use crate::geo::GeoDbError;
 pub enum GeodnsError {
     #[error(transparent)]
     GeoDb(#[from] GeoDbError),
+    #[error(transparent)]
+    Dnssec(#[from] KeyError),
     #[error("{what} failed")]
     Io {
         what: &'static str,

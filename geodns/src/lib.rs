@@ -26,6 +26,7 @@
 mod answer;
 pub mod cli;
 mod config;
+mod dnssec;
 mod doh;
 mod dot;
 mod error;
@@ -47,6 +48,7 @@ pub use config::{
     CoverageConfig, GeoNameConfig, GeodnsConfig, HealthConfig, PopConfig, RecordConfig, RrlConfig,
     SoaConfig, TlsFiles, ZoneConfig,
 };
+pub use dnssec::{keygen, KeyAlgorithm, KeyError};
 pub use error::GeodnsError;
 pub use explain::{explain, Explanation, PopLine};
 pub use geo::{CityHit, Decision, GeoDbError, Placement};

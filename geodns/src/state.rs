@@ -9,7 +9,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 
+use hickory_proto::rr::LowerName;
+
 use crate::config::GeodnsConfig;
+use crate::dnssec::{self, Signer};
 use crate::error::GeodnsError;
 use crate::geo::Locator;
 use crate::health::HealthTable;
@@ -23,6 +26,8 @@ pub(crate) struct Snapshot {
     pub(crate) zones: Zones,
     pub(crate) locator: Locator,
     pub(crate) health: Arc<HealthTable>,
+    /// Online signing, when the config names a key folder with keys for our zones.
+    pub(crate) signer: Option<Signer>,
     /// Response rate limiting, when configured (its buckets start empty on reload).
     pub(crate) rrl: Option<Rrl>,
     /// `answers_by_pop_total` handles, indexed like `config.pops`, plus the all-PoPs one.
@@ -38,7 +43,20 @@ impl Snapshot {
         metrics: &Metrics,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, GeodnsError> {
-        let zones = Zones::build(&config);
+        let keys = match &config.dnssec_keys {
+            Some(dir) => {
+                let apexes: Vec<_> = config.zones.iter().map(|z| z.origin.clone()).collect();
+                dnssec::load(dir, &apexes)?
+            }
+            None => Vec::new(),
+        };
+        let zones = Zones::build(&config, &|apex, ttl| {
+            keys.iter()
+                .find(|k| LowerName::new(k.apex()) == *apex)
+                .map(|k| k.apex_records(ttl))
+                .unwrap_or_default()
+        });
+        let signer = (!keys.is_empty()).then(|| Signer::new(keys));
         let locator = Locator::build(&config)?;
         let health = Arc::new(HealthTable::new(
             &config.pops,
@@ -50,6 +68,7 @@ impl Snapshot {
             .map(|p| metrics.pop_counter(&p.name))
             .collect();
         Ok(Snapshot {
+            signer,
             rrl: Rrl::new(&config.rrl),
             zones,
             locator,

@@ -54,6 +54,23 @@ struct Node {
 }
 
 impl Node {
+    /// The types this name has (for an NSEC bitmap).
+    fn types(&self) -> Vec<RecordType> {
+        let mut t: Vec<RecordType> = self.rrsets.iter().map(|(t, _)| *t).collect();
+        if self.cname.is_some() {
+            t.push(RecordType::CNAME);
+        }
+        if let Some(g) = &self.geo {
+            if !g.all.a.is_empty() {
+                t.push(RecordType::A);
+            }
+            if !g.all.aaaa.is_empty() {
+                t.push(RecordType::AAAA);
+            }
+        }
+        t
+    }
+
     fn rrset(&self, t: RecordType) -> Option<&[Record]> {
         self.rrsets
             .iter()
@@ -95,6 +112,9 @@ pub(crate) struct Resolution<'a> {
     pub(crate) soa: Option<&'a Record>,
     /// Set when a geo-routed name's answer depended on the client's location.
     pub(crate) geo: Option<PopChoice>,
+    /// For NXDOMAIN / NODATA: the name denied (the last of a CNAME chain), and the types
+    /// it has (`None`: it does not exist). What a DNSSEC denial proves.
+    pub(crate) denied: Option<(LowerName, Option<Vec<RecordType>>)>,
 }
 
 impl Zone {
@@ -193,11 +213,28 @@ impl Zone {
 impl Zones {
     /// Assembles the answer tables of a validated config (every name and value in it is
     /// already parsed and checked, see [`crate::config`]).
-    pub(crate) fn build(config: &GeodnsConfig) -> Zones {
+    /// `apex_records(origin)`: DNSSEC records of a signed zone's apex (DNSKEY, CDS, CDNSKEY).
+    pub(crate) fn build(
+        config: &GeodnsConfig,
+        apex_records: &dyn Fn(&LowerName, u32) -> Vec<Record>,
+    ) -> Zones {
         let zones = config
             .zones
             .iter()
-            .map(|zc| Zone::build(zc, &config.pops))
+            .map(|zc| {
+                let mut z = Zone::build(zc, &config.pops);
+                let extra = apex_records(&z.origin, zc.ttl);
+                if let Some(apex) = z.nodes.get_mut(&z.origin) {
+                    for r in extra {
+                        let t = r.record_type();
+                        match apex.rrsets.iter_mut().find(|(rt, _)| *rt == t) {
+                            Some((_, set)) => set.push(r),
+                            None => apex.rrsets.push((t, vec![r])),
+                        }
+                    }
+                }
+                z
+            })
             .collect();
         Zones { zones }
     }
@@ -225,6 +262,7 @@ impl Zones {
             answers: Vec::new(),
             soa: None,
             geo: None,
+            denied: None,
         };
         let Some(mut zone) = self.zone_for(qname) else {
             res.authoritative = false;
@@ -237,6 +275,7 @@ impl Zones {
                 // RFC 6604: the RCODE describes the last name of the chain.
                 res.rcode = ResponseCode::NXDomain;
                 res.soa = Some(&zone.negative_soa);
+                res.denied = Some((name, None));
                 return res;
             };
             if cname_before_geo && node.geo.is_some() && !res.answers.is_empty() {
@@ -286,6 +325,7 @@ impl Zones {
             if res.answers.len() == before {
                 // NODATA.
                 res.soa = Some(&zone.negative_soa);
+                res.denied = Some((name, Some(node.types())));
             }
             return res;
         }
