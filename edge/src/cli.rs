@@ -46,6 +46,12 @@ pub struct EdgeArgs {
     /// Turn the per-request access log off.
     #[arg(long)]
     pub no_access_log: bool,
+    /// CA certificate(s) (PEM) that https:// upstreams must chain to; the system roots otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// HTTPS listener and ACME (see docs/tls.md).
+    #[command(flatten)]
+    pub tls: dashcdn_http::tls::TlsArgs,
 }
 
 fn parse_eviction(s: &str) -> Result<Eviction, String> {
@@ -95,6 +101,10 @@ impl EdgeArgs {
         if self.no_access_log {
             c.access_log = false;
         }
+        if let Some(v) = self.upstream_ca {
+            c.upstream_ca = Some(v);
+        }
+        c.tls = self.tls.over(c.tls);
         c.validate()?;
         Ok(c)
     }

@@ -223,6 +223,10 @@ pub struct EdgeConfig {
     pub access_log: bool,
     /// Answer CORS preflights (`OPTIONS`) like the origin does, for dash.js.
     pub cors: bool,
+    /// CA certificate(s) that `https://` upstreams must chain to; the system roots when unset.
+    pub upstream_ca: Option<std::path::PathBuf>,
+    /// HTTPS listener and ACME (`[tls]`, see docs/tls.md).
+    pub tls: dashcdn_http::tls::TlsArgs,
 }
 
 impl Default for EdgeConfig {
@@ -261,6 +265,8 @@ impl Default for EdgeConfig {
             prefetch_concurrency: 4,
             access_log: true,
             cors: true,
+            upstream_ca: None,
+            tls: Default::default(),
         }
     }
 }

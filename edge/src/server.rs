@@ -71,7 +71,45 @@ pub async fn run(
             }
         })
     };
-    serve(listener, sh, shutdown).await;
+    // HTTPS beside plain HTTP (docs/tls.md): same handler, HTTP/2 by ALPN.
+    let https = sh
+        .config
+        .tls
+        .build()
+        .map_err(|e| EdgeError::Setup(dashcdn_config::chain(&e)))?;
+    let http01 = https.as_ref().map(|h| h.http01()).unwrap_or_default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tls_task = match https {
+        None => None,
+        Some(https) => {
+            let tls_listener = TcpListener::bind(https.listen).await.map_err(|e| {
+                EdgeError::Setup(format!("cannot listen on {} ({e})", https.listen))
+            })?;
+            let tls_sh = sh.clone();
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(https.serve(
+                tls_listener,
+                move |peer| {
+                    let sh = tls_sh.clone();
+                    service_fn(move |req: Request<Incoming>| {
+                        let sh = sh.clone();
+                        async move { Ok::<_, Infallible>(handle(&sh, req, peer).await) }
+                    })
+                },
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
+        }
+    };
+    serve(listener, sh, http01, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
+    if let Some(task) = tls_task {
+        let _ = task.await;
+    }
     health.abort();
     Ok(())
 }
@@ -79,6 +117,7 @@ pub async fn run(
 async fn serve(
     listener: TcpListener,
     sh: Arc<Shared>,
+    http01: dashcdn_http::acme::Http01Answers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut builder = http1::Builder::new();
@@ -115,9 +154,17 @@ async fn serve(
             debug!(%error, "cannot set TCP_NODELAY");
         }
         let svc_sh = sh.clone();
+        let http01 = http01.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let sh = svc_sh.clone();
-            async move { Ok::<_, Infallible>(handle(&sh, req, peer).await) }
+            // ACME HTTP-01 (only while a validation runs): before the proxy, never cached.
+            let acme = http01.respond(req.uri().path());
+            async move {
+                if let Some(answer) = acme {
+                    return Ok::<_, Infallible>(answer.map(EdgeBody::full));
+                }
+                Ok::<_, Infallible>(handle(&sh, req, peer).await)
+            }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
         tokio::spawn(async move {

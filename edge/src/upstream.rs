@@ -42,19 +42,22 @@ use crate::metrics::Metrics;
 /// `scheme://authority[/prefix]` of an upstream, validated.
 #[derive(Clone, Debug)]
 pub struct Base {
+    /// `http` or `https` (verified against `upstream_ca` or the system roots).
+    pub scheme: Scheme,
     pub authority: Authority,
     /// Path prefix without a trailing slash ("" for none).
     pub prefix: String,
 }
 
-/// Parses an upstream URL; only `http://host:port[/prefix]`.
+/// Parses an upstream URL: `http://` or `https://host:port[/prefix]`.
 pub fn parse_base(url: &str) -> Result<Base, String> {
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("not a URL ({e}); expected http://host:port"))?;
-    if uri.scheme() != Some(&Scheme::HTTP) {
-        return Err("only http:// upstreams are supported".into());
-    }
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        _ => return Err("only http:// and https:// upstreams are supported".into()),
+    };
     let authority = uri
         .authority()
         .cloned()
@@ -66,7 +69,11 @@ pub fn parse_base(url: &str) -> Result<Base, String> {
         return Err("an upstream URL cannot have a query".into());
     }
     let prefix = uri.path().trim_end_matches('/').to_string();
-    Ok(Base { authority, prefix })
+    Ok(Base {
+        scheme,
+        authority,
+        prefix,
+    })
 }
 
 /// One configured upstream and its health.
@@ -91,7 +98,7 @@ impl Upstream {
 
     fn uri(&self, target: &str) -> Result<Uri, http::Error> {
         Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(self.base.scheme.clone())
             .authority(self.base.authority.clone())
             .path_and_query(format!("{}{}", self.base.prefix, target))
             .build()
@@ -135,7 +142,7 @@ pub struct Upstreams {
     parents: Vec<Arc<Upstream>>,
     origins: Vec<Arc<Upstream>>,
     fallback_to_origin: bool,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<dashcdn_http::client::HttpsConnector, Empty<Bytes>>,
     first_byte_timeout: Duration,
     health_timeout: Duration,
     fall: u32,
@@ -174,7 +181,9 @@ impl Upstreams {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(EdgeConfig::ms(config.connect_timeout_ms)));
         connector.set_nodelay(true);
-        connector.enforce_http(true);
+        let connector =
+            dashcdn_http::client::https_connector(connector, config.upstream_ca.as_deref())
+                .map_err(|e| format!("upstream TLS: {}", dashcdn_config::chain(&e)))?;
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -415,7 +424,8 @@ mod tests {
         let b = parse_base("http://127.0.0.1:8080/cdn/").unwrap();
         assert_eq!(b.authority.as_str(), "127.0.0.1:8080");
         assert_eq!(b.prefix, "/cdn");
-        assert!(parse_base("https://x").is_err());
+        assert!(parse_base("https://x:8443").is_ok());
+        assert!(parse_base("ftp://x").is_err());
         assert!(parse_base("http://u:p@x").is_err());
         assert!(parse_base("nonsense").is_err());
     }

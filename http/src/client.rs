@@ -10,13 +10,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::tls::TlsError;
+
+/// The connector [`https_connector`] returns (`http://` and `https://`).
+pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Trust anchors: `ca` alone when given, else the system's roots.
 pub fn roots(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
@@ -74,7 +77,7 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
 pub fn https_connector(
     mut http: HttpConnector,
     ca: Option<&Path>,
-) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+) -> Result<HttpsConnector, TlsError> {
     http.enforce_http(false);
     let mut config = Arc::unwrap_or_clone(client_config(ca)?);
     config.alpn_protocols.clear(); // the connector sets them from the versions enabled below

@@ -28,7 +28,7 @@ use super::TxtPublisher;
 pub struct HttpTxtPublisher {
     url: String,
     token: String,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<crate::client::HttpsConnector, Full<Bytes>>,
 }
 
 impl HttpTxtPublisher {
