@@ -87,7 +87,9 @@ teardown # what an earlier, killed run may have left
 if [[ -z "$DASHCDN" ]]; then
   log "cargo build --release"
   cargo build --release --quiet --bin dashcdn --manifest-path "$ROOT/Cargo.toml"
-  DASHCDN="$ROOT/target/release/dashcdn"
+  target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  DASHCDN="$target/release/dashcdn"
 fi
 mark release_build
 ctx="$WORK/ctx"; mkdir -p "$ctx/deploy/netns"
