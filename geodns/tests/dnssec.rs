@@ -197,3 +197,154 @@ async fn a_reload_with_a_new_key_set_keeps_validating() {
     assert!(out.contains("; fully validated"), "{out}");
     s.stop().await;
 }
+
+/// A validating unbound on a loopback port, stub zones pointing at geodns, our DS records
+/// as its trust anchors, ECS sent to geodns. Killed on drop.
+struct Unbound {
+    addr: SocketAddr,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn unbound(geodns: SocketAddr, ds: &[String]) -> Unbound {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let mut conf = format!(
+        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-tcp: yes\n  do-ip6: no\n\
+         \x20 do-not-query-localhost: no\n  username: \"\"\n  chroot: \"\"\n\
+         \x20 directory: \"{dir}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n\
+         \x20 verbosity: 1\n  val-log-level: 2\n  access-control: 127.0.0.0/8 allow\n\
+         \x20 module-config: \"subnetcache validator iterator\"\n\
+         \x20 send-client-subnet: 127.0.0.1\n  client-subnet-always-forward: yes\n\
+         \x20 max-client-subnet-ipv4: 32\n  max-client-subnet-ipv6: 128\n\
+         \x20 qname-minimisation: no\n  local-zone: \"test.\" nodefault\n",
+        dir = dir.path().display()
+    );
+    for d in ds {
+        conf += &format!("  trust-anchor: \"{d}\"\n");
+    }
+    for zone in ["kingcdn.test", "netcinema.test"] {
+        conf += &format!(
+            "stub-zone:\n  name: \"{zone}\"\n  stub-addr: 127.0.0.1@{}\n",
+            geodns.port()
+        );
+    }
+    let path = dir.path().join("unbound.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("unbound")
+        .arg("-d")
+        .arg("-c")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("unbound runs (geodns/tests/setup.sh installs it)");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let u = Unbound {
+        addr,
+        child,
+        _dir: dir,
+    };
+    let up = eventually(std::time::Duration::from_secs(10), || async {
+        !dig(addr, &["kingcdn.test", "SOA"]).await.status.is_empty()
+    })
+    .await;
+    assert!(up, "unbound answers");
+    u
+}
+
+/// `dig` through a resolver: recursion desired (the helper sends +norec; +rec wins).
+async fn resolve(addr: SocketAddr, args: &[&str]) -> Dig {
+    let mut a = vec!["+rec", "+dnssec"];
+    a.extend_from_slice(args);
+    dig(addr, &a).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: starts a validating unbound"]
+async fn unbound_validates_geo_answers_for_every_region_with_ecs() {
+    let k = keys(KeyAlgorithm::Ecdsap256sha256);
+    let s = spawn(k.config()).await;
+    let u = unbound(s.addr, &k.ds).await;
+    for (subnet, want) in [
+        ("81.2.69.160/27", EU),
+        ("216.160.83.56/29", US),
+        ("175.16.199.0/24", "127.0.3.1"),
+        // IPv4-mapped in an IPv6 option: scope in IPv6 bits, so Seattle is not served
+        // London's cached answer.
+        ("::ffff:81.2.69.160/123", EU),
+        ("::ffff:216.160.83.56/125", US),
+    ] {
+        let d = resolve(
+            u.addr,
+            &["video.netcinema.test", "A", &format!("+subnet={subnet}")],
+        )
+        .await;
+        assert_eq!(d.values("A"), [want], "{subnet}: {}", d.text);
+        assert!(d.flags.contains(&"ad".to_string()), "validated: {}", d.text);
+    }
+    // NODATA and a name that does not exist (NOERROR under compact denial) validate.
+    for (name, qtype) in [("a1105.kingcdn.test", "MX"), ("nope.kingcdn.test", "A")] {
+        let d = resolve(u.addr, &[name, qtype]).await;
+        assert_eq!(d.status, "NOERROR", "{}", d.text);
+        assert!(d.answers.is_empty(), "{}", d.text);
+        assert!(d.flags.contains(&"ad".to_string()), "validated: {}", d.text);
+    }
+    drop(u);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_all_pops_down_answer_validates_too() {
+    let k = keys(KeyAlgorithm::Ecdsap256sha256);
+    let edges = [fake_edge().await, fake_edge().await, fake_edge().await];
+    let urls: Vec<String> = edges.iter().map(|e| e.url.clone()).collect();
+    let mut c = GeodnsConfig::from_toml(&config_text(Some(&city_db()), &urls, "")).unwrap();
+    c.dnssec_keys = Some(k.keydir());
+    let bound = c.health.detection_bound();
+    let s = spawn(c).await;
+    for e in &edges {
+        e.set_healthy(false);
+    }
+    let all = eventually(bound * 10, || async {
+        dig(s.addr, &["a1105.kingcdn.test"]).await.values("A").len() == 3
+    })
+    .await;
+    assert!(all, "all PoPs answered when all are down");
+    let out = delv(
+        s.addr,
+        &k.anchors(),
+        "kingcdn.test",
+        &["a1105.kingcdn.test", "A"],
+    )
+    .await;
+    assert!(out.contains("; fully validated"), "{out}");
+    assert!(
+        [EU, US, "127.0.3.1"].iter().all(|a| out.contains(a)),
+        "{out}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: starts a validating unbound"]
+async fn unbound_refuses_signatures_from_a_key_it_does_not_trust() {
+    let k = keys(KeyAlgorithm::Ed25519);
+    let s = spawn(k.config()).await;
+    // The anchors of another key set: geodns's signatures are bogus to this resolver.
+    let other = keys(KeyAlgorithm::Ed25519);
+    let u = unbound(s.addr, &other.ds).await;
+    let d = resolve(u.addr, &["a1105.kingcdn.test", "A"]).await;
+    assert_eq!(d.status, "SERVFAIL", "{}", d.text);
+    drop(u);
+    s.stop().await;
+}
