@@ -27,6 +27,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     /// Where the watch page and dash.js are read from, located once at start-up.
     web: WebRoot,
+    /// Live channels; empty until [`crate::server::run`] starts them.
+    live: crate::live::Channels,
 }
 
 impl AppState {
@@ -41,7 +43,18 @@ impl AppState {
             ),
             metrics: Arc::new(Metrics::new()),
             web: WebRoot::discover(config.web_root.as_deref()),
+            live: crate::live::Channels::default(),
         })
+    }
+
+    /// Serves these live channels under `/live/`.
+    pub fn with_live(mut self, live: crate::live::Channels) -> AppState {
+        self.live = live;
+        self
+    }
+
+    pub(crate) fn live(&self) -> &crate::live::Channels {
+        &self.live
     }
 
     pub(crate) fn library(&self) -> &Library {

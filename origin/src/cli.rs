@@ -102,6 +102,11 @@ pub struct ServeArgs {
     /// connection is dropped (slow readers).
     #[arg(long, value_name = "MS")]
     pub send_timeout_ms: Option<u64>,
+    /// A live channel, repeatable: NAME=INPUT with INPUT `testsrc`, a file (played in
+    /// real time, looped) or a URL (`srt://…?mode=listener`, `rtmp://…`, `udp://…`);
+    /// served at /live/NAME/manifest.mpd. Added to the file's `[[live]]` channels.
+    #[arg(long, value_name = "NAME=INPUT")]
+    pub live: Vec<String>,
 }
 
 impl ServeArgs {
@@ -119,6 +124,9 @@ impl ServeArgs {
         }
         if let Some(w) = self.web_root {
             cfg.web_root = Some(w);
+        }
+        for flag in &self.live {
+            cfg.live.push(crate::live::LiveConfig::from_flag(flag)?);
         }
         let limits = &mut cfg.limits;
         if let Some(n) = self.max_connections {

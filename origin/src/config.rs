@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub web_root: Option<PathBuf>,
     /// Connection limits and timeouts (slowloris, idle keep-alives, slow readers).
     pub limits: Limits,
+    /// Live channels (`[[live]]`, `--live NAME=INPUT`), see [`crate::live`].
+    pub live: Vec<crate::live::LiveConfig>,
 }
 
 /// How many connections the origin holds and for how long. See docs/origin-serving.md.
@@ -101,6 +103,7 @@ impl Default for ServeConfig {
             segment_max_age_secs: DEFAULT_SEGMENT_MAX_AGE_SECS,
             web_root: None,
             limits: Limits::default(),
+            live: Vec::new(),
         }
     }
 }
@@ -119,6 +122,8 @@ pub(crate) struct RawServeConfig {
     pub header_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub send_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub live: Vec<crate::live::RawLive>,
 }
 
 pub(crate) use dashcdn_config::ConfigError;
@@ -221,6 +226,11 @@ impl RawServeConfig {
             segment_max_age_secs,
             web_root: self.web_root,
             limits,
+            live: self
+                .live
+                .into_iter()
+                .map(crate::live::RawLive::validate)
+                .collect::<Result<_, _>>()?,
         })
     }
 }

@@ -10,6 +10,7 @@
 //! | `/healthz` | `ok` |
 //! | `/metrics` | OpenMetrics text, see [`crate::metrics`] |
 //! | `/`, `/web/…`, `/time` | the dash.js watch page and its timing source, see [`crate::web`] |
+//! | `/live/…` | live channels, see [`crate::live`] |
 //!
 //! Files get a strong `ETag` and `Last-Modified`, conditional requests (RFC 9110 §13,
 //! `dashcdn_http::conditional`) and single byte ranges (RFC 9110 §14, `dashcdn_http::range`). Every
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(web::index))
         .route("/web/{name}", get(web::web_file))
         .route("/time", get(web::time))
+        .merge(crate::live::router(state.live().clone()))
         // Media paths are matched by hand, not by route patterns: axum would
         // percent-decode `{asset}` (turning `..%2f` into `../`) before we could refuse it.
         .fallback(media)
@@ -83,7 +85,10 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let state = AppState::new(&config)?;
+    let live = crate::live::Channels::start(&config.live)
+        .await
+        .map_err(io::Error::other)?;
+    let state = AppState::new(&config)?.with_live(live);
     let addr = listener.local_addr()?;
     let (nofile, derived) = listen::fd_limits();
     let max_connections = config.limits.max_connections.unwrap_or(derived);

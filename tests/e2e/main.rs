@@ -8,6 +8,7 @@ mod deploy;
 mod edge;
 mod geodns;
 mod interrupt;
+mod live;
 mod package;
 mod serve;
 mod tracks;

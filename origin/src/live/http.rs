@@ -33,15 +33,35 @@ use tokio::time::timeout;
 use super::channel::Channel;
 use super::store::Lookup;
 use super::{mpd, Channels};
+use crate::metrics::Route;
 
 /// The live routes (full paths, `/live/…`), to be merged into the origin's router.
 pub fn router<S: Clone + Send + Sync + 'static>(channels: Channels) -> Router<S> {
     Router::new()
         .route("/live", get(list))
         .route("/live/", get(list))
-        .route("/live/{name}/manifest.mpd", get(manifest))
-        .route("/live/{name}/{rep}/{file}", get(media))
+        .route(
+            "/live/{name}/manifest.mpd",
+            get(|s, p| async { tag(Route::Manifest, manifest(s, p).await) }),
+        )
+        .route(
+            "/live/{name}/{rep}/{file}",
+            get(|s, p: Path<(String, String, String)>| async move {
+                let route = if p.2.ends_with(".mp4") {
+                    Route::Init
+                } else {
+                    Route::Segment
+                };
+                tag(route, media(s, p).await)
+            }),
+        )
         .with_state(channels)
+}
+
+/// Labels the response for the origin's metrics (`route="segment"` etc.).
+fn tag(route: Route, mut response: Response) -> Response {
+    response.extensions_mut().insert(route);
+    response
 }
 
 fn not_found(cache: &'static str) -> Response {

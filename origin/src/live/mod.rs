@@ -1,6 +1,7 @@
 //! Live channels: low-latency DASH from one ffmpeg process per channel.
 //!
 //! Layout:
+//! - `config`: `[[live]]` in the origin's TOML.
 //! - `input`: INPUT (`testsrc`, a file, a `://` URL) and the ffmpeg command: decode once,
 //!   encode every rung (x264 zerolatency, keyframes on segment boundaries; Opus audio) to
 //!   fragmented MP4, one FIFO per rung, a fragment per chunk duration.
@@ -19,6 +20,7 @@
 //! segment in progress get each chunk the moment ffmpeg writes it, from memory.
 
 mod channel;
+mod config;
 mod fmp4;
 mod http;
 mod input;
@@ -30,11 +32,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use channel::LiveError;
+pub(crate) use config::RawLive;
 pub use http::router;
 pub use input::Input;
 
 /// One `[[live]]` channel / `--live NAME=INPUT`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveConfig {
     /// The URL path component: `/live/NAME/manifest.mpd`.
     pub name: String,

@@ -1,0 +1,163 @@
+//! A live channel (real ffmpeg, testsrc) on the origin, through an edge: many viewers
+//! on the segment in progress cost one origin request and each gets the chunks as they
+//! are produced; a segment asked for before it exists is served soon after it does.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashcdn_origin::live::{Input, LiveConfig, Rung};
+use dashcdn_testkit::{client, origin, spawn_edge, Server};
+
+const SEGMENT: f64 = 2.0;
+const CHUNK: f64 = 0.5;
+
+/// One small rung and audio, so the encoder costs a few % of a core.
+fn light(name: &str) -> LiveConfig {
+    let mut c = LiveConfig::new(name, Input::Testsrc);
+    c.ladder = vec![Rung::video("v0", 256, 144, 150), Rung::audio("a0", 32)];
+    c.window = Duration::from_secs(30);
+    c
+}
+
+/// The origin with channel `t`, and its (empty) library folder.
+async fn live_origin() -> (Server, tempfile::TempDir) {
+    let library = tempfile::tempdir().unwrap();
+    let server = origin(library.path())
+        .config(|c| c.live = vec![light("t")])
+        .await;
+    (server, library)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// availabilityStartTime (Unix seconds) of the channel's MPD, fetched through `via`.
+async fn availability_start(via: &Server) -> f64 {
+    let r = via.get("/live/t/manifest.mpd").await;
+    assert_eq!(r.status(), 200);
+    let mpd = dash_mpd_core::parse(&r.text().await.unwrap()).expect("MPD parses");
+    mpd.availabilityStartTime
+        .expect("availabilityStartTime")
+        .timestamp_millis() as f64
+        / 1000.0
+}
+
+async fn segment_requests(origin: &Server) -> f64 {
+    origin
+        .metric(r#"dashcdn_origin_http_requests_total{route="segment""#)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a real-time encoder for about 8 s"]
+async fn fifty_viewers_on_the_segment_in_progress_cost_one_origin_request() {
+    let (origin, _library) = live_origin().await;
+    let edge = spawn_edge().upstream(origin.addr).await;
+    let ast = availability_start(&edge).await;
+    // The next segment: every viewer asks before it exists, so all of them wait on the
+    // same fill, which the origin streams as the encoder produces it.
+    let n = ((unix_now() - ast) / SEGMENT).floor() as u64 + 1;
+    let before = segment_requests(&origin).await;
+    let url = edge.url(&format!("/live/t/v0/{n}.m4s"));
+    let http = client();
+    let viewers: Vec<_> = (0..50)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut r = http.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let mut body = Vec::new();
+                let mut first_at = None;
+                let mut pieces = 0;
+                while let Some(c) = r.chunk().await.unwrap() {
+                    first_at.get_or_insert_with(unix_now);
+                    body.extend_from_slice(&c);
+                    pieces += 1;
+                }
+                (body, first_at.unwrap(), unix_now(), pieces)
+            })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for v in viewers {
+        bodies.push(v.await.unwrap());
+    }
+    let due = ast + n as f64 * SEGMENT + CHUNK;
+    for (body, first_at, done_at, pieces) in &bodies {
+        assert_eq!(body, &bodies[0].0, "every viewer gets the same bytes");
+        assert!(
+            *first_at - due < CHUNK + 0.2,
+            "first chunk {:.3} s after it was due",
+            first_at - due
+        );
+        assert!(
+            done_at - first_at > SEGMENT - 2.0 * CHUNK,
+            "streamed as produced ({pieces} pieces in {:.3} s)",
+            done_at - first_at
+        );
+    }
+    assert!(bodies[0].0.len() > 1000);
+    let after = segment_requests(&origin).await;
+    assert_eq!(after - before, 1.0, "one origin request for 50 viewers");
+
+    // A later viewer gets the cached copy, complete, without another origin request.
+    let r = edge.get(&format!("/live/t/v0/{n}.m4s")).await;
+    assert_eq!(r.bytes().await.unwrap(), bodies[0].0);
+    assert_eq!(segment_requests(&origin).await, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a real-time encoder for about 10 s"]
+async fn in_progress_segment_through_the_edge_and_a_future_404_not_kept() {
+    let (origin, _library) = live_origin().await;
+    let edge = spawn_edge().upstream(origin.addr).await;
+    let ast = availability_start(&edge).await;
+
+    // The segment in progress: its first bytes come at once, well within one chunk.
+    let current = ((unix_now() - ast) / SEGMENT).floor() as u64;
+    let t0 = Instant::now();
+    let mut r = client()
+        .get(edge.url(&format!("/live/t/v0/{current}.m4s")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.chunk().await.unwrap().expect("bytes");
+    let ttfb = t0.elapsed();
+    assert!(
+        ttfb < Duration::from_millis(700),
+        "TTFB {ttfb:?} ≥ chunk + 200 ms"
+    );
+    drop(r);
+
+    // Three segments ahead: 404 at once, and the miss is not kept once it exists.
+    let future = current + 3;
+    let path = format!("/live/t/v0/{future}.m4s");
+    let t0 = Instant::now();
+    let r = edge.get(&path).await;
+    assert_eq!(r.status(), 404);
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    let due = ast + future as f64 * SEGMENT + CHUNK;
+    let wait = due - unix_now() - 0.1;
+    if wait > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+    }
+    loop {
+        let r = edge.get(&path).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 404);
+        assert!(
+            unix_now() < due + CHUNK,
+            "segment {future} still 404 through the edge {:.3} s after it was due",
+            unix_now() - due
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let late = unix_now() - due;
+    assert!(late < CHUNK, "served {late:.3} s after it was due");
+}
