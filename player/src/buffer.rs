@@ -36,7 +36,7 @@ pub struct Playback {
 }
 
 #[derive(Debug, Clone)]
-pub struct Buffer {
+pub(crate) struct Buffer {
     /// (quality, duration ms) of buffered segments, head first.
     segments: VecDeque<(usize, f64)>,
     /// How much of the head segment has played already (sabre's `buffer_fcc`).
@@ -48,7 +48,7 @@ pub struct Buffer {
 }
 
 impl Buffer {
-    pub fn new() -> Buffer {
+    pub(crate) fn new() -> Buffer {
         Buffer {
             segments: VecDeque::new(),
             head_played_ms: 0.0,
@@ -59,23 +59,11 @@ impl Buffer {
     }
 
     /// Seconds of media buffered, ms.
-    pub fn level_ms(&self) -> f64 {
+    pub(crate) fn level_ms(&self) -> f64 {
         self.level_total - self.head_played_ms
     }
 
-    pub fn len(&self) -> usize {
-        self.segments.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
-    }
-
-    pub fn qualities(&self) -> impl Iterator<Item = usize> + '_ {
-        self.segments.iter().map(|s| s.0)
-    }
-
-    pub fn push(&mut self, quality: usize, duration_ms: f64) {
+    pub(crate) fn push(&mut self, quality: usize, duration_ms: f64) {
         self.segments.push_back((quality, duration_ms));
         self.level_total += duration_ms;
     }
@@ -91,7 +79,7 @@ impl Buffer {
 
     /// Lets `time` ms of wall time pass: plays the buffer out, or stalls, or (before
     /// playback starts) counts startup.
-    pub fn deplete(&mut self, mut time: f64, bitrates: &[f64]) {
+    pub(crate) fn deplete(&mut self, mut time: f64, bitrates: &[f64]) {
         let m = &mut self.metrics;
         if !self.playing {
             m.startup_ms += time;
@@ -151,7 +139,7 @@ impl Buffer {
     }
 
     /// Plays everything left (the end of the session).
-    pub fn play_out(&mut self, bitrates: &[f64]) {
+    pub(crate) fn play_out(&mut self, bitrates: &[f64]) {
         self.playing = true;
         let level = self.level_ms();
         self.deplete(level, bitrates);

@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -20,11 +19,13 @@ use tracing::level_filters::LevelFilter;
 
 use crate::abr::AbrKind;
 use crate::content::Content;
+use crate::log::LogSink;
 use crate::net::{NetConfig, ResolveOverride};
 use crate::session::SessionConfig;
 use crate::sim;
-use crate::stream::{self, LogSink, StreamOptions};
+use crate::stream::{self, StreamOptions};
 use crate::trace::Trace;
+use crate::tracegen::{generate, write_sabre, Family, Split};
 
 /// Flags of `dashcdn player` (and its `simulate` subcommand).
 #[derive(Args, Debug, Clone)]
@@ -43,6 +44,59 @@ pub struct PlayerArgs {
 pub enum PlayerCommand {
     /// The ABR lab: play a movie over a bandwidth trace on a simulated clock.
     Simulate(SimulateArgs),
+    /// Every algorithm on every trace family × movie of a generated trace set, against
+    /// sabre's algorithms in both modes (the evaluation of docs/player-abr.md).
+    Lab(LabArgs),
+    /// Write a generated trace set as sabre network JSON files (to run sabre on them).
+    Traces(TracesArgs),
+}
+
+/// Which generated trace set.
+#[derive(Args, Debug, Clone)]
+pub struct SetFlags {
+    /// 1 = the training set, 2 = the test set (any other seed: a fresh held-out set).
+    #[arg(long, default_value_t = 2)]
+    pub seed: u64,
+    /// Traces per family.
+    #[arg(long, default_value_t = 40)]
+    pub count: usize,
+    /// The measured 4G traces the `4g` family resamples.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/abr/traces-4g"))]
+    pub lte_dir: PathBuf,
+}
+
+impl SetFlags {
+    fn split(&self) -> Split {
+        if self.seed == 1 {
+            Split::Train
+        } else {
+            Split::Test
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LabArgs {
+    /// Movies (sabre movie JSON); repeat. Default: bbb.json and bbb4k.json of data/abr.
+    #[arg(long, value_name = "MOVIE")]
+    pub movie: Vec<PathBuf>,
+    #[command(flatten)]
+    pub set: SetFlags,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TracesArgs {
+    /// 3g, 4g or fcc.
+    #[arg(long)]
+    pub family: Family,
+    #[command(flatten)]
+    pub set: SetFlags,
+    /// Folder to write `{family}-{i}.json` into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// Flags shared by streaming and simulation: the playback model.
@@ -63,12 +117,16 @@ pub struct ModelFlags {
     /// Draw bitrate, throughput and buffer over time to FILE.svg.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// sabre's `-ao` mode for bola, bolae and dynamic: no step above what throughput
+    /// supports; wait instead.
+    #[arg(long)]
+    pub ao: bool,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct StreamFlags {
-    /// ABR algorithm: throughput, bola, bolae, dynamic, bba, mpc, mpc-paper.
-    #[arg(long, default_value = "dynamic")]
+    /// ABR algorithm: robust (the default), throughput, bola, bolae, dynamic, bba, mpc, mpc-paper.
+    #[arg(long, default_value = "robust")]
     pub abr: AbrKind,
     /// Stop after this many seconds of media.
     #[arg(long, value_name = "S")]
@@ -114,8 +172,8 @@ pub struct SimulateArgs {
     /// Run every trace in DIR for every algorithm (or those given with --abr) and print a table.
     #[arg(long, value_name = "DIR", conflicts_with = "trace")]
     pub batch: Option<PathBuf>,
-    /// ABR algorithm(s) (throughput, bola, bolae, dynamic, bba, mpc, mpc-paper); repeat or
-    /// comma-separate. Default: dynamic (all with --batch).
+    /// ABR algorithm(s) (robust, throughput, bola, bolae, dynamic, bba, mpc, mpc-paper); repeat
+    /// or comma-separate. Default: robust (all with --batch).
     #[arg(long, value_delimiter = ',')]
     pub abr: Vec<AbrKind>,
     /// Multiply every bandwidth of the trace.
@@ -138,6 +196,7 @@ fn session_config(m: &ModelFlags) -> Result<SessionConfig> {
     Ok(SessionConfig {
         max_buffer_ms: m.max_buffer * 1000.0,
         startup_ms: m.startup * 1000.0,
+        ao: m.ao,
         ..SessionConfig::default()
     })
 }
@@ -160,18 +219,84 @@ fn parse_dns(s: &str) -> Result<SocketAddr> {
 
 fn open_log(path: &Path) -> Result<LogSink> {
     let f = File::create(path).with_context(|| format!("cannot create log {}", path.display()))?;
-    Ok(Arc::new(Mutex::new(Box::new(BufWriter::new(f)))))
+    Ok(LogSink::new(Box::new(BufWriter::new(f))))
 }
 
 /// Streams (or simulates) and prints the QoE summary.
+///
+/// With `--json`, a failure is also printed on stdout as `{"error": "…"}` (the whole cause
+/// chain on one line), so a script reading stdout sees what went wrong.
 pub async fn run(args: PlayerArgs) -> Result<()> {
-    match args.command {
+    let json = match &args.command {
+        Some(PlayerCommand::Simulate(s)) => s.model.json,
+        Some(PlayerCommand::Lab(l)) => l.json,
+        Some(PlayerCommand::Traces(_)) => false,
+        None => args.stream.model.json,
+    };
+    let result = match args.command {
         Some(PlayerCommand::Simulate(s)) => simulate_cmd(s).await,
-        None => {
-            let url = args.url.context("give the MPD URL to play")?;
-            stream_cmd(url, args.stream).await
-        }
+        Some(PlayerCommand::Lab(l)) => lab_cmd(l),
+        Some(PlayerCommand::Traces(t)) => traces_cmd(t),
+        None => match args.url {
+            Some(url) => stream_cmd(url, args.stream).await,
+            None => Err(anyhow::anyhow!("give the MPD URL to play")),
+        },
+    };
+    if let (true, Err(e)) = (json, &result) {
+        println!("{}", json_error(e));
     }
+    result
+}
+
+fn lab_cmd(a: LabArgs) -> Result<()> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/abr");
+    let paths = if a.movie.is_empty() {
+        vec![data.join("bbb.json"), data.join("bbb4k.json")]
+    } else {
+        a.movie.clone()
+    };
+    let movies = paths
+        .iter()
+        .map(|p| {
+            let name = p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            Ok((name, Content::load_sabre(p)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rows = crate::lab::lab(
+        &movies,
+        a.set.split(),
+        a.set.seed,
+        a.set.count,
+        &a.set.lte_dir,
+        &crate::lab::lab_variants(),
+        &SessionConfig::default(),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        print!("{}", crate::lab::lab_table(&rows));
+    }
+    Ok(())
+}
+
+fn traces_cmd(a: TracesArgs) -> Result<()> {
+    let traces = generate(
+        a.family,
+        a.set.split(),
+        a.set.seed,
+        a.set.count,
+        &a.set.lte_dir,
+    )?;
+    write_sabre(&a.out, &format!("{}-", a.family.name()), &traces)
+        .with_context(|| format!("cannot write traces into {}", a.out.display()))?;
+    Ok(())
+}
+
+fn json_error(e: &anyhow::Error) -> serde_json::Value {
+    serde_json::json!({ "error": format!("{e:#}") })
 }
 
 async fn stream_cmd(url: String, f: StreamFlags) -> Result<()> {
@@ -205,7 +330,16 @@ async fn stream_cmd(url: String, f: StreamFlags) -> Result<()> {
     if let Some(p) = &f.model.log {
         opts.log = Some(open_log(p)?);
     }
+    let log = opts.log.clone();
+    let result = stream_sessions(opts, &f).await;
+    // Lines of a session that failed are still written before the process exits.
+    if let Some(sink) = log {
+        sink.flush().await.context("cannot write the log")?;
+    }
+    result
+}
 
+async fn stream_sessions(opts: StreamOptions, f: &StreamFlags) -> Result<()> {
     if f.clients > 1 {
         let (results, agg) = stream::stream_many(opts, f.clients).await;
         for (i, r) in results.iter().enumerate() {
@@ -341,7 +475,7 @@ async fn simulate_cmd(a: SimulateArgs) -> Result<()> {
     let trace_path = a.trace.as_deref().context("give --trace or --batch")?;
     let trace = Trace::load(trace_path)?.scaled(a.network_multiplier);
     let algos = if a.abr.is_empty() {
-        vec![AbrKind::Dynamic]
+        vec![AbrKind::Robust]
     } else {
         a.abr.clone()
     };
@@ -349,13 +483,12 @@ async fn simulate_cmd(a: SimulateArgs) -> Result<()> {
     for abr in algos {
         let r = sim::simulate(&content, &trace, abr, &cfg);
         if let Some(sink) = &log {
-            let mut w = sink.lock().unwrap_or_else(|p| p.into_inner());
             for rec in &r.records {
                 let mut v = serde_json::to_value(rec)?;
                 v["abr"] = serde_json::Value::from(abr.name());
-                writeln!(w, "{v}")?;
+                sink.line(v.to_string());
             }
-            w.flush()?;
+            sink.flush().await?;
         }
         if let Some(p) = &a.model.plot {
             crate::plot::plot(
@@ -481,6 +614,18 @@ mod tests {
         .unwrap();
         let e = format!("{:#}", run(a).await.unwrap_err());
         assert!(e.contains("bad-trace.txt line 2"), "{e}");
+        let a = parse(&[
+            "simulate",
+            "--movie",
+            &movie,
+            "--trace",
+            t.to_str().unwrap(),
+            "--json",
+        ])
+        .unwrap();
+        let j = json_error(&run(a).await.unwrap_err());
+        let text = j["error"].as_str().expect("an error string");
+        assert!(text.contains("bad-trace.txt line 2"), "{j}");
         let a = parse(&[
             "simulate",
             "--movie",

@@ -10,13 +10,13 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
-    #[error("cannot read movie {path}: {source}")]
+    #[error("cannot read movie {path}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("movie {path} is not a sabre movie JSON (segment_duration_ms, bitrates_kbps, segment_sizes_bits): {source}")]
+    #[error("movie {path} is not a sabre movie JSON (segment_duration_ms, bitrates_kbps, segment_sizes_bits)")]
     Json {
         path: String,
         #[source]

@@ -28,7 +28,7 @@ pub enum DnsError {
     BadSubnet(String),
     #[error("`{0}` is not a DNS name")]
     BadName(String),
-    #[error("DNS server {server}: {what}: {source}")]
+    #[error("DNS server {server}: {what}")]
     Io {
         server: SocketAddr,
         what: &'static str,
@@ -76,7 +76,7 @@ pub struct DnsClient {
 }
 
 /// Parses `--client-subnet`.
-pub fn parse_subnet(s: &str) -> Result<ClientSubnet, DnsError> {
+pub(crate) fn parse_subnet(s: &str) -> Result<ClientSubnet, DnsError> {
     ClientSubnet::from_str(s).map_err(|_| DnsError::BadSubnet(s.into()))
 }
 

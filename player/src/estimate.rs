@@ -10,7 +10,7 @@
 
 /// EWMA throughput/latency estimator.
 #[derive(Debug, Clone)]
-pub struct Ewma {
+pub(crate) struct Ewma {
     half_life_ms: Vec<f64>,
     latency_half_life: Vec<f64>,
     throughput: Vec<f64>,
@@ -25,7 +25,7 @@ pub struct Ewma {
 
 impl Ewma {
     /// `half_lives_s` in seconds (default `[3, 8]`), `segment_ms` the nominal segment length.
-    pub fn new(half_lives_s: &[f64], segment_ms: f64) -> Ewma {
+    pub(crate) fn new(half_lives_s: &[f64], segment_ms: f64) -> Ewma {
         let half_life_ms: Vec<f64> = half_lives_s.iter().map(|h| h * 1000.0).collect();
         let latency_half_life = half_life_ms.iter().map(|h| h / segment_ms).collect();
         let n = half_life_ms.len();
@@ -43,7 +43,7 @@ impl Ewma {
 
     /// Adds one download: `time_ms` spent transferring (after the first byte), its throughput
     /// in kbit/s and its latency (time to first byte) in ms.
-    pub fn push(&mut self, time_ms: f64, tput_kbps: f64, latency_ms: f64) {
+    pub(crate) fn push(&mut self, time_ms: f64, tput_kbps: f64, latency_ms: f64) {
         for i in 0..self.half_life_ms.len() {
             let a = 0.5f64.powf(time_ms / self.half_life_ms[i]);
             self.throughput[i] = a * self.throughput[i] + (1.0 - a) * tput_kbps;

@@ -17,7 +17,7 @@ use crate::stream::PlayerError;
 pub enum MovieError {
     #[error(transparent)]
     Player(#[from] PlayerError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: String,
         #[source]

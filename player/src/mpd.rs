@@ -173,7 +173,7 @@ fn base_of(base: &Url, urls: &[dash_mpd_core::BaseURL], mpd_url: &Url) -> Result
 }
 
 /// Expands `$Identifier$` and `$Identifier%0Nd$` (ISO/IEC 23009-1 §5.3.9.4.4).
-pub fn expand_template(
+pub(crate) fn expand_template(
     t: &str,
     rep_id: &str,
     number: u64,
@@ -555,7 +555,7 @@ pub fn parse(xml: &str, url: &Url) -> Result<Presentation, MpdError> {
 }
 
 /// Builds the playlist of a parsed MPD.
-pub fn plan(mpd: &MPD, url: &Url) -> Result<Presentation, MpdError> {
+pub(crate) fn plan(mpd: &MPD, url: &Url) -> Result<Presentation, MpdError> {
     if mpd.mpdtype.as_deref() == Some("dynamic") {
         return Err(unsupported(
             url,
@@ -774,7 +774,11 @@ fn dedup_ascending(mut v: Vec<f64>) -> Vec<f64> {
 
 /// Parses a `sidx` box (ISO/IEC 14496-12 §8.16.3) found at `index` in `media`; returns the
 /// segments it references.
-pub fn parse_sidx(data: &[u8], media: &Url, index: (u64, u64)) -> Result<Vec<Segment>, MpdError> {
+pub(crate) fn parse_sidx(
+    data: &[u8],
+    media: &Url,
+    index: (u64, u64),
+) -> Result<Vec<Segment>, MpdError> {
     let bad = |p: &str| MpdError::Sidx {
         url: media.to_string(),
         problem: p.into(),

@@ -45,7 +45,7 @@ pub enum NetError {
         addrs: Vec<SocketAddr>,
         last: String,
     },
-    #[error("{url}: cannot resolve {host}: {source}")]
+    #[error("{url}: cannot resolve {host}")]
     Resolve {
         url: String,
         host: String,

@@ -10,13 +10,13 @@ use crate::session::SegmentRecord;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw {path}: {detail}")]
-pub struct PlotError {
+pub(crate) struct PlotError {
     pub path: String,
     pub detail: String,
 }
 
 /// Draws the session in `records` (video downloads in order) to `path`.
-pub fn plot(path: &Path, title: &str, records: &[SegmentRecord]) -> Result<(), PlotError> {
+pub(crate) fn plot(path: &Path, title: &str, records: &[SegmentRecord]) -> Result<(), PlotError> {
     let err = |e: &dyn std::fmt::Display| PlotError {
         path: path.display().to_string(),
         detail: e.to_string(),

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::buffer::Playback;
 
-pub const LAMBDA: f64 = 1.0;
-pub const MU: f64 = 4.3;
+pub(crate) const LAMBDA: f64 = 1.0;
+pub(crate) const MU: f64 = 4.3;
 
 /// One session's QoE. JSON keys are stable: scripts and the multi-region simulation read them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -57,7 +57,7 @@ pub struct Summary {
 }
 
 /// Yin et al.'s linear QoE over played bitrates (kbit/s) and rebuffer seconds.
-pub fn qoe_lin(played_kbps: &[f64], rebuffer_s: f64) -> f64 {
+pub(crate) fn qoe_lin(played_kbps: &[f64], rebuffer_s: f64) -> f64 {
     let util: f64 = played_kbps.iter().map(|b| b / 1000.0).sum();
     let smooth: f64 = played_kbps
         .windows(2)

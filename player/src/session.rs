@@ -12,6 +12,7 @@
 //! arrives (a larger startup threshold is an option); a segment is requested only when it
 //! fits in the buffer; time passes for the buffer only when the driver reports it.
 
+use crate::abr::robust::RobustConfig;
 use crate::abr::{Abr, AbrKind, Choice, Ctx, Downloaded, Progress};
 use crate::buffer::Buffer;
 use crate::content::Content;
@@ -28,6 +29,11 @@ pub struct SessionConfig {
     pub startup_ms: f64,
     /// EWMA half-lives, seconds.
     pub half_lives_s: Vec<f64>,
+    /// sabre's `-ao` (oscillation-minimising) mode for the BOLA variants (`bola`, `bolae`,
+    /// `dynamic`): no step one rung above what throughput supports; wait instead.
+    pub ao: bool,
+    /// The knobs of `robust` (the lab tunes them on training traces).
+    pub robust: RobustConfig,
 }
 
 impl Default for SessionConfig {
@@ -36,6 +42,8 @@ impl Default for SessionConfig {
             max_buffer_ms: 25_000.0,
             startup_ms: 0.0,
             half_lives_s: vec![3.0, 8.0],
+            ao: false,
+            robust: RobustConfig::default(),
         }
     }
 }
@@ -43,7 +51,7 @@ impl Default for SessionConfig {
 /// Why the driver must let time pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WaitReason {
+pub(crate) enum WaitReason {
     /// The next segment does not fit in the buffer yet.
     Full,
     /// The ABR asked for a pause (BOLA-E above its target buffer).
@@ -52,7 +60,7 @@ pub enum WaitReason {
 
 /// What the driver should do next.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Step {
+pub(crate) enum Step {
     Fetch {
         segment: usize,
         quality: usize,
@@ -69,7 +77,7 @@ pub enum Step {
 
 /// How a fetch went, as the driver measured it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// Bits the segment has (what was asked for).
     pub size_bits: f64,
     /// Bits received (less than `size_bits` when abandoned).
@@ -115,7 +123,7 @@ enum Phase {
     Done,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     content: Content,
     cfg: SessionConfig,
     abr_kind: Option<AbrKind>,
@@ -147,15 +155,15 @@ fn ctx<'a>(
 }
 
 impl Session {
-    pub fn new(content: Content, abr: AbrKind, cfg: SessionConfig) -> Session {
-        let algo = abr.build(&content, cfg.max_buffer_ms);
+    pub(crate) fn new(content: Content, abr: AbrKind, cfg: SessionConfig) -> Session {
+        let algo = abr.build(&content, &cfg);
         let mut s = Session::with_abr(content, algo, cfg);
         s.abr_kind = Some(abr);
         s
     }
 
     /// A session driven by any [`Abr`] implementation.
-    pub fn with_abr(content: Content, abr: Box<dyn Abr>, mut cfg: SessionConfig) -> Session {
+    pub(crate) fn with_abr(content: Content, abr: Box<dyn Abr>, mut cfg: SessionConfig) -> Session {
         // A startup threshold the buffer can never reach would wait forever.
         cfg.startup_ms = cfg
             .startup_ms
@@ -176,24 +184,16 @@ impl Session {
         }
     }
 
-    pub fn content(&self) -> &Content {
+    pub(crate) fn content(&self) -> &Content {
         &self.content
     }
 
-    pub fn buffer_ms(&self) -> f64 {
-        self.buffer.level_ms()
-    }
-
-    pub fn estimate_kbps(&self) -> Option<f64> {
-        self.est.throughput_kbps
-    }
-
     /// Wall time of the session so far (startup + play + stalls), ms.
-    pub fn elapsed_ms(&self) -> f64 {
+    pub(crate) fn elapsed_ms(&self) -> f64 {
         self.buffer.metrics.total_ms
     }
 
-    pub fn segments_done(&self) -> usize {
+    pub(crate) fn segments_done(&self) -> usize {
         self.next_segment
     }
 
@@ -231,7 +231,7 @@ impl Session {
     }
 
     /// The next thing to do.
-    pub fn next_step(&mut self) -> Step {
+    pub(crate) fn next_step(&mut self) -> Step {
         match self.phase {
             Phase::Start => {
                 if self.content.segments() == 0 {
@@ -283,7 +283,7 @@ impl Session {
     }
 
     /// Reports that `ms` of wall time passed for a [`Step::Wait`].
-    pub fn waited(&mut self, ms: f64, reason: WaitReason) {
+    pub(crate) fn waited(&mut self, ms: f64, reason: WaitReason) {
         self.buffer.deplete(ms, &self.content.bitrates_kbps);
         if reason == WaitReason::Full {
             self.abr.report_delay(ms);
@@ -292,12 +292,12 @@ impl Session {
 
     /// Time lost outside a download (a failed attempt, a failover backoff): the buffer
     /// plays (or stalls) through it, the ABR hears nothing.
-    pub fn idle(&mut self, ms: f64) {
+    pub(crate) fn idle(&mut self, ms: f64) {
         self.buffer.deplete(ms, &self.content.bitrates_kbps);
     }
 
     /// During a download: should it be abandoned (for which lower quality)?
-    pub fn check_abandon(&mut self, p: &Progress) -> Option<usize> {
+    pub(crate) fn check_abandon(&mut self, p: &Progress) -> Option<usize> {
         let c = ctx(
             &self.content,
             &self.cfg,
@@ -310,7 +310,7 @@ impl Session {
     }
 
     /// The current fetch finished (or was abandoned).
-    pub fn fetched(&mut self, r: Fetched) -> SegmentRecord {
+    pub(crate) fn fetched(&mut self, r: Fetched) -> SegmentRecord {
         let Phase::Fetching {
             segment,
             quality,
@@ -343,9 +343,7 @@ impl Session {
             self.abr.report_download(
                 &c,
                 &Downloaded {
-                    segment,
                     quality,
-                    size_bits: r.size_bits,
                     downloaded_bits: r.downloaded_bits,
                     time_ms: r.time_ms,
                     ttfb_ms: r.ttfb_ms,
@@ -383,7 +381,7 @@ impl Session {
     }
 
     /// Plays out what is buffered and sums the session up.
-    pub fn finish(mut self) -> Summary {
+    pub(crate) fn finish(mut self) -> Summary {
         self.buffer.play_out(&self.content.bitrates_kbps);
         Summary::from_playback(
             &self.buffer.metrics,

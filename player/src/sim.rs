@@ -22,7 +22,7 @@ const MIN_PROGRESS_MS: f64 = 50.0;
 
 /// sabre's network model over a looping trace.
 #[derive(Debug, Clone)]
-pub struct Network {
+pub(crate) struct Network {
     periods: Vec<Period>,
     index: usize,
     time_to_next: f64,
@@ -31,7 +31,7 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(trace: &Trace) -> Network {
+    pub(crate) fn new(trace: &Trace) -> Network {
         let periods = trace.periods.clone();
         let time_to_next = periods[0].duration_ms;
         Network {
@@ -144,7 +144,7 @@ impl Network {
     }
 
     /// Lets `t` ms pass with no transfer.
-    pub fn delay(&mut self, mut t: f64) {
+    pub(crate) fn delay(&mut self, mut t: f64) {
         while t > self.time_to_next {
             t -= self.time_to_next;
             self.now_ms += self.time_to_next;
@@ -195,7 +195,6 @@ fn download(
         got += bits;
         if got < size {
             abandoned_to = session.check_abandon(&Progress {
-                segment,
                 quality,
                 size_bits: size,
                 downloaded_bits: got,
@@ -253,7 +252,7 @@ pub fn simulate(content: &Content, trace: &Trace, abr: AbrKind, cfg: &SessionCon
 
 /// One row of a batch table: an algorithm's means over every trace.
 #[derive(Debug, Clone, Serialize)]
-pub struct BatchRow {
+pub(crate) struct BatchRow {
     pub abr: String,
     pub traces: usize,
     pub avg_bitrate_kbps: f64,
@@ -265,8 +264,8 @@ pub struct BatchRow {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BatchError {
-    #[error("cannot list traces in {dir}: {source}")]
+pub(crate) enum BatchError {
+    #[error("cannot list traces in {dir}")]
     Dir {
         dir: PathBuf,
         #[source]
@@ -279,7 +278,7 @@ pub enum BatchError {
 }
 
 /// Every trace file in `dir`, sorted.
-pub fn trace_files(dir: &Path) -> Result<Vec<PathBuf>, BatchError> {
+pub(crate) fn trace_files(dir: &Path) -> Result<Vec<PathBuf>, BatchError> {
     let rd = std::fs::read_dir(dir).map_err(|source| BatchError::Dir {
         dir: dir.into(),
         source,
@@ -303,7 +302,7 @@ pub fn trace_files(dir: &Path) -> Result<Vec<PathBuf>, BatchError> {
 }
 
 /// Runs every algorithm over every trace in `dir`; one row per algorithm.
-pub fn batch(
+pub(crate) fn batch(
     content: &Content,
     dir: &Path,
     algos: &[AbrKind],
@@ -313,31 +312,100 @@ pub fn batch(
         .iter()
         .map(|p| Trace::load(p))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(algos
+    Ok(batch_traces(content, &traces, algos, cfg))
+}
+
+/// Runs every algorithm over `traces` (in the mode `cfg.ao` says); one row per algorithm.
+pub(crate) fn batch_traces(
+    content: &Content,
+    traces: &[Trace],
+    algos: &[AbrKind],
+    cfg: &SessionConfig,
+) -> Vec<BatchRow> {
+    algos
         .iter()
         .map(|&abr| {
             let sums: Vec<Summary> = traces
                 .iter()
                 .map(|t| simulate(content, t, abr, cfg).summary)
                 .collect();
-            let n = sums.len() as f64;
-            let mean = |f: fn(&Summary) -> f64| sums.iter().map(f).sum::<f64>() / n;
-            BatchRow {
-                abr: abr.name().into(),
-                traces: sums.len(),
-                avg_bitrate_kbps: mean(|s| s.avg_bitrate_kbps),
-                rebuffer_ratio: mean(|s| s.rebuffer_ratio),
-                rebuffer_s: mean(|s| s.rebuffer_s),
-                switches: mean(|s| s.switches as f64),
-                qoe_lin: mean(|s| s.qoe_lin),
-                qoe_lin_per_segment: mean(|s| s.qoe_lin_per_segment),
-            }
+            row(abr.name().into(), &sums)
         })
-        .collect())
+        .collect()
+}
+
+/// An algorithm in one of sabre's two modes (`ao`: its `-ao`, oscillation-minimising).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    pub abr: AbrKind,
+    pub ao: bool,
+}
+
+impl Variant {
+    pub fn name(self) -> String {
+        if self.ao {
+            format!("{}-ao", self.abr)
+        } else {
+            self.abr.name().to_string()
+        }
+    }
+
+    /// sabre's algorithms in both modes (`-ao` only where it changes something).
+    pub fn sabre() -> Vec<Variant> {
+        let mut v: Vec<Variant> = AbrKind::SABRE
+            .iter()
+            .map(|&abr| Variant { abr, ao: false })
+            .collect();
+        v.extend(
+            AbrKind::SABRE
+                .iter()
+                .filter(|a| a.has_ao())
+                .map(|&abr| Variant { abr, ao: true }),
+        );
+        v
+    }
+}
+
+/// Every variant over every trace: `result[variant][trace]`.
+pub fn run_all(
+    content: &Content,
+    traces: &[Trace],
+    variants: &[Variant],
+    cfg: &SessionConfig,
+) -> Vec<Vec<Summary>> {
+    variants
+        .iter()
+        .map(|v| {
+            let cfg = SessionConfig {
+                ao: v.ao,
+                ..cfg.clone()
+            };
+            traces
+                .iter()
+                .map(|t| simulate(content, t, v.abr, &cfg).summary)
+                .collect()
+        })
+        .collect()
+}
+
+/// The means of one variant's sessions as a table row.
+pub(crate) fn row(name: String, sums: &[Summary]) -> BatchRow {
+    let n = sums.len().max(1) as f64;
+    let mean = |f: fn(&Summary) -> f64| sums.iter().map(f).sum::<f64>() / n;
+    BatchRow {
+        abr: name,
+        traces: sums.len(),
+        avg_bitrate_kbps: mean(|s| s.avg_bitrate_kbps),
+        rebuffer_ratio: mean(|s| s.rebuffer_ratio),
+        rebuffer_s: mean(|s| s.rebuffer_s),
+        switches: mean(|s| s.switches as f64),
+        qoe_lin: mean(|s| s.qoe_lin),
+        qoe_lin_per_segment: mean(|s| s.qoe_lin_per_segment),
+    }
 }
 
 /// The batch table as a paper would print it.
-pub fn batch_table(rows: &[BatchRow]) -> String {
+pub(crate) fn batch_table(rows: &[BatchRow]) -> String {
     let mut s = format!(
         "{:<12} {:>6} {:>12} {:>10} {:>10} {:>9} {:>10} {:>9}\n",
         "abr", "traces", "bitrate kb/s", "rebuf %", "rebuf s", "switches", "QoE lin", "QoE/seg"
@@ -370,14 +438,22 @@ mod tests {
         (movie, net)
     }
 
-    fn played(abr: AbrKind) -> Summary {
+    fn played_in(abr: AbrKind, ao: bool) -> Summary {
         let (m, n) = example();
-        simulate(&m, &n, abr, &SessionConfig::default()).summary
+        let cfg = SessionConfig {
+            ao,
+            ..SessionConfig::default()
+        };
+        simulate(&m, &n, abr, &cfg).summary
     }
 
     /// sabre's figures on its own example (time-average played bitrate, kbit/s).
     fn assert_sabre(abr: AbrKind, expected: f64) {
-        let s = played(abr);
+        assert_sabre_in(abr, false, expected)
+    }
+
+    fn assert_sabre_in(abr: AbrKind, ao: bool, expected: f64) {
+        let s = played_in(abr, ao);
         assert!(
             (s.time_avg_bitrate_kbps - expected).abs() < 0.05,
             "{abr}: time-average played bitrate {:.3}, sabre says {expected}",
@@ -385,6 +461,17 @@ mod tests {
         );
         assert_eq!(s.rebuffer_count, 0, "{abr} rebuffered: {s:?}");
         assert_eq!(s.rebuffer_s, 0.0, "{abr} rebuffered: {s:?}");
+    }
+
+    /// The same example in `-ao` mode. These are our port's figures (sabre's `-ao` code path
+    /// is six lines, ported as written); `bench/abr.sh` runs sabre itself and compares.
+    #[test]
+    fn sabre_fidelity_ao() {
+        assert_sabre_in(AbrKind::Bola, true, 2250.3);
+        assert_sabre_in(AbrKind::Bolae, true, 2373.9);
+        assert_sabre_in(AbrKind::Dynamic, true, 2257.5);
+        // -ao does not change the throughput rule.
+        assert_sabre_in(AbrKind::Throughput, true, 1963.8);
     }
 
     #[test]

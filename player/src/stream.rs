@@ -10,9 +10,7 @@
 //! the buffer is counted as played without waiting for it in real time.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -22,6 +20,7 @@ use url::Url;
 
 use crate::abr::{AbrKind, Progress};
 use crate::dns::{parse_subnet, DnsClient, DnsError};
+use crate::log::LogSink;
 use crate::mpd::{self, Addressing, MpdError, Presentation, Resource};
 use crate::net::{Fetch, Net, NetConfig, NetError, ResolveOverride};
 use crate::qoe::{Aggregate, Summary};
@@ -31,7 +30,7 @@ use crate::trace::Trace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlayerError {
-    #[error("`{url}` is not a URL: {source}")]
+    #[error("`{url}` is not a URL")]
     Url {
         url: String,
         #[source]
@@ -43,16 +42,13 @@ pub enum PlayerError {
     Net(#[from] NetError),
     #[error(transparent)]
     Dns(#[from] DnsError),
-    #[error("cannot write the log: {0}")]
+    #[error("cannot write the log")]
     Log(#[source] std::io::Error),
     #[error("{url}: the MPD is not UTF-8 text")]
     NotText { url: String },
     #[error("session task ended early: {0}")]
     Task(String),
 }
-
-/// Where JSON Lines go (shared by the clients of `--clients N`).
-pub type LogSink = Arc<Mutex<Box<dyn Write + Send>>>;
 
 /// Everything one streaming session needs.
 #[derive(Clone)]
@@ -80,7 +76,7 @@ impl StreamOptions {
     pub fn new(url: impl Into<String>) -> StreamOptions {
         StreamOptions {
             url: url.into(),
-            abr: AbrKind::Dynamic,
+            abr: AbrKind::Robust,
             session: SessionConfig::default(),
             duration_s: None,
             trace: None,
@@ -188,9 +184,7 @@ impl Driver {
         };
         if let Some(sink) = &self.opts.log {
             let line = serde_json::to_string(&e).expect("log entries serialise");
-            let mut w = sink.lock().unwrap_or_else(|p| p.into_inner());
-            writeln!(w, "{line}").map_err(PlayerError::Log)?;
-            w.flush().map_err(PlayerError::Log)?;
+            sink.line(line);
         }
         self.log.push(e);
         Ok(())
@@ -216,7 +210,10 @@ impl Driver {
 }
 
 /// Fetches and plans the MPD at `url` (indexes included).
-pub async fn load_presentation(net: &mut Net, url: &str) -> Result<Presentation, PlayerError> {
+pub(crate) async fn load_presentation(
+    net: &mut Net,
+    url: &str,
+) -> Result<Presentation, PlayerError> {
     let url = Url::parse(url).map_err(|source| PlayerError::Url {
         url: url.to_string(),
         source,
@@ -279,7 +276,7 @@ fn buffer_bar(level_s: f64, max_s: f64) -> String {
 }
 
 /// Streams one session and returns its QoE summary.
-pub async fn stream(opts: StreamOptions) -> Result<Summary, PlayerError> {
+pub(crate) async fn stream(opts: StreamOptions) -> Result<Summary, PlayerError> {
     Ok(stream_report(opts).await?.summary)
 }
 
@@ -396,7 +393,6 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
                             return false;
                         }
                         let p = Progress {
-                            segment,
                             quality,
                             size_bits: size as f64 * 8.0,
                             downloaded_bits: bytes as f64 * 8.0,
@@ -472,6 +468,9 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
     summary.failovers = d.failovers;
     summary.retries = d.retries;
     summary.audio_segments = d.audio_segments;
+    if let Some(sink) = &d.opts.log {
+        sink.flush().await.map_err(PlayerError::Log)?;
+    }
     Ok(Report {
         summary,
         log: d.log,

@@ -28,13 +28,13 @@ pub struct Trace {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("cannot read trace {path}: {source}")]
+    #[error("cannot read trace {path}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("trace {path} is not a sabre trace JSON (a list of {{duration_ms, bandwidth_kbps, latency_ms}}): {source}")]
+    #[error("trace {path} is not a sabre trace JSON (a list of {{duration_ms, bandwidth_kbps, latency_ms}})")]
     Json {
         path: String,
         #[source]
@@ -48,6 +48,8 @@ pub enum TraceError {
         line: usize,
         problem: String,
     },
+    #[error("trace model: {problem}")]
+    Model { problem: String },
     #[error("trace {path}: {problem}")]
     Invalid { path: String, problem: String },
 }
@@ -175,15 +177,6 @@ impl Trace {
             p.bandwidth_kbps *= factor;
         }
         self
-    }
-
-    pub fn mean_kbps(&self) -> f64 {
-        let t: f64 = self.periods.iter().map(|p| p.duration_ms).sum();
-        self.periods
-            .iter()
-            .map(|p| p.bandwidth_kbps * p.duration_ms)
-            .sum::<f64>()
-            / t.max(1e-9)
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashcdn_player::net::{NetConfig, NetError, ResolveOverride};
-use dashcdn_player::stream::{LogSink, PlayerError};
-use dashcdn_player::trace::{Period, Trace};
-use dashcdn_player::{mpd::MpdError, stream_report, AbrKind, StreamOptions};
+use dashcdn_player::{
+    stream_report, AbrKind, LogSink, MpdError, NetConfig, NetError, Period, PlayerError,
+    ResolveOverride, StreamOptions, Trace,
+};
 use util::*;
 
 /// No test may hang: everything runs under this.
@@ -37,7 +37,7 @@ impl Write for Captured {
 
 impl Captured {
     fn sink(&self) -> LogSink {
-        Arc::new(Mutex::new(Box::new(self.clone())))
+        LogSink::new(Box::new(self.clone()))
     }
     fn lines(&self) -> Vec<serde_json::Value> {
         let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
@@ -71,7 +71,7 @@ async fn streams_from_our_origin_and_the_summary_adds_up() {
     let mpd_text =
         std::fs::read_to_string(library().root.join(ASSET).join("manifest.mpd")).unwrap();
     let url = url::Url::parse(&origin.url(&manifest_path())).unwrap();
-    let pres = dashcdn_player::mpd::parse(&mpd_text, &url).unwrap();
+    let pres = dashcdn_player::parse_mpd(&mpd_text, &url).unwrap();
     let n = pres.periods[0].video[0].segments().len();
     assert_eq!(s.segments as usize, n, "{s:?}");
     let media: f64 = pres.periods[0].video[0]
@@ -552,7 +552,7 @@ async fn an_mpd_is_a_movie_for_the_simulator() {
     // Local: sizes from the files and byte ranges.
     for mpd in ["timeline/manifest.mpd", "single/segmentbase.mpd"] {
         let path = ff.root.join(mpd);
-        let c = dashcdn_player::movie::content_from_mpd(path.to_str().unwrap())
+        let c = dashcdn_player::content_from_mpd(path.to_str().unwrap())
             .await
             .unwrap_or_else(|e| panic!("{mpd}: {e}"));
         assert_eq!(c.segments(), 5, "{mpd}");
@@ -570,7 +570,7 @@ async fn an_mpd_is_a_movie_for_the_simulator() {
     let server = spawn_static(&ff.root).await;
     let c = within(
         30,
-        dashcdn_player::movie::content_from_mpd(&server.url("/duration/manifest.mpd")),
+        dashcdn_player::content_from_mpd(&server.url("/duration/manifest.mpd")),
     )
     .await
     .unwrap();
@@ -683,7 +683,7 @@ async fn dns_with_client_subnet_picks_the_edge_through_the_cname_chain() {
         r.summary
     );
 
-    let d = dashcdn_player::dns::DnsClient::new(dns, None);
+    let d = dashcdn_player::DnsClient::new(dns, None);
     let res = d.resolve("video.test").await.unwrap();
     assert_eq!(res.chain, ["video.test", "edge.cdn.test"]);
     assert_eq!(res.ttl, Duration::from_secs(1));
@@ -707,13 +707,13 @@ async fn the_player_resolves_again_when_the_ttl_expires() {
         }
     }))
     .await;
-    let mut net = dashcdn_player::net::Net::new(
+    let mut net = dashcdn_player::Net::new(
         NetConfig::default(),
-        Some(dashcdn_player::dns::DnsClient::new(dns, None)),
+        Some(dashcdn_player::DnsClient::new(dns, None)),
         Vec::new(),
         None,
     );
-    let res = dashcdn_player::mpd::Resource {
+    let res = dashcdn_player::Resource {
         url: url::Url::parse(&format!(
             "http://video.test:{}{}",
             a.addr.port(),

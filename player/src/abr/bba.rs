@@ -12,14 +12,14 @@ use super::{Abr, Choice, Ctx};
 use crate::content::Content;
 
 #[derive(Debug, Clone)]
-pub struct Bba {
+pub(crate) struct Bba {
     reservoir_ms: f64,
     cushion_ms: f64,
     last: usize,
 }
 
 impl Bba {
-    pub fn new(content: &Content, max_buffer_ms: f64) -> Bba {
+    pub(crate) fn new(content: &Content, max_buffer_ms: f64) -> Bba {
         let reservoir_ms = (0.2 * max_buffer_ms).max(content.segment_ms);
         let upper = (0.8 * max_buffer_ms).max(reservoir_ms + content.segment_ms);
         Bba {

@@ -36,18 +36,20 @@ fn quality_from_buffer(rates: &[f64], utilities: &[f64], vp: f64, gp: f64, level
 }
 
 #[derive(Debug, Clone)]
-pub struct Bola {
+pub(crate) struct Bola {
     utilities: Vec<f64>,
     gp: f64,
     buffer_size: f64,
     vp: f64,
     last_quality: usize,
+    /// sabre's `-ao`: never step above what throughput supports; wait instead.
+    osc: bool,
 }
 
 impl Bola {
-    pub const GAMMA_P: f64 = 5.0;
+    pub(crate) const GAMMA_P: f64 = 5.0;
 
-    pub fn new(content: &Content, max_buffer_ms: f64) -> Bola {
+    pub(crate) fn new(content: &Content, max_buffer_ms: f64, osc: bool) -> Bola {
         let b0 = content.bitrates_kbps[0];
         let utilities: Vec<f64> = content
             .bitrates_kbps
@@ -62,6 +64,7 @@ impl Bola {
             buffer_size: max_buffer_ms,
             vp,
             last_quality: 0,
+            osc,
         }
     }
 }
@@ -84,6 +87,7 @@ impl Abr for Bola {
             self.gp,
             ctx.buffer_ms,
         );
+        let mut delay_ms = 0.0;
         if quality > self.last_quality {
             let quality_t =
                 ctx.quality_from_throughput(ctx.throughput_kbps.unwrap_or(f64::MIN_POSITIVE));
@@ -91,12 +95,20 @@ impl Abr for Bola {
                 // BOLA's choice is sustainable.
             } else if self.last_quality > quality_t {
                 quality = self.last_quality;
-            } else {
+            } else if !self.osc {
                 quality = quality_t + 1;
+            } else {
+                // -ao: stay at what throughput supports and let the buffer drain to where
+                // BOLA would pick it.
+                quality = quality_t;
+                let level = self.vp * (self.gp + self.utilities[quality]);
+                if quality + 1 < c.bitrates_kbps.len() {
+                    delay_ms = (ctx.buffer_ms - level).max(0.0);
+                }
             }
         }
         self.last_quality = quality;
-        Choice::now(quality)
+        Choice { quality, delay_ms }
     }
 
     fn check_abandon(&mut self, ctx: &Ctx, p: &Progress, buffer_ms: f64) -> Option<usize> {
@@ -132,7 +144,7 @@ enum State {
 }
 
 #[derive(Debug, Clone)]
-pub struct BolaE {
+pub(crate) struct BolaE {
     utilities: Vec<f64>,
     gp: f64,
     vp: f64,
@@ -141,13 +153,15 @@ pub struct BolaE {
     placeholder: f64,
     last_quality: usize,
     ibr_safety: f64,
+    /// sabre's `-ao`: no step of one rung above what throughput supports.
+    osc: bool,
 }
 
 impl BolaE {
-    pub const MINIMUM_BUFFER_MS: f64 = 10_000.0;
-    pub const MINIMUM_BUFFER_PER_LEVEL_MS: f64 = 2_000.0;
+    pub(crate) const MINIMUM_BUFFER_MS: f64 = 10_000.0;
+    pub(crate) const MINIMUM_BUFFER_PER_LEVEL_MS: f64 = 2_000.0;
 
-    pub fn new(content: &Content, max_buffer_ms: f64) -> BolaE {
+    pub(crate) fn new(content: &Content, max_buffer_ms: f64, osc: bool) -> BolaE {
         let b0 = content.bitrates_kbps[0];
         let utilities: Vec<f64> = content
             .bitrates_kbps
@@ -169,6 +183,7 @@ impl BolaE {
             placeholder: 0.0,
             last_quality: 0,
             ibr_safety: LOW_BUFFER_SAFETY_FACTOR_INIT,
+            osc,
         }
     }
 
@@ -215,7 +230,7 @@ impl Abr for BolaE {
         );
         let quality_t = ctx.quality_from_throughput(tput);
         if quality > self.last_quality && quality > quality_t {
-            quality = self.last_quality.max(quality_t) + 1;
+            quality = self.last_quality.max(quality_t) + usize::from(!self.osc);
         }
         let max_level = self.max_buffer_for_quality(quality);
         let mut delay = level + self.placeholder - max_level;

@@ -16,7 +16,7 @@ use super::{Abr, Choice, Ctx, Downloaded, Progress};
 use crate::content::Content;
 
 #[derive(Debug, Clone)]
-pub struct Dynamic {
+pub(crate) struct Dynamic {
     bola: Bola,
     tput: Throughput,
     is_bola: bool,
@@ -27,21 +27,16 @@ pub struct Dynamic {
 }
 
 impl Dynamic {
-    pub const LOW_BUFFER_THRESHOLD_MS: f64 = 10_000.0;
+    pub(crate) const LOW_BUFFER_THRESHOLD_MS: f64 = 10_000.0;
 
-    pub fn new(content: &Content, max_buffer_ms: f64) -> Dynamic {
+    pub(crate) fn new(content: &Content, max_buffer_ms: f64, osc: bool) -> Dynamic {
         Dynamic {
-            bola: Bola::new(content, max_buffer_ms),
+            bola: Bola::new(content, max_buffer_ms, osc),
             tput: Throughput::new(),
             is_bola: false,
             switch_off_ms: Dynamic::LOW_BUFFER_THRESHOLD_MS,
             switch_on_ms: Dynamic::LOW_BUFFER_THRESHOLD_MS,
         }
-    }
-
-    /// Whether BOLA made the last decision.
-    pub fn is_bola(&self) -> bool {
-        self.is_bola
     }
 }
 

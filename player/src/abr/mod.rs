@@ -15,21 +15,25 @@
 //! - [`dynamic`]: dash.js's DYNAMIC strategy: throughput at low buffer, BOLA at high.
 //! - [`bba`]: buffer-based (Huang et al., SIGCOMM 2014), BBA-0's rate map.
 //! - [`mpc`]: RobustMPC (Yin et al., SIGCOMM 2015).
+//! - [`robust`]: the default, a pruned MPC with an uncertainty-aware predictor and a
+//!   buffer reserve, tuned on training traces of three families (`docs/player-abr.md`).
 
-pub mod bba;
-pub mod bola;
-pub mod dynamic;
-pub mod mpc;
-pub mod throughput;
+pub(crate) mod bba;
+pub(crate) mod bola;
+pub(crate) mod dynamic;
+pub(crate) mod mpc;
+pub(crate) mod robust;
+pub(crate) mod throughput;
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::content::Content;
+use crate::session::SessionConfig;
 
 /// What an algorithm may look at when it decides.
 #[derive(Debug, Clone, Copy)]
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub content: &'a Content,
     /// Buffered media, ms.
     pub buffer_ms: f64,
@@ -46,7 +50,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// The highest quality whose segment would download within one segment duration at
     /// `tput` kbit/s, latency included (sabre's `quality_from_throughput`).
-    pub fn quality_from_throughput(&self, tput: f64) -> usize {
+    pub(crate) fn quality_from_throughput(&self, tput: f64) -> usize {
         let p = self.content.segment_ms;
         let lat = self.latency_ms.unwrap_or(0.0);
         let rates = &self.content.bitrates_kbps;
@@ -60,8 +64,7 @@ impl Ctx<'_> {
 
 /// A download in flight, as the abandonment check sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    pub segment: usize,
+pub(crate) struct Progress {
     pub quality: usize,
     /// Whole segment, bits.
     pub size_bits: f64,
@@ -74,10 +77,8 @@ pub struct Progress {
 
 /// A finished (or abandoned) download.
 #[derive(Debug, Clone, Copy)]
-pub struct Downloaded {
-    pub segment: usize,
+pub(crate) struct Downloaded {
     pub quality: usize,
-    pub size_bits: f64,
     pub downloaded_bits: f64,
     pub time_ms: f64,
     pub ttfb_ms: f64,
@@ -87,13 +88,13 @@ pub struct Downloaded {
 
 /// The choice for the next segment: a quality and how long to wait before fetching it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Choice {
+pub(crate) struct Choice {
     pub quality: usize,
     pub delay_ms: f64,
 }
 
 impl Choice {
-    pub fn now(quality: usize) -> Choice {
+    pub(crate) fn now(quality: usize) -> Choice {
         Choice {
             quality,
             delay_ms: 0.0,
@@ -102,7 +103,7 @@ impl Choice {
 }
 
 /// An adaptive-bitrate algorithm.
-pub trait Abr: Send {
+pub(crate) trait Abr: Send {
     /// The first segment's quality, before anything is measured.
     fn first_quality(&mut self, _ctx: &Ctx) -> usize {
         0
@@ -132,10 +133,13 @@ pub enum AbrKind {
     /// RobustMPC exactly as published (for comparison; see [`mpc::MpcConfig`]).
     #[serde(rename = "mpc-paper")]
     MpcPaper,
+    /// The default (see [`robust`]).
+    Robust,
 }
 
 impl AbrKind {
-    pub const ALL: [AbrKind; 7] = [
+    pub const ALL: [AbrKind; 8] = [
+        AbrKind::Robust,
         AbrKind::Throughput,
         AbrKind::Bola,
         AbrKind::Bolae,
@@ -154,16 +158,32 @@ impl AbrKind {
             AbrKind::Bba => "bba",
             AbrKind::Mpc => "mpc",
             AbrKind::MpcPaper => "mpc-paper",
+            AbrKind::Robust => "robust",
         }
     }
 
-    /// A fresh instance for one session over `content` with a `max_buffer_ms` buffer.
-    pub fn build(self, content: &Content, max_buffer_ms: f64) -> Box<dyn Abr> {
+    /// The algorithms of sabre, which the default must beat (in both of sabre's modes).
+    pub const SABRE: [AbrKind; 4] = [
+        AbrKind::Bola,
+        AbrKind::Bolae,
+        AbrKind::Throughput,
+        AbrKind::Dynamic,
+    ];
+
+    /// Whether sabre's `-ao` changes this algorithm.
+    pub fn has_ao(self) -> bool {
+        matches!(self, AbrKind::Bola | AbrKind::Bolae | AbrKind::Dynamic)
+    }
+
+    /// A fresh instance for one session over `content`.
+    pub(crate) fn build(self, content: &Content, cfg: &SessionConfig) -> Box<dyn Abr> {
+        let (max_buffer_ms, ao) = (cfg.max_buffer_ms, cfg.ao);
         match self {
+            AbrKind::Robust => Box::new(robust::Robust::new(cfg.robust)),
             AbrKind::Throughput => Box::new(throughput::Throughput::new()),
-            AbrKind::Bola => Box::new(bola::Bola::new(content, max_buffer_ms)),
-            AbrKind::Bolae => Box::new(bola::BolaE::new(content, max_buffer_ms)),
-            AbrKind::Dynamic => Box::new(dynamic::Dynamic::new(content, max_buffer_ms)),
+            AbrKind::Bola => Box::new(bola::Bola::new(content, max_buffer_ms, ao)),
+            AbrKind::Bolae => Box::new(bola::BolaE::new(content, max_buffer_ms, ao)),
+            AbrKind::Dynamic => Box::new(dynamic::Dynamic::new(content, max_buffer_ms, ao)),
             AbrKind::Bba => Box::new(bba::Bba::new(content, max_buffer_ms)),
             AbrKind::Mpc => Box::new(mpc::RobustMpc::new(content, max_buffer_ms)),
             AbrKind::MpcPaper => Box::new(mpc::RobustMpc::with_config(
@@ -192,9 +212,10 @@ impl FromStr for AbrKind {
             "bba" => AbrKind::Bba,
             "mpc" | "robustmpc" | "robust-mpc" => AbrKind::Mpc,
             "mpc-paper" => AbrKind::MpcPaper,
+            "robust" => AbrKind::Robust,
             other => {
                 return Err(format!(
-                    "unknown ABR algorithm `{other}`; choose one of throughput, bola, bolae, dynamic, bba, mpc, mpc-paper"
+                    "unknown ABR algorithm `{other}`; choose one of robust, throughput, bola, bolae, dynamic, bba, mpc, mpc-paper"
                 ))
             }
         })

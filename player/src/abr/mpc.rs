@@ -27,16 +27,18 @@ use super::throughput::{abandon_by_throughput, ABANDON_GRACE_MS};
 use super::{Abr, Choice, Ctx, Downloaded, Progress};
 use crate::content::Content;
 
-pub const HORIZON: usize = 5;
-pub const PAST: usize = 5;
-pub const REBUF_PENALTY: f64 = 4.3;
-pub const SMOOTH_PENALTY: f64 = 1.0;
-/// Quality sequences tried per decision at most (10 rungs × 5 segments = 100 000).
-const MAX_PLANS: f64 = 200_000.0;
+pub(crate) const HORIZON: usize = 5;
+pub(crate) const PAST: usize = 5;
+pub(crate) const REBUF_PENALTY: f64 = 4.3;
+pub(crate) const SMOOTH_PENALTY: f64 = 1.0;
+/// Quality sequences tried per decision at most: on a ten-rung ladder the horizon is four
+/// segments (10 000 plans), which keeps a decision under the lab's CPU budget of 5 ms per
+/// session-minute (five segments cost about 20 ms).
+const MAX_PLANS: f64 = 10_000.0;
 
 /// The knobs that differ from the paper (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MpcConfig {
+pub(crate) struct MpcConfig {
     /// max(0, p − a) / p rather than |p − a| / a.
     pub one_sided_error: bool,
     /// Abandon only when the buffer is at most this many segments (and a stall is coming);
@@ -50,7 +52,7 @@ pub struct MpcConfig {
 
 impl MpcConfig {
     /// RobustMPC as published.
-    pub const PAPER: MpcConfig = MpcConfig {
+    pub(crate) const PAPER: MpcConfig = MpcConfig {
         one_sided_error: false,
         abandon_reserve_segments: None,
         follow_abandon: false,
@@ -70,7 +72,7 @@ impl Default for MpcConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct RobustMpc {
+pub(crate) struct RobustMpc {
     pub cfg: MpcConfig,
     cap: Option<usize>,
     max_buffer_ms: f64,
@@ -81,13 +83,13 @@ pub struct RobustMpc {
 }
 
 impl RobustMpc {
-    pub fn with_config(content: &Content, max_buffer_ms: f64, cfg: MpcConfig) -> RobustMpc {
+    pub(crate) fn with_config(content: &Content, max_buffer_ms: f64, cfg: MpcConfig) -> RobustMpc {
         let mut m = RobustMpc::new(content, max_buffer_ms);
         m.cfg = cfg;
         m
     }
 
-    pub fn new(_content: &Content, max_buffer_ms: f64) -> RobustMpc {
+    pub(crate) fn new(_content: &Content, max_buffer_ms: f64) -> RobustMpc {
         RobustMpc {
             cfg: MpcConfig::default(),
             cap: None,
@@ -237,6 +239,18 @@ impl Abr for RobustMpc {
         let Some(reserve) = self.cfg.abandon_reserve_segments else {
             return abandon_by_throughput(ctx, p);
         };
+        abandon_near_stall(ctx, p, buffer_ms, reserve)
+    }
+}
+
+/// Abandons only to avoid a stall that is near (see the module docs); `reserve` in segments.
+pub(crate) fn abandon_near_stall(
+    ctx: &Ctx,
+    p: &Progress,
+    buffer_ms: f64,
+    reserve: f64,
+) -> Option<usize> {
+    {
         // Abandon only to avoid a stall that is near: when the buffer is low and the rest of
         // this download, at the rate it is going, would outlast it, switch to the best quality that would not (or the
         // lowest), if that is less to download than what is left.

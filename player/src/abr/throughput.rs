@@ -9,19 +9,19 @@
 
 use super::{Choice, Ctx, Progress};
 
-pub const SAFETY_FACTOR: f64 = 0.9;
-pub const LOW_BUFFER_SAFETY_FACTOR: f64 = 0.5;
-pub const LOW_BUFFER_SAFETY_FACTOR_INIT: f64 = 0.9;
-pub const ABANDON_MULTIPLIER: f64 = 1.8;
-pub const ABANDON_GRACE_MS: f64 = 500.0;
+pub(crate) const SAFETY_FACTOR: f64 = 0.9;
+pub(crate) const LOW_BUFFER_SAFETY_FACTOR: f64 = 0.5;
+pub(crate) const LOW_BUFFER_SAFETY_FACTOR_INIT: f64 = 0.9;
+pub(crate) const ABANDON_MULTIPLIER: f64 = 1.8;
+pub(crate) const ABANDON_GRACE_MS: f64 = 500.0;
 
 #[derive(Debug, Clone)]
-pub struct Throughput {
+pub(crate) struct Throughput {
     ibr_safety: f64,
 }
 
 impl Throughput {
-    pub fn new() -> Throughput {
+    pub(crate) fn new() -> Throughput {
         Throughput {
             ibr_safety: LOW_BUFFER_SAFETY_FACTOR_INIT,
         }
@@ -36,13 +36,13 @@ impl Default for Throughput {
 
 /// The insufficient-buffer rule: the highest quality ≤ `quality` whose next-higher rung
 /// still fits in `safe_size` — i.e. the first `q` whose successor would not fit.
-pub fn insufficient_buffer_cap(ctx: &Ctx, quality: usize, safe_size: f64) -> Option<usize> {
+pub(crate) fn insufficient_buffer_cap(ctx: &Ctx, quality: usize, safe_size: f64) -> Option<usize> {
     let rates = &ctx.content.bitrates_kbps;
     (0..quality).find(|&q| rates[q + 1] * ctx.content.segment_ms > safe_size)
 }
 
 /// sabre's throughput abandonment rule, shared with algorithms that have none of their own.
-pub fn abandon_by_throughput(ctx: &Ctx, p: &Progress) -> Option<usize> {
+pub(crate) fn abandon_by_throughput(ctx: &Ctx, p: &Progress) -> Option<usize> {
     let dl_time = p.time_ms - p.ttfb_ms;
     if p.time_ms >= ABANDON_GRACE_MS && dl_time > 0.0 {
         let tput = p.downloaded_bits / dl_time;
