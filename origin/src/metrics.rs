@@ -218,18 +218,13 @@ impl Metrics {
     }
 
     /// Counts a connection event.
-    pub(crate) fn connection(&self, event: ConnEvent) {
+    fn connection(&self, event: ConnEvent) {
         self.connections.get_or_create(&ConnLabels { event }).inc();
     }
 
     /// The connection cap in force.
     pub(crate) fn set_connections_max(&self, max: usize) {
         self.connections_max.set(max as i64);
-    }
-
-    /// Connections open now, as a gauge another part can move.
-    pub(crate) fn connections_open(&self) -> &Gauge {
-        &self.connections_open
     }
 
     /// The OpenMetrics text exposition of every family.
@@ -240,6 +235,29 @@ impl Metrics {
             let _ = writeln!(out, "# encoding error: {e}");
         }
         out
+    }
+}
+
+/// The shared accept loop reports connections here.
+impl dashcdn_http::serve::Observer for Metrics {
+    fn event(&self, event: dashcdn_http::serve::ConnEvent) {
+        use dashcdn_http::serve::ConnEvent as E;
+        let label = match event {
+            E::Accepted => {
+                self.connections_open.inc();
+                ConnEvent::accepted
+            }
+            E::Closed => {
+                self.connections_open.dec();
+                return;
+            }
+            E::RefusedCapacity => ConnEvent::refused_capacity,
+            E::RefusedPerClient => ConnEvent::refused_per_client,
+            E::HeaderTimeout => ConnEvent::header_timeout,
+            E::IdleTimeout => ConnEvent::idle_timeout,
+            E::SendTimeout => ConnEvent::send_timeout,
+        };
+        self.connection(label);
     }
 }
 

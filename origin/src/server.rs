@@ -42,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use dashcdn_http::conditional::Conditions;
-use dashcdn_http::cors;
+use dashcdn_http::{cors, serve};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -54,8 +54,6 @@ use crate::file::Files;
 use crate::library::{ListingEntry, MediaPath};
 use crate::metrics::{self, Metrics, Route};
 use crate::web;
-
-mod listen;
 
 /// The whole HTTP surface, without a socket: tests drive it with `oneshot`.
 pub fn router(state: AppState) -> Router {
@@ -90,9 +88,9 @@ pub async fn run(
         .map_err(io::Error::other)?;
     let state = AppState::new(&config)?.with_live(live);
     let addr = listener.local_addr()?;
-    let (nofile, derived) = listen::fd_limits();
+    let (nofile, derived) = serve::fd_limits();
     let max_connections = config.limits.max_connections.unwrap_or(derived);
-    let limits = listen::Resolved {
+    let limits = serve::Limits {
         max_connections,
         max_connections_per_client: config
             .limits
@@ -101,6 +99,8 @@ pub async fn run(
         header_timeout: config.limits.header_timeout,
         idle_timeout: config.limits.idle_timeout,
         send_timeout: config.limits.send_timeout,
+        busy_text: "origin at capacity",
+        ..serve::Limits::default()
     };
     info!(
         %addr,
@@ -112,7 +112,16 @@ pub async fn run(
     );
     state.web().log_startup();
     let metrics = Arc::clone(state.metrics());
-    listen::serve(listener, router(state), limits, metrics, shutdown).await;
+    metrics.set_connections_max(max_connections);
+    let router = router(state);
+    serve::serve(
+        listener,
+        limits,
+        metrics,
+        move |_peer| hyper_util::service::TowerToHyperService::new(router.clone()),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 
