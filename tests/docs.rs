@@ -86,9 +86,7 @@ fn readme_is_an_entry_page() {
     let text = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let n = text.lines().count();
     assert!(n <= 250, "README.md has {n} lines; detail belongs in docs/");
-    for doc in [
-        "origin", "edge", "geodns", "player", "deploy", "benchmarks",
-    ] {
+    for doc in ["origin", "edge", "geodns", "player", "deploy", "benchmarks"] {
         assert!(
             text.contains(&format!("docs/{doc}.md")),
             "README.md does not point to docs/{doc}.md"
@@ -177,7 +175,8 @@ fn documented_keys(doc: &str, heading: &str) -> BTreeSet<String> {
         for word in rest.split(['/', ',', '|', ' ']) {
             let w = word.trim();
             if !w.is_empty()
-                && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             {
                 keys.insert(format!("{prefix}{w}"));
             }
