@@ -28,16 +28,16 @@ use crate::acme::{Acme, AcmeConfig, Challenge, Http01Answers, HttpTxtPublisher};
 #[serde(default, deny_unknown_fields)]
 pub struct TlsArgs {
     /// HTTPS listener (TLS 1.3/1.2; HTTP/2 and HTTP/1.1 by ALPN) beside plain HTTP
-    #[arg(long = "tls-listen", value_name = "ADDR")]
+    #[arg(id = "tls_listen", long = "tls-listen", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Certificate chain (PEM); repeat with --tls-key for more SNI names; the first is the default
-    #[arg(long = "tls-cert", value_name = "FILE")]
+    #[arg(id = "tls_cert", long = "tls-cert", value_name = "FILE")]
     pub cert: Vec<PathBuf>,
     /// Private key (PEM) of the --tls-cert at the same position
-    #[arg(long = "tls-key", value_name = "FILE")]
+    #[arg(id = "tls_key", long = "tls-key", value_name = "FILE")]
     pub key: Vec<PathBuf>,
     /// Fail handshakes for unknown or missing SNI instead of serving the first certificate
-    #[arg(long = "tls-strict-sni")]
+    #[arg(id = "tls_strict_sni", long = "tls-strict-sni")]
     pub strict_sni: bool,
     /// ACME directory URL: obtain and renew the certificate automatically
     #[arg(long = "acme-directory", value_name = "URL")]
@@ -263,10 +263,33 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// The servers' own flags share names with these fields (`--listen`): ids must not clash.
     #[derive(Parser)]
     struct Cli {
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
         #[command(flatten)]
         tls: TlsArgs,
+    }
+
+    #[test]
+    fn ids_do_not_clash_with_the_servers_flags() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:1",
+            "--tls-listen",
+            "127.0.0.1:2",
+        ]);
+        assert_eq!(cli.listen, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(cli.tls.listen, Some("127.0.0.1:2".parse().unwrap()));
+        assert!(cli.cert.is_none() && cli.key.is_none());
     }
 
     #[test]
