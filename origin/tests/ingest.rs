@@ -591,6 +591,31 @@ fn hdr_input_is_tone_mapped_to_sdr_bt709() {
     assert_eq!(s["color_transfer"], "bt709", "{s}");
     assert_eq!(s["color_primaries"], "bt709", "{s}");
     assert_eq!(s["color_space"], "bt709", "{s}");
+    // Tone-mapped, not just re-tagged: the picture's mean luma moves away from what a plain
+    // 10→8-bit conversion of the same HLG frame gives.
+    let yavg = |file: &Path| -> f64 {
+        let err = ffmpeg_stderr(&[
+            "-i",
+            file.to_str().unwrap(),
+            "-vf",
+            "format=yuv420p,signalstats,metadata=print:key=lavfi.signalstats.YAVG",
+            "-frames:v",
+            "1",
+            "-f",
+            "null",
+            "-",
+        ]);
+        err.split("YAVG=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no YAVG in {err}"))
+    };
+    let (ours, naive) = (yavg(&out.concat(rep.id.as_deref().unwrap())), yavg(&src));
+    assert!(
+        (ours - naive).abs() > 0.15 * naive,
+        "mean luma {ours} vs {naive} untouched"
+    );
 }
 
 #[test]
