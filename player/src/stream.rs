@@ -130,6 +130,20 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The share of a download the session counts as latency (the rest is the body's transfer,
+/// what throughput is measured over). Headers and body are timed apart, but when the body
+/// took less time than the headers it was already in the socket buffer when the headers
+/// were read (a fast link, or a server that sent headers late): timing only the copy out of
+/// the buffer would report tens of Gbit/s. Then the whole request counts as transfer.
+fn latency_part(ttfb: Duration, total: Duration) -> f64 {
+    let body = total.saturating_sub(ttfb);
+    if body < ttfb {
+        0.0
+    } else {
+        ms(ttfb)
+    }
+}
+
 struct Driver {
     opts: StreamOptions,
     net: Net,
@@ -416,7 +430,7 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
                     size_bits: size as f64 * 8.0,
                     downloaded_bits: f.bytes as f64 * 8.0,
                     time_ms: ms(f.total),
-                    ttfb_ms: ms(f.ttfb),
+                    ttfb_ms: latency_part(f.ttfb, f.total),
                     abandoned_to: if f.abandoned { abandon_to } else { None },
                 });
                 let abandoned = rec.abandoned;

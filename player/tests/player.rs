@@ -736,3 +736,41 @@ async fn the_player_resolves_again_when_the_ttl_expires() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Headers sent late with the body right behind them: the body is already in the socket
+/// buffer when the headers are read. Timing only the copy out of the buffer reported tens
+/// of Gbit/s; throughput is measured from the request instead.
+#[tokio::test]
+async fn late_headers_do_not_make_a_fast_link_look_infinitely_fast() {
+    let app = origin_router(&library().root).layer(axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let media = req.uri().path().ends_with(".m4s");
+            let resp = next.run(req).await;
+            if !media {
+                return resp;
+            }
+            // Read the whole body, wait, then send headers and body at once.
+            let (parts, body) = resp.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+        },
+    ));
+    let server = serve_on("127.0.0.1:0", app).await;
+    let log = Captured::default();
+    let mut o = opts(server.url(&manifest_path()));
+    o.log = Some(log.sink());
+    o.duration_s = Some(4.0);
+    within(60, stream_report(o))
+        .await
+        .expect("session completes");
+    let tputs: Vec<f64> = log
+        .lines()
+        .iter()
+        .filter_map(|l| l["throughput_kbps"].as_f64())
+        .collect();
+    assert!(!tputs.is_empty());
+    // A segment of a few hundred KB over ≥ 150 ms is tens of Mbit/s at most.
+    let max = tputs.iter().copied().fold(0.0, f64::max);
+    assert!(max < 1_000_000.0, "measured {max} kbit/s: {tputs:?}");
+}
