@@ -226,9 +226,13 @@ fn answer_cached(
     let started = Instant::now();
     let snap = state.current.load();
     let stamp = (Arc::as_ptr(&*snap) as usize, snap.health.epoch());
-    if cache.stamp != stamp {
+    let old = cache
+        .born
+        .is_none_or(|b| started.duration_since(b) > ANSWER_CACHE_AGE);
+    if cache.stamp != stamp || old {
         cache.entries.clear();
         cache.stamp = stamp;
+        cache.born = Some(started);
     }
     cache.key.clear();
     cache.key.extend_from_slice(&packet[2..]);
@@ -276,6 +280,9 @@ fn answer_cached(
 /// it within a few hundred queries).
 const ANSWER_CACHE_ENTRIES: usize = 8192;
 
+/// Longest an answer stays in a thread's cache (signatures are valid for days).
+const ANSWER_CACHE_AGE: Duration = Duration::from_secs(3600);
+
 struct CachedAnswer {
     /// The encoded answer without its 2-byte ID.
     answer: Box<[u8]>,
@@ -289,6 +296,9 @@ struct CachedAnswer {
 struct AnswerCache {
     /// (snapshot address, health epoch) the entries were answered under.
     stamp: (usize, u64),
+    /// When the entries were first made: they are dropped after [`ANSWER_CACHE_AGE`], so
+    /// a cached DNSSEC signature is never served near its expiry.
+    born: Option<Instant>,
     entries: HashMap<Box<[u8]>, CachedAnswer>,
     /// Reused key buffer.
     key: Vec<u8>,
