@@ -185,6 +185,8 @@ pub struct Net {
     overrides: Vec<ResolveOverride>,
     pools: HashMap<(String, u16), Pool>,
     pub shaper: Option<Shaper>,
+    /// Ranged requests answered 200 with the whole file (warned about once).
+    range_ignored: u32,
 }
 
 enum Attempt {
@@ -205,6 +207,7 @@ impl Net {
             overrides,
             pools: HashMap::new(),
             shaper,
+            range_ignored: 0,
         }
     }
 
@@ -449,6 +452,14 @@ impl Net {
                 status,
                 edge,
             }));
+        }
+        if res.range.is_some() && status == 200 {
+            // RFC 9110 §14.2: a server may ignore Range. Then every segment costs the whole
+            // file; say so once rather than on every segment.
+            if self.range_ignored == 0 {
+                warn!(url = %res.url, edge = %edge, "the server ignored Range and sent the whole file (200, not 206): every segment downloads all of it");
+            }
+            self.range_ignored += 1;
         }
         let size = resp.content_length().or(res.range_len());
         let mut stream = resp.bytes_stream();

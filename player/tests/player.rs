@@ -774,3 +774,37 @@ async fn late_headers_do_not_make_a_fast_link_look_infinitely_fast() {
     let max = tputs.iter().copied().fold(0.0, f64::max);
     assert!(max < 1_000_000.0, "measured {max} kbit/s: {tputs:?}");
 }
+
+/// A server that ignores Range answers every byte-range segment with the whole file (200):
+/// the player says so, once.
+#[tokio::test]
+async fn a_server_ignoring_range_is_warned_about_once() {
+    let ff = ffmpeg_dash();
+    let app = axum::Router::new()
+        .fallback_service(tower_http::services::ServeDir::new(&ff.root))
+        .layer(axum::middleware::from_fn(
+            |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+                req.headers_mut().remove("range");
+                next.run(req).await
+            },
+        ));
+    let server = serve_on("127.0.0.1:0", app).await;
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+    let r = within(60, stream_report(opts(server.url("/single/manifest.mpd"))))
+        .await
+        .expect("the session still completes");
+    assert_eq!(r.summary.segments, 5);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text.matches("ignored Range").count(),
+        1,
+        "warned not exactly once:\n{text}"
+    );
+}
