@@ -173,3 +173,77 @@ fn a_broken_database_is_refused_at_start() {
         "the error names the file: {err}"
     );
 }
+
+/// `dashcdn geodns explain IP | head -1`: the reader closes the pipe early; that is not
+/// a failure (it used to panic with exit 101).
+#[test]
+fn explain_into_a_closed_pipe_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("geodns.toml");
+    std::fs::write(&path, config(&test_db("GeoIP2-City-Test.mmdb"), "")).unwrap();
+    let mut child = dashcdn()
+        .args(["geodns", "--config"])
+        .arg(&path)
+        .args(["explain", "81.2.69.160"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read nothing and close our end before it writes: the write meets a broken pipe.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `dashcdn geodns keygen` writes a key and prints the DS record; a server with
+/// `--dnssec-keys` then signs.
+#[test]
+fn keygen_prints_a_ds_and_the_server_signs_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = run(dashcdn()
+        .args(["geodns", "keygen", "--zone", "kingcdn.test", "--dir"])
+        .arg(&keys));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("kingcdn.test. 3600 IN DS "), "{text}");
+
+    let path = dir.path().join("geodns.toml");
+    std::fs::write(&path, config(&test_db("GeoIP2-City-Test.mmdb"), "")).unwrap();
+    let port = dns_port();
+    let child = dashcdn()
+        .args(["geodns", "--config"])
+        .arg(&path)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--dnssec-keys"])
+        .arg(&keys)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    let signed = || {
+        let out = run(std::process::Command::new("dig").args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "a1105.kingcdn.test",
+            "+dnssec",
+            "+tries=1",
+            "+time=1",
+        ]));
+        String::from_utf8_lossy(&out.stdout).contains("RRSIG")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !signed() {
+        assert!(Instant::now() < deadline, "no signed answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
