@@ -276,3 +276,192 @@ async fn live_channel_mpd_timeline_chunks_and_media() {
     assert_eq!(r.status(), 200);
     assert_valid(&get_mpd().await);
 }
+
+/// Periods of the MPD at `url`: (id, startNumber of its first Representation).
+async fn periods(http: &reqwest::Client, url: &str) -> (String, Vec<(String, u64)>) {
+    let r = http.get(url).send().await.unwrap();
+    if r.status() != 200 {
+        return (String::new(), Vec::new());
+    }
+    let xml = r.text().await.unwrap();
+    let mpd = dash_mpd_core::parse(&xml).expect("MPD parses");
+    let list = mpd
+        .periods
+        .iter()
+        .map(|p| {
+            let rep = &p.adaptations[0].representations[0];
+            let start = rep
+                .SegmentTemplate
+                .as_ref()
+                .and_then(|t| t.startNumber)
+                .unwrap_or(1);
+            (p.id.clone().unwrap_or_default(), start)
+        })
+        .collect();
+    (xml, list)
+}
+
+/// Polls `check` every 200 ms for up to `within`.
+async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The ffmpeg of channel `name` (its FIFOs sit in `dashcdn-live-NAME-*`), by scanning /proc.
+fn encoder_pid(name: &str) -> Option<i32> {
+    let needle = format!("dashcdn-live-{name}-");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (cmd.starts_with("ffmpeg") && cmd.contains(&needle)).then_some(pid)
+    })
+}
+
+async fn decodes(http: &reqwest::Client, base: &str, init: &str, segment: &str) {
+    let mut all = http
+        .get(format!("{base}{init}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let r = http.get(format!("{base}{segment}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{segment}");
+    all.extend_from_slice(&r.bytes().await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.mp4");
+    std::fs::write(&f, all).unwrap();
+    let (errors, frames) = decode(&f);
+    assert!(
+        errors.is_empty() && frames > 0,
+        "{init}+{segment}: {errors}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a real-time encoder killed and restarted, about 10 s"]
+async fn a_dead_encoder_is_restarted_into_a_new_period() {
+    let s = serve(&[light("restart", Input::Testsrc)]).await;
+    let http = reqwest::Client::new();
+    let mpd_url = format!("{}/live/restart/manifest.mpd", s.base);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = encoder_pid("restart").expect("the channel's ffmpeg is running");
+    let killed = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(killed.unwrap().success());
+    until("a second period", Duration::from_secs(15), || async {
+        periods(&http, &mpd_url).await.1.len() == 2
+    })
+    .await;
+    let (xml, list) = periods(&http, &mpd_url).await;
+    assert_valid(&xml);
+    assert!(encoder_pid("restart").is_some_and(|p| p != pid));
+    assert!(list[1].1 > list[0].1, "numbers go on: {list:?}");
+    // The new run's first segment completes, and decodes with the new period's init.
+    let first = list[1].1;
+    tokio::time::sleep(SEGMENT + CHUNK).await;
+    decodes(
+        &http,
+        &s.base,
+        "/live/restart/v0/init-1.mp4",
+        &format!("/live/restart/v0/{first}.m4s"),
+    )
+    .await;
+}
+
+/// `ffmpeg` pushing testsrc over SRT to `url` (caller mode), killed on drop.
+struct Publisher(std::process::Child);
+
+impl Publisher {
+    fn start(url: &str) -> Publisher {
+        let child = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-f",
+                "lavfi",
+            ])
+            .args(["-i", "testsrc2=size=256x144:rate=25", "-re", "-f", "lavfi"])
+            .args(["-i", "sine=frequency=300:sample_rate=48000"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-g", "25", "-c:a", "aac", "-f", "mpegts", url])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("ffmpeg publisher");
+        Publisher(child)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: an SRT publisher that goes away for 5 s, about 20 s"]
+async fn an_srt_input_that_goes_away_and_comes_back_is_a_new_period() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("srt://127.0.0.1:{port}?mode=listener");
+    let s = serve(&[light("srt", Input::parse(&listen))]).await;
+    let http = reqwest::Client::new();
+    let mpd_url = format!("{}/live/srt/manifest.mpd", s.base);
+    // Before a publisher: the MPD is not there yet, and says so without caching.
+    let r = http.get(&mpd_url).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let publisher = Publisher::start(&format!("srt://127.0.0.1:{port}"));
+    until("the first period", Duration::from_secs(15), || async {
+        periods(&http, &mpd_url).await.1.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(publisher);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (xml, list) = periods(&http, &mpd_url).await;
+    assert_valid(&xml);
+    assert_eq!(
+        list.len(),
+        1,
+        "still the one period while the input is gone"
+    );
+    let _publisher = Publisher::start(&format!("srt://127.0.0.1:{port}"));
+    until("a second period", Duration::from_secs(15), || async {
+        periods(&http, &mpd_url).await.1.len() == 2
+    })
+    .await;
+    let (xml, list) = periods(&http, &mpd_url).await;
+    assert_valid(&xml);
+    let first = list[1].1;
+    tokio::time::sleep(SEGMENT + CHUNK).await;
+    decodes(
+        &http,
+        &s.base,
+        "/live/srt/v0/init-1.mp4",
+        &format!("/live/srt/v0/{first}.m4s"),
+    )
+    .await;
+}

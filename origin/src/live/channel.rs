@@ -147,7 +147,7 @@ impl Run {
             source,
         };
         let dir = tempfile::Builder::new()
-            .prefix("dashcdn-live-")
+            .prefix(&format!("dashcdn-live-{}-", config.name))
             .tempdir()
             .map_err(spawn_err)?;
         let fifos: Vec<PathBuf> = config
