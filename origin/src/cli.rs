@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// served at /live/NAME/manifest.mpd. Added to the file's `[[live]]` channels.
     #[arg(long, value_name = "NAME=INPUT")]
     pub live: Vec<String>,
+    /// HTTPS listener and ACME (see docs/tls.md). Boxed: the flags are many and
+    /// `OriginCommand`'s other variants small.
+    #[command(flatten)]
+    pub tls: Box<dashcdn_http::tls::TlsArgs>,
 }
 
 impl ServeArgs {
@@ -128,6 +132,7 @@ impl ServeArgs {
         for flag in &self.live {
             cfg.live.push(crate::live::LiveConfig::from_flag(flag)?);
         }
+        cfg.tls = (*self.tls).over(cfg.tls);
         let limits = &mut cfg.limits;
         if let Some(n) = self.max_connections {
             anyhow::ensure!(n > 0, "--max-connections must be at least 1");

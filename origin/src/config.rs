@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Live channels (`[[live]]`, `--live NAME=INPUT`), see [`crate::live`].
     pub live: Vec<crate::live::LiveConfig>,
+    /// HTTPS listener and ACME (`[tls]`, `--tls-*`, `--acme-*`; docs/tls.md).
+    pub tls: dashcdn_http::tls::TlsArgs,
 }
 
 /// How many connections the origin holds and for how long. See docs/origin-serving.md.
@@ -104,6 +106,7 @@ impl Default for ServeConfig {
             web_root: None,
             limits: Limits::default(),
             live: Vec::new(),
+            tls: Default::default(),
         }
     }
 }
@@ -124,6 +127,8 @@ pub(crate) struct RawServeConfig {
     pub send_timeout_ms: Option<u64>,
     #[serde(default)]
     pub live: Vec<crate::live::RawLive>,
+    #[serde(default)]
+    pub tls: dashcdn_http::tls::TlsArgs,
 }
 
 pub(crate) use dashcdn_config::ConfigError;
@@ -231,6 +236,7 @@ impl RawServeConfig {
                 .into_iter()
                 .map(crate::live::RawLive::validate)
                 .collect::<Result<_, _>>()?,
+            tls: self.tls,
         })
     }
 }

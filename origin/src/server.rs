@@ -113,15 +113,59 @@ pub async fn run(
     state.web().log_startup();
     let metrics = Arc::clone(state.metrics());
     metrics.set_connections_max(max_connections);
-    let router = router(state);
+    // HTTPS beside plain HTTP (docs/tls.md): the same router, HTTP/2 by ALPN.
+    let https = config
+        .tls
+        .build()
+        .map_err(|e| io::Error::other(dashcdn_config::chain(&e)))?;
+    let mut router = router(state);
+    if let Some(answers) = https
+        .as_ref()
+        .filter(|h| h.acme.is_some())
+        .map(|h| h.http01())
+    {
+        router = router.route(
+            "/.well-known/acme-challenge/{token}",
+            get(move |uri: axum::http::Uri| async move {
+                match answers.respond(uri.path()) {
+                    Some(answer) => answer.into_response(),
+                    None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
+        );
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tls_task = match https {
+        None => None,
+        Some(https) => {
+            let tls_listener = TcpListener::bind(https.listen).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {} ({e})", https.listen))
+            })?;
+            let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(https.serve(
+                tls_listener,
+                move |_| svc.clone(),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
+        }
+    };
     serve::serve(
         listener,
         limits,
         metrics,
         move |_peer| hyper_util::service::TowerToHyperService::new(router.clone()),
-        shutdown,
+        async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        },
     )
     .await;
+    if let Some(task) = tls_task {
+        let _ = task.await;
+    }
     Ok(())
 }
 

@@ -24,7 +24,9 @@ use super::{serve_tls, CertPair, Limits, TlsConfig, TlsError, TlsServer};
 use crate::acme::{Acme, AcmeConfig, Challenge, Http01Answers, HttpTxtPublisher};
 
 /// TLS listener and ACME settings (CLI flags and `[tls]` in the config file).
-#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, clap::Args, serde::Deserialize, serde::Serialize,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsArgs {
     /// HTTPS listener (TLS 1.3/1.2; HTTP/2 and HTTP/1.1 by ALPN) beside plain HTTP
