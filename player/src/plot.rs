@@ -22,16 +22,11 @@ pub(crate) fn plot(path: &Path, title: &str, records: &[SegmentRecord]) -> Resul
         detail: e.to_string(),
     };
     let kept: Vec<&SegmentRecord> = records.iter().filter(|r| !r.abandoned).collect();
-    let t_max = records.iter().map(|r| r.at_s).fold(1.0, f64::max);
-    let kbps_max = records
-        .iter()
-        .map(|r| {
-            r.bitrate_kbps
-                .max(r.throughput_kbps.min(r.bitrate_kbps * 4.0))
-        })
-        .fold(1.0, f64::max)
-        * 1.1;
-    let buf_max = records.iter().map(|r| r.buffer_s).fold(1.0, f64::max) * 1.1;
+    let Axes {
+        t_max,
+        kbps_max,
+        buf_max,
+    } = axes(records);
 
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -96,11 +91,106 @@ pub(crate) fn plot(path: &Path, title: &str, records: &[SegmentRecord]) -> Resul
         .y_desc("buffer (s)")
         .draw()
         .map_err(|e| err(&e))?;
-    b.draw_series(LineSeries::new(
-        records.iter().map(|r| (r.at_s, r.buffer_s)),
-        BLACK.stroke_width(2),
-    ))
-    .map_err(|e| err(&e))?;
+    b.draw_series(LineSeries::new(buffer_path(records), BLACK.stroke_width(2)))
+        .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// The ranges of the three axes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Axes {
+    t_max: f64,
+    kbps_max: f64,
+    buf_max: f64,
+}
+
+/// Axes scaled to the data: time to the end of the session (the last download plus the
+/// buffer it leaves to play), rates to the ladder and the estimate with the measured
+/// throughput's 90th percentile, so one outlier measurement does not flatten the chart.
+fn axes(records: &[SegmentRecord]) -> Axes {
+    let end = records.last().map_or(1.0, |r| r.at_s + r.buffer_s);
+    let mut tputs: Vec<f64> = records.iter().map(|r| r.throughput_kbps).collect();
+    tputs.sort_by(f64::total_cmp);
+    let p90 = tputs
+        .get(tputs.len().saturating_sub(1) * 9 / 10)
+        .copied()
+        .unwrap_or(0.0);
+    let rates = records
+        .iter()
+        .map(|r| r.bitrate_kbps.max(r.estimate_kbps))
+        .fold(p90, f64::max);
+    Axes {
+        t_max: end.max(1e-3),
+        kbps_max: rates.max(1.0) * 1.1,
+        buf_max: records.iter().map(|r| r.buffer_s).fold(1.0, f64::max) * 1.1,
+    }
+}
+
+/// The buffer over time: it drains while a download runs (at playback speed, never below
+/// zero) and jumps when a segment lands; after the last download it plays out to zero.
+fn buffer_path(records: &[SegmentRecord]) -> Vec<(f64, f64)> {
+    let mut pts = vec![(0.0, 0.0)];
+    let (mut t, mut b) = (0.0, 0.0);
+    for r in records {
+        let drained = (b - (r.at_s - t)).max(0.0);
+        pts.push((r.at_s, drained));
+        pts.push((r.at_s, r.buffer_s));
+        (t, b) = (r.at_s, r.buffer_s);
+    }
+    pts.push((t + b, 0.0));
+    pts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(at_s: f64, buffer_s: f64, throughput_kbps: f64) -> SegmentRecord {
+        SegmentRecord {
+            segment: 0,
+            quality: 0,
+            bitrate_kbps: 1000.0,
+            bytes: 0,
+            at_s,
+            ttfb_ms: 0.0,
+            download_ms: 0.0,
+            throughput_kbps,
+            estimate_kbps: 2000.0,
+            buffer_s,
+            abandoned: false,
+        }
+    }
+
+    fn session() -> Vec<SegmentRecord> {
+        // Ten 2 s downloads of 4 s segments, one absurd throughput measurement.
+        (1..=10)
+            .map(|i| {
+                let t = if i == 5 { 1e8 } else { 3000.0 };
+                rec(2.0 * i as f64, 4.0 + 2.0 * i as f64, t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_x_axis_covers_the_session_until_the_buffer_is_played() {
+        let a = axes(&session());
+        assert!((a.t_max - (20.0 + 24.0)).abs() < 1e-9, "{a:?}");
+    }
+
+    #[test]
+    fn one_outlier_does_not_set_the_rate_axis() {
+        let a = axes(&session());
+        assert!(a.kbps_max < 5000.0, "{a:?}");
+        assert!(a.kbps_max >= 3000.0, "{a:?}");
+    }
+
+    #[test]
+    fn the_buffer_drains_between_downloads() {
+        let p = buffer_path(&session());
+        // Before the 2nd segment lands the buffer has drained 2 s from 6 s.
+        assert!(p.contains(&(4.0, 4.0)), "{p:?}");
+        assert!(p.contains(&(4.0, 8.0)), "{p:?}");
+        assert_eq!(p.last(), Some(&(44.0, 0.0)));
+    }
 }
