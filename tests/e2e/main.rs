@@ -11,5 +11,6 @@ mod interrupt;
 mod live;
 mod package;
 mod serve;
+mod tls;
 mod tracks;
 mod util;
