@@ -505,3 +505,58 @@ fn the_demo_repackages_when_its_source_differs_and_says_so() {
     );
     assert!((duration() - 3.0).abs() < 0.1, "{}", duration());
 }
+
+/// A subtitle track is one WebVTT file the origin serves as `text/vtt` at the MPD's BaseURL.
+#[tokio::test]
+async fn the_origin_serves_a_subtitle_track_as_text_vtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("tiny.mp4");
+    dashcdn_testkit::Clip::new(1.0)
+        .size(160, 90)
+        .write(&src)
+        .unwrap();
+    let srt = dir.path().join("en.srt");
+    std::fs::write(&srt, "1\n00:00:00,100 --> 00:00:00,900\nHello\n").unwrap();
+    let library = dir.path().join("library");
+    let o = package_cmd(
+        &src,
+        &library,
+        &[
+            "-q",
+            "--preset",
+            "ultrafast",
+            "--segment-duration",
+            "1",
+            "--subtitles",
+            &format!("{}:eng", srt.display()),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let xml = std::fs::read_to_string(library.join("x/manifest.mpd")).unwrap();
+    let m = dash_mpd_core::parse(&xml).unwrap();
+    let text = m.periods[0]
+        .adaptations
+        .iter()
+        .find(|a| a.contentType.as_deref() == Some("text"))
+        .expect("a text AdaptationSet");
+    assert_eq!(text.lang.as_deref(), Some("eng"));
+    let base = &text.representations[0].BaseURL[0].base;
+
+    let origin = spawn_origin(&library).await;
+    let r = reqwest::get(origin.url(&format!("/vod/x/{base}")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("text/vtt"), "{ct}");
+    let body = r.text().await.unwrap();
+    assert!(
+        body.starts_with("WEBVTT") && body.contains("Hello"),
+        "{body}"
+    );
+    let other = reqwest::get(origin.url("/vod/x/text-eng/other.vtt"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "only subtitles.vtt is served");
+    origin.join().await;
+}
