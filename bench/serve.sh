@@ -2,6 +2,8 @@
 # Segment serving throughput: dashcdn origin vs nginx on the same files, same machine,
 # one after the other, each with the same wrk load (loopback only).
 #   bench/serve.sh [DURATION]      (default 10s per run; 2 MB segment and the MPD)
+# Then hostile clients (IDLE=2000 idle keep-alives + SLOW=300 readers that take no byte of
+# a 2 MB segment): each server's RSS while they are connected, and a viewer's 2 MB meanwhile.
 source "$(dirname "$0")/common.sh"
 DUR="${1:-10s}"; CONNS="${CONNS:-32}"
 LIB="$OUT/lib-serve"
@@ -59,3 +61,51 @@ for what in "720p/1.m4s" "manifest.mpd"; do
   n=$(measure "http://127.0.0.1:$NPORT/vod/bench/$what")
   echo "$what: dashcdn $o req/s, nginx $n req/s, ratio dashcdn/nginx $(ratio "$o" "$n")"
 done
+
+# Hostile clients: many idle keep-alive connections and slow readers that take no byte of a
+# 2 MB segment. What each server holds (RSS, nginx: master + workers) while they are
+# connected, and how long a normal viewer's request takes meanwhile.
+IDLE="${IDLE:-2000}"; SLOW="${SLOW:-300}"
+cat > "$OUT/hostile.py" <<'PY'
+import socket, sys, time
+port, idle, slow, pids = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+def rss_mib():
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
+def get(path, rcvbuf=None, read=True):
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    if read:
+        s.recv(65536)
+    return s
+before = rss_mib()
+held = [get("/vod/bench/manifest.mpd") for _ in range(idle)]
+held += [get("/vod/bench/720p/1.m4s", rcvbuf=4096, read=False) for _ in range(slow)]
+time.sleep(2)
+during = rss_mib()
+t = time.monotonic()
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"GET /vod/bench/720p/1.m4s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+got = 0
+while True:
+    chunk = s.recv(1 << 20)
+    if not chunk:
+        break
+    got += len(chunk)
+viewer_ms = (time.monotonic() - t) * 1000
+print(f"{before:.0f} {during:.0f} {viewer_ms:.0f} {got}")
+PY
+NPIDS="$NPID $(pgrep -P "$NPID" | tr '\n' ' ')"
+read -r ob od ov og < <(python3 "$OUT/hostile.py" "$OPORT" "$IDLE" "$SLOW" "$OPID")
+read -r nb nd nv ng < <(python3 "$OUT/hostile.py" "$NPORT" "$IDLE" "$SLOW" $NPIDS)
+echo "hostile ($IDLE idle keep-alives + $SLOW stalled readers of 2 MB): RSS dashcdn ${ob}→${od} MiB, nginx ${nb}→${nd} MiB; a viewer's 2 MB meanwhile: dashcdn ${ov} ms (${og} bytes), nginx ${nv} ms (${ng} bytes); RSS ratio dashcdn/nginx $(ratio "$od" "$nd")"
