@@ -137,6 +137,12 @@ impl EdgeBody {
     }
 }
 
+impl Default for EdgeBody {
+    fn default() -> EdgeBody {
+        EdgeBody::empty()
+    }
+}
+
 impl Body for EdgeBody {
     type Data = Bytes;
     type Error = BodyError;

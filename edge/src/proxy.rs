@@ -25,6 +25,9 @@ use http::header::{
 };
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use dashcdn_http::conditional::{Conditions, Decision, Validators};
+use dashcdn_http::cors;
+use dashcdn_http::range::unsatisfied_content_range;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::body::{EdgeBody, Kind};
@@ -221,7 +224,7 @@ fn method_not_allowed() -> Response<EdgeBody> {
 pub async fn handle(sh: &Arc<Shared>, parts: &Parts) -> Served {
     let method = &parts.method;
     if method == Method::OPTIONS && sh.config.cors {
-        return Served::new(preflight(), CacheStatus::Local);
+        return Served::new(cors::preflight(), CacheStatus::Local);
     }
     if method != Method::GET && method != Method::HEAD {
         return Served::new(method_not_allowed(), CacheStatus::Local);
@@ -357,16 +360,8 @@ async fn from_fill(
     served
 }
 
-struct Validators {
-    etag: Option<HeaderValue>,
-    last_modified: Option<HeaderValue>,
-}
-
 fn head_validators(head: &Head) -> Validators {
-    Validators {
-        etag: head.headers.get(http::header::ETAG).cloned(),
-        last_modified: head.headers.get(http::header::LAST_MODIFIED).cloned(),
-    }
+    Validators::from_headers(&head.headers)
 }
 
 fn respond_entry(
@@ -381,10 +376,7 @@ fn respond_entry(
         len: Some(entry.body.len() as u64),
         age_secs: entry.age().as_secs(),
     };
-    let v = Validators {
-        etag: entry.etag.clone(),
-        last_modified: entry.last_modified.clone(),
-    };
+    let v = Validators::from_headers(&entry.headers);
     respond(
         sh,
         parts,
@@ -393,107 +385,6 @@ fn respond_entry(
         Source::Bytes(entry.body.clone()),
         label,
     )
-}
-
-/// What a `Range` header asks for, given the representation's length.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RangeAsk {
-    /// Serve the whole representation (no range, multi-range, or unparsable).
-    Full,
-    /// One satisfiable range: `start..end` (end exclusive).
-    Single(u64, u64),
-    Unsatisfiable,
-}
-
-/// RFC 9110 §14.1.2 / §14.2: one `bytes=` range; several ranges are answered with the
-/// whole representation (allowed: a server may ignore Range).
-pub fn parse_range(value: &str, len: u64) -> RangeAsk {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return RangeAsk::Full;
-    };
-    if spec.contains(',') {
-        return RangeAsk::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeAsk::Full;
-    };
-    let num = |s: &str| -> Option<u64> {
-        let s = s.trim();
-        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    match (a.trim().is_empty(), num(a), num(b)) {
-        (true, _, Some(suffix)) => {
-            if suffix == 0 || len == 0 {
-                RangeAsk::Unsatisfiable
-            } else {
-                RangeAsk::Single(len.saturating_sub(suffix), len)
-            }
-        }
-        (false, Some(start), end) => {
-            if !b.trim().is_empty() && end.is_none() {
-                return RangeAsk::Full;
-            }
-            if end.is_some_and(|e| e < start) {
-                return RangeAsk::Full;
-            }
-            if start >= len {
-                return RangeAsk::Unsatisfiable;
-            }
-            let end = end.map_or(len, |e| (e + 1).min(len));
-            RangeAsk::Single(start, end)
-        }
-        _ => RangeAsk::Full,
-    }
-}
-
-/// RFC 9110 §8.8.3.2 weak comparison of two entity tags.
-fn weak_eq(a: &[u8], b: &[u8]) -> bool {
-    let strip = |t: &'_ [u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).to_vec() };
-    strip(a) == strip(b)
-}
-
-/// RFC 9110 §13.1.2 / §13.1.3 (evaluated in the §13.2.2 order): true if the viewer's
-/// copy is current and a 304 is the answer.
-fn not_modified(req: &HeaderMap, v: &Validators) -> bool {
-    if let Some(inm) = req.get(IF_NONE_MATCH) {
-        let Some(etag) = &v.etag else { return false };
-        let Ok(list) = inm.to_str() else { return false };
-        return list.split(',').any(|t| {
-            let t = t.trim();
-            t == "*" || weak_eq(t.as_bytes(), etag.as_bytes())
-        });
-    }
-    if let (Some(ims), Some(lm)) = (req.get(IF_MODIFIED_SINCE), &v.last_modified) {
-        let parse = |h: &HeaderValue| {
-            h.to_str()
-                .ok()
-                .and_then(|s| httpdate::parse_http_date(s).ok())
-        };
-        if let (Some(ims), Some(lm)) = (parse(ims), parse(lm)) {
-            return lm <= ims;
-        }
-    }
-    false
-}
-
-/// RFC 9110 §13.1.5: the range applies only if the validator still matches (strong
-/// comparison for entity tags, exact match for dates).
-fn if_range_holds(req: &HeaderMap, v: &Validators) -> bool {
-    let Some(ir) = req.get(IF_RANGE) else {
-        return true;
-    };
-    let ir = ir.as_bytes();
-    if ir.starts_with(b"\"") {
-        v.etag.as_ref().is_some_and(|e| e.as_bytes() == ir)
-    } else if ir.starts_with(b"W/") {
-        false
-    } else {
-        v.last_modified
-            .as_ref()
-            .is_some_and(|lm| lm.as_bytes() == ir)
-    }
 }
 
 fn respond(
@@ -510,40 +401,53 @@ fn respond(
     let head_only = parts.method == Method::HEAD;
     let mut status = meta.status;
     let mut range = meta.len.map(|l| (0, l));
+    // RFC 9110 §13.2.1: preconditions and Range apply only to what would be a 200;
+    // dashcdn_http evaluates them exactly as the origin does.
     if status == StatusCode::OK {
-        if not_modified(&parts.headers, v) {
-            for h in [CONTENT_LENGTH, CONTENT_TYPE, CONTENT_RANGE] {
-                headers.remove(h);
+        let conditions = Conditions::from_request(&parts.method, &parts.headers);
+        match conditions.evaluate(v, meta.len) {
+            Decision::Full => {
+                headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             }
-            return build(StatusCode::NOT_MODIFIED, headers, EdgeBody::empty());
-        }
-        headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if let (Some(len), Some(r)) = (meta.len, parts.headers.get(RANGE)) {
-            if if_range_holds(&parts.headers, v) {
-                match parse_range(r.to_str().unwrap_or(""), len) {
-                    RangeAsk::Full => {}
-                    RangeAsk::Single(a, b) => {
-                        status = StatusCode::PARTIAL_CONTENT;
-                        headers.insert(
-                            CONTENT_RANGE,
-                            HeaderValue::from_str(&format!("bytes {}-{}/{len}", a, b - 1))
-                                .expect("digits"),
-                        );
-                        range = Some((a, b));
-                    }
-                    RangeAsk::Unsatisfiable => {
-                        headers.insert(
-                            CONTENT_RANGE,
-                            HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
-                        );
-                        headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
-                        return build(
-                            StatusCode::RANGE_NOT_SATISFIABLE,
-                            headers,
-                            EdgeBody::empty(),
-                        );
+            Decision::Partial(r) => {
+                headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                status = StatusCode::PARTIAL_CONTENT;
+                let len = meta.len.expect("a range is only taken against a known length");
+                headers.insert(CONTENT_RANGE, r.content_range(len));
+                let span = r.as_span();
+                range = Some((span.start, span.end));
+            }
+            Decision::NotModified => {
+                for h in [CONTENT_LENGTH, CONTENT_TYPE, CONTENT_RANGE] {
+                    headers.remove(h);
+                }
+                return build(StatusCode::NOT_MODIFIED, headers, EdgeBody::empty());
+            }
+            Decision::PreconditionFailed => {
+                // Nothing of the representation: only what says who answered.
+                let mut bare = HeaderMap::new();
+                for h in [AGE, VIA, X_CACHE] {
+                    if let Some(v) = headers.get(&h) {
+                        bare.insert(h, v.clone());
                     }
                 }
+                if sh.config.cors {
+                    cors::decorate(&mut bare);
+                }
+                bare.insert(CONTENT_LENGTH, HeaderValue::from(0));
+                return build(StatusCode::PRECONDITION_FAILED, bare, EdgeBody::empty());
+            }
+            Decision::RangeNotSatisfiable => {
+                let len = meta.len.expect("a range is only taken against a known length");
+                headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                headers.insert(CONTENT_RANGE, unsatisfied_content_range(len));
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+                headers.remove(CONTENT_TYPE);
+                return build(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    headers,
+                    EdgeBody::empty(),
+                );
             }
         }
     }
@@ -682,43 +586,9 @@ fn prefetch(sh: &Arc<Shared>, key: &str) {
     }
 }
 
-const CORS_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
-const CORS_ALLOW_HEADERS: HeaderValue = HeaderValue::from_static(
-    "Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, \
-     Accept, Accept-Language, Content-Language, Cache-Control",
-);
-
-/// The answer to a CORS preflight: dash.js on another origin sends one before any
-/// request with `Range`. Same headers as the origin's.
-fn preflight() -> Response<EdgeBody> {
-    let mut r = build(StatusCode::NO_CONTENT, HeaderMap::new(), EdgeBody::empty());
-    let h = r.headers_mut();
-    h.insert(ALLOW, CORS_METHODS);
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    h.insert("access-control-allow-methods", CORS_METHODS);
-    h.insert("access-control-allow-headers", CORS_ALLOW_HEADERS);
-    h.insert("access-control-max-age", HeaderValue::from_static("86400"));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), RangeAsk::Single(0, 100));
-        assert_eq!(parse_range("bytes=900-", 1000), RangeAsk::Single(900, 1000));
-        assert_eq!(parse_range("bytes=-100", 1000), RangeAsk::Single(900, 1000));
-        assert_eq!(parse_range("bytes=-5000", 1000), RangeAsk::Single(0, 1000));
-        assert_eq!(parse_range("bytes=0-5000", 1000), RangeAsk::Single(0, 1000));
-        assert_eq!(parse_range("bytes=1000-", 1000), RangeAsk::Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 1000), RangeAsk::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), RangeAsk::Full);
-        assert_eq!(parse_range("bytes=5-1", 1000), RangeAsk::Full);
-        assert_eq!(parse_range("items=0-1", 1000), RangeAsk::Full);
-        assert_eq!(parse_range("bytes=x-1", 1000), RangeAsk::Full);
-    }
 
     #[test]
     fn stored_headers_drop_hop_by_hop() {
@@ -739,28 +609,7 @@ mod tests {
     }
 
     #[test]
-    fn conditionals() {
-        let v = Validators {
-            etag: Some(HeaderValue::from_static("\"abc\"")),
-            last_modified: Some(HeaderValue::from_static("Tue, 14 Nov 2023 22:13:20 GMT")),
-        };
-        let mut h = HeaderMap::new();
-        h.insert(IF_NONE_MATCH, HeaderValue::from_static("\"x\", W/\"abc\""));
-        assert!(not_modified(&h, &v));
-        h.insert(IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
-        // If-None-Match takes precedence over If-Modified-Since.
-        h.insert(
-            IF_MODIFIED_SINCE,
-            HeaderValue::from_static("Wed, 15 Nov 2023 22:13:20 GMT"),
-        );
-        assert!(!not_modified(&h, &v));
-        h.remove(IF_NONE_MATCH);
-        assert!(not_modified(&h, &v));
-        let mut h = HeaderMap::new();
-        h.insert(IF_RANGE, HeaderValue::from_static("W/\"abc\""));
-        assert!(!if_range_holds(&h, &v));
-        h.insert(IF_RANGE, HeaderValue::from_static("\"abc\""));
-        assert!(if_range_holds(&h, &v));
+    fn via_loops_are_seen() {
         assert!(via_contains(
             &{
                 let mut h = HeaderMap::new();
