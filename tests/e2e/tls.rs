@@ -475,3 +475,143 @@ fn edge_fetches_from_an_https_upstream_it_trusts_and_refuses_one_it_does_not() {
         "{line}"
     );
 }
+
+/// Debian's pebble and the rest of http/tests/setup.sh.
+fn setup() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("http/tests/setup.sh");
+    let ok = Command::new("sh").arg(script).status().unwrap();
+    assert!(ok.success(), "http/tests/setup.sh failed");
+}
+
+/// `dashcdn geodns` answering `edge.test` (and below it, by wildcard-free names) with
+/// 127.0.0.1: geodns/example.toml without health probes, plus that zone.
+fn geodns(dir: &Path) -> (Proc, u16) {
+    let port = loop {
+        let p = free_port_on(&["127.0.0.1"]);
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            break p;
+        }
+    };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(repo.join("geodns/example.toml")).unwrap();
+    let mut text: String = example
+        .lines()
+        .filter(|l| !l.starts_with("health_url"))
+        .map(|l| {
+            if l.starts_with("listen = ") {
+                format!("listen = \"127.0.0.1:{port}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    text.push_str(
+        "\n[[zone]]\norigin = \"edge.test\"\nttl = 5\nns = [\"ns1\"]\n\
+         soa = { mname = \"ns1\", rname = \"hostmaster\", serial = 1, minimum = 5 }\n",
+    );
+    for name in ["@", "ns1", "http", "alpn"] {
+        text.push_str(&format!(
+            "\n[[zone.record]]\nname = \"{name}\"\ntype = \"A\"\nvalue = \"127.0.0.1\"\n"
+        ));
+    }
+    let config = dir.join("geodns.toml");
+    std::fs::write(&config, text).unwrap();
+    let p = spawn(
+        dashcdn().args(["geodns", "--config"]).arg(&config),
+        dir.join("geodns.log"),
+        port,
+    );
+    (p, port)
+}
+
+struct Pebble {
+    proc: Proc,
+    url: String,
+    mgmt: u16,
+}
+
+fn pebble(dir: &Path, ca: &Ca, dns: u16, http_port: u16, tls_port: u16) -> Pebble {
+    let (cert, key) = ca.issue("pebble", "localhost", &["localhost", "127.0.0.1"]);
+    let (port, mgmt) = (free_port_on(&["127.0.0.1"]), free_port_on(&["127.0.0.1"]));
+    let config = format!(
+        r#"{{"pebble": {{"listenAddress": "127.0.0.1:{port}", "managementListenAddress": "127.0.0.1:{mgmt}",
+        "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {tls_port},
+        "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(dir.join("pebble.json"), config).unwrap();
+    let proc = spawn(
+        Command::new("pebble")
+            .arg("-config")
+            .arg(dir.join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0"),
+        dir.join("pebble.log"),
+        port,
+    );
+    Pebble {
+        proc,
+        url: format!("https://127.0.0.1:{port}/dir"),
+        mgmt,
+    }
+}
+
+#[test]
+#[ignore = "slow: pebble ACME server, geodns and an edge as processes (http/tests/setup.sh installs pebble)"]
+fn edge_gets_certificates_from_pebble_by_http01_and_tls_alpn01_resolving_through_geodns() {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("ca"), "pebble https CA");
+    let (_g, dns) = geodns(dir.path());
+    let (_o, oport) = origin(dir.path());
+    let (port, tls_port) = (free_port_on(&["127.0.0.1"]), free_port_on(&["127.0.0.1"]));
+    let pebble = pebble(dir.path(), &ca, dns, port, tls_port);
+    let mut root = None;
+    for (name, challenge) in [
+        ("http.edge.test", "http-01"),
+        ("alpn.edge.test", "tls-alpn-01"),
+    ] {
+        let acme_dir = dir.path().join(format!("acme-{challenge}"));
+        let e = spawn(
+            dashcdn()
+                .args(["edge", "--upstream", &format!("http://127.0.0.1:{oport}")])
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--tls-listen", &format!("127.0.0.1:{tls_port}")])
+                .args(["--acme-directory", &pebble.url, "--acme-domain", name])
+                .args(["--acme-challenge", challenge, "--acme-ca-root"])
+                .arg(ca.cert())
+                .arg("--acme-dir")
+                .arg(&acme_dir),
+            dir.path().join(format!("edge-{challenge}.log")),
+            tls_port,
+        );
+        let cert = acme_dir.join(format!("{name}.pem"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !e.log().contains("certificate issued and serving") {
+            assert!(
+                Instant::now() < deadline,
+                "{challenge}: no certificate\nedge: {}\npebble: {}",
+                e.log(),
+                pebble.proc.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(cert.exists());
+        let root = root.get_or_insert_with(|| {
+            let out = run(Command::new("curl")
+                .args(["-sf", "--cacert"])
+                .arg(ca.cert())
+                .arg(format!("https://localhost:{}/roots/0", pebble.mgmt)));
+            assert!(out.status.success());
+            let path = dir.path().join("pebble-root.pem");
+            std::fs::write(&path, out.stdout).unwrap();
+            path
+        });
+        let got = curl(root, name, tls_port, "/vod/a/v0/1.m4s", &[]);
+        assert_eq!(got.out, "2 200", "{challenge}: {}", got.verbose);
+        assert!(got.verbose.contains("TLSv1.3"), "{}", got.verbose);
+        drop(e);
+    }
+}
