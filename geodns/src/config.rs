@@ -773,6 +773,39 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_security_keys_of_the_example_parse() {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("example.toml"))
+                .unwrap();
+        let keys = [
+            "dnssec_keys",
+            "dot_listen",
+            "doh_listen",
+            "tls_cert",
+            "tls_key",
+            "[rrl]",
+            "responses_per_second",
+            "slip",
+            "exempt",
+        ];
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if keys.iter().any(|k| rest.starts_with(k)) => format!("{rest}\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let c = GeodnsConfig::from_toml(&text).unwrap();
+        assert_eq!(c.rrl.responses_per_second, 20);
+        assert_eq!(c.rrl.slip, 2);
+        assert_eq!(c.rrl.exempt[0].to_string(), "192.0.2.0/24");
+        assert_eq!(c.dot_listen, Some("127.0.0.1:8853".parse().unwrap()));
+        assert!(c.tls.is_some() && c.dnssec_keys.is_some());
+        // [rrl] comes after the top-level keys it must not swallow.
+        assert_eq!(c.max_udp_payload, 1232);
+    }
+
+    #[test]
     fn names_are_relative_to_the_zone() {
         assert_eq!(normalize_name("@", "a.test"), "a.test");
         assert_eq!(normalize_name("www", "a.test"), "www.a.test");
