@@ -98,6 +98,37 @@ pub(crate) fn video_timescale(rate: Option<(u32, u32)>) -> u32 {
     n.saturating_mul(k)
 }
 
+/// Broadcast and film rates a measured average is snapped to.
+const STANDARD_RATES: &[(u32, u32)] = &[
+    (24000, 1001),
+    (24, 1),
+    (25, 1),
+    (30000, 1001),
+    (30, 1),
+    (48, 1),
+    (50, 1),
+    (60000, 1001),
+    (60, 1),
+    (100, 1),
+    (120000, 1001),
+    (120, 1),
+];
+
+/// A variable-rate phone clip reports an average like 13978/467 (29.93 fps): within 0.5 %
+/// of a standard rate it is encoded at that rate (a few frames repeated or dropped), so the
+/// MPD says `30000/1001` rather than a fraction no player menu shows.
+pub(crate) fn snap_rate((n, d): (u32, u32)) -> (u32, u32) {
+    let r = n as f64 / d.max(1) as f64;
+    STANDARD_RATES
+        .iter()
+        .copied()
+        .find(|(sn, sd)| {
+            let s = *sn as f64 / *sd as f64;
+            (r - s).abs() / s < 0.005
+        })
+        .unwrap_or((n, d))
+}
+
 fn gcd(mut a: u32, mut b: u32) -> u32 {
     while b != 0 {
         (a, b) = (b, a % b);
@@ -280,7 +311,8 @@ pub(crate) fn ffmpeg_args(
     let rate = probe
         .video
         .frame_rate
-        .filter(|(n, d)| *n as f64 / *d as f64 <= 240.0);
+        .filter(|(n, d)| *n as f64 / *d as f64 <= 240.0)
+        .map(snap_rate);
     let timescale = video_timescale(rate).to_string();
     for (i, r) in ladder.iter().enumerate() {
         let k = r.kbps;
@@ -558,6 +590,15 @@ mod tests {
         assert!(a
             .windows(2)
             .any(|w| w[0] == "-video_track_timescale" && w[1] == "30000"));
+    }
+
+    #[test]
+    fn measured_averages_snap_to_standard_rates() {
+        assert_eq!(snap_rate((13978, 467)), (30000, 1001));
+        assert_eq!(snap_rate((2997, 100)), (30000, 1001));
+        assert_eq!(snap_rate((25, 1)), (25, 1));
+        assert_eq!(snap_rate((1000000, 16683)), (60000, 1001));
+        assert_eq!(snap_rate((15, 1)), (15, 1));
     }
 
     #[test]
