@@ -61,6 +61,8 @@ const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM
 const page = await browser.newPage();
 const consoleErrors = [];
 page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+const failedRequests = [];
+page.on('response', (r) => { if (r.status() >= 400) failedRequests.push(`${new Date().toISOString()} ${r.status()} ${r.url()}`); });
 const foreign = [];
 page.on('request', (r) => { if (!r.url().startsWith(BASE) && !r.url().startsWith('blob:')) foreign.push(r.url()); });
 
@@ -72,7 +74,8 @@ await page.evaluate((mpd) => {
   const s = { waiting: 0, playing: false, errors: [], startedAt: null };
   window.__live = s;
   video.addEventListener('playing', () => { if (!s.playing) { s.playing = true; s.startedAt = performance.now(); } });
-  video.addEventListener('waiting', () => { if (s.playing) s.waiting += 1; });
+  s.waitingAt = [];
+  video.addEventListener('waiting', () => { if (s.playing) { s.waiting += 1; s.waitingAt.push(new Date().toISOString()); } });
   const player = dashjs.MediaPlayer().create();
   player.updateSettings({ streaming: { liveCatchup: { enabled: true } } });
   player.on(dashjs.MediaPlayer.events.ERROR, (e) => s.errors.push(JSON.stringify(e.error || e).slice(0, 300)));
@@ -109,14 +112,15 @@ const median = sorted.length ? sorted[Math.floor(sorted.length / 2)] : NaN;
 const p95 = sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.95))] : NaN;
 const rates = samples.map((s) => s.rate);
 console.log(`latency median=${median.toFixed(3)} p95=${p95.toFixed(3)} min=${sorted[0]?.toFixed(3)} max=${sorted.at(-1)?.toFixed(3)} samples=${sorted.length} rate_min=${Math.min(...rates)} rate_max=${Math.max(...rates)}`);
-fs.writeFileSync(path.join(ARTIFACTS, 'live-report.json'), JSON.stringify({ median, p95, samples, state, consoleErrors, foreign }, null, 2));
+fs.writeFileSync(path.join(ARTIFACTS, 'live-report.json'), JSON.stringify({ median, p95, samples, state, consoleErrors, failedRequests, foreign }, null, 2));
 
 check(state.playing, 'playback started');
 check(samples.at(-1).frames > samples[Math.min(5, samples.length - 1)].frames + 10 * (SECONDS - 6),
   `decoded frames keep increasing (${samples[Math.min(5, samples.length - 1)].frames} → ${samples.at(-1).frames})`);
 check(sorted.length >= SECONDS - 10, `live latency measured every second (${sorted.length} samples)`);
 check(median <= MAX_LATENCY, `median live latency ${median.toFixed(3)} s ≤ ${MAX_LATENCY} s`);
-check(state.waiting === 0, `no waiting events after start (${state.waiting})`);
+check(state.waiting === 0, `no waiting events after start (${state.waiting} ${state.waitingAt.join(' ')})`);
+if (failedRequests.length) console.log(`# failed requests: ${failedRequests.slice(0, 5).join(' | ')}`);
 check(state.errors.length === 0, `no dash.js errors ${state.errors.join(' | ')}`);
 check(foreign.length === 0, `every request went to ${BASE} ${foreign.slice(0, 3).join(' ')}`);
 process.exit(failed ? 1 : 0);

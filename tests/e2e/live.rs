@@ -160,4 +160,52 @@ async fn in_progress_segment_through_the_edge_and_a_future_404_not_kept() {
     }
     let late = unix_now() - due;
     assert!(late < CHUNK, "served {late:.3} s after it was due");
+
+    // The edge keeps the dynamic MPD no longer than its max-age (1 s): two reads 1.5 s
+    // apart carry different publishTimes.
+    let publish = |xml: String| {
+        let m = dash_mpd_core::parse(&xml).expect("MPD parses");
+        m.publishTime.expect("publishTime").timestamp_millis()
+    };
+    let a = publish(edge.get("/live/t/manifest.mpd").await.text().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b = publish(edge.get("/live/t/manifest.mpd").await.text().await.unwrap());
+    assert!(b > a, "the edge served a stale MPD ({a} then {b})");
+}
+
+/// dash.js in headless Chromium plays the channel through a shield and an edge for 60 s
+/// in low-latency mode (`player/web/live-test.mjs`): median live latency ≤ 2 s, no
+/// `waiting` after start, frames keep being decoded, every request to the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: headless Chromium for 60 s on a live channel"]
+async fn dashjs_low_latency_through_shield_and_edge() {
+    crate::browser::require_browser_tools();
+    let (origin, _library) = live_origin().await;
+    let shield = spawn_edge().pop("shield").upstream(origin.addr).await;
+    let edge = spawn_edge().pop("edge").parent(shield.addr).await;
+    let artifacts = crate::browser::artifact_dir().with_file_name("browser-live");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = tokio::process::Command::new("node")
+        .arg(repo.join("player/web/live-test.mjs"))
+        .arg(edge.url(""))
+        .arg("/live/t/manifest.mpd")
+        .arg(&artifacts)
+        .arg("--seconds=60")
+        .current_dir(repo)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the live browser test hung")
+        .expect("node runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    assert!(
+        out.status.success() && !report.contains("not ok"),
+        "live browser test failed ({}):\n{report}\n{}\nartifacts in {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        artifacts.display()
+    );
+    assert!(report.contains("ok - median live latency"), "{report}");
 }
