@@ -1,31 +1,77 @@
 #!/usr/bin/env bash
-# ABR algorithms head to head: mean linear QoE (Yin et al.: bitrate Mbit/s − |Δbitrate| −
-# 4.3 × rebuffer s, summed per session) over sabre's 4G traces with Big Buck Bunny, for every
-# algorithm, simulated by `dashcdn player simulate --batch`. Prints the table and our best
-# algorithm's QoE as a ratio to BOLA-E's and dynamic's (the dash.js defaults), with their
-# rebuffering side by side: the target is a ratio above 1 with no more rebuffering.
-#   bench/abr.sh [TRACE_DIR] [MOVIE]
+# The default ABR (`robust`) against sabre's algorithms in both of sabre's modes, on the
+# HELD-OUT trace set (docs/player-abr.md has the protocol):
+#   1. `dashcdn player lab` — every algorithm (ours and our faithful ports of sabre's) on
+#      every family (3g, 4g, fcc) × movie (bbb.json 10 rungs, bbb4k.json 6 rungs): mean
+#      linear QoE, bitrate, rebuffer s, switches, per-trace wins of the default, CPU per
+#      session-minute;
+#   2. sabre itself (fetched at run time into the work folder, never committed) on the same
+#      traces, every algorithm with and without -ao, and the default's gain over the best
+#      of them, computed from sabre's own output.
+#   bench/abr.sh [SEED] [COUNT]      (SEED 2 = the test set; 1 = the training set)
+# SABRE_PY=path/to/sabre.py uses a local copy instead of fetching.
 source "$(dirname "$0")/common.sh"
+SEED="${1:-2}"
+COUNT="${2:-40}"
 DATA="$ROOT/player/data/abr"
-TRACES="${1:-$DATA/traces-4g}"
-MOVIE="${2:-$DATA/bbb.json}"
+workdir abr
 
 start=$(date +%s.%N)
-"$DASHCDN" -q player simulate --movie "$MOVIE" --batch "$TRACES" | tee "$OUT/abr-table.txt"
-"$DASHCDN" -q player simulate --movie "$MOVIE" --batch "$TRACES" --json > "$OUT/abr.json"
+"$DASHCDN" -q player lab --seed "$SEED" --count "$COUNT" | tee "$OUT/abr-lab.txt"
+"$DASHCDN" -q player lab --seed "$SEED" --count "$COUNT" --json > "$OUT/abr-lab.json"
 end=$(date +%s.%N)
-sessions=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sum(x["traces"] for x in r))' "$OUT/abr.json")
-echo "simulated $sessions sessions (twice) in $(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}') s"
+echo "lab: two runs in $(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}') s"
 
-python3 - "$OUT/abr.json" <<'PY'
-import json, sys
-rows = {r["abr"]: r for r in json.load(open(sys.argv[1]))}
-ours = [k for k in rows if k not in ("bolae", "dynamic", "bola", "throughput", "mpc-paper")]
-best = max(ours, key=lambda k: rows[k]["qoe_lin"])
-b = rows[best]
-for peer in ("bolae", "dynamic"):
-    p = rows[peer]
-    print(f"{best} vs {peer}: QoE {b['qoe_lin']:.2f} / {p['qoe_lin']:.2f} = ratio {b['qoe_lin']/p['qoe_lin']:.3f}; "
-          f"rebuffer {b['rebuffer_s']:.3f} s vs {p['rebuffer_s']:.3f} s "
-          f"({'no more' if b['rebuffer_s'] <= p['rebuffer_s'] else 'MORE'} rebuffering)")
+for fam in 3g 4g fcc; do
+  "$DASHCDN" -q player traces --family "$fam" --seed "$SEED" --count "$COUNT" --out "$W/traces/$fam"
+done
+
+SABRE="${SABRE_PY:-}"
+if [ -z "$SABRE" ]; then
+  SABRE="$W/sabre.py"
+  if ! curl -fsSL --max-time 30 -o "$SABRE" \
+      https://raw.githubusercontent.com/UMass-LIDS/sabre/master/src/sabre.py; then
+    echo "sabre could not be fetched (no network?): the side-by-side with sabre itself is skipped;"
+    echo "the lab table above uses our ports, whose exactness the player's tests check."
+    exit 0
+  fi
+fi
+
+python3 - "$SABRE" "$W/traces" "$DATA" "$OUT/abr-lab.json" <<'PY' | tee "$OUT/abr-sabre.txt"
+import json, os, subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
+sabre, traces, data, lab = sys.argv[1:5]
+rows = json.load(open(lab))
+algos = [("bola", False), ("bolae", False), ("throughput", False), ("dynamic", False),
+         ("bola", True), ("bolae", True), ("dynamic", True)]
+
+def run(movie, trace, algo, ao):
+    cmd = [sys.executable, sabre, "-m", f"{data}/{movie}", "-n", trace, "-a", algo]
+    if ao:
+        cmd.append("-ao")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    kv = dict(l.split(": ", 1) for l in out.splitlines() if ": " in l)
+    bitrate, change = float(kv["total played bitrate"]), float(kv["total bitrate change"])
+    rebuf = float(kv["total rebuffer"])
+    return bitrate / 1000 - change / 1000 - 4.3 * rebuf, rebuf
+
+for fam in ("3g", "4g", "fcc"):
+    files = sorted(os.listdir(f"{traces}/{fam}"))
+    for movie in ("bbb.json", "bbb4k.json"):
+        ours = {r["abr"]: r for r in rows if r["family"] == fam and r["movie"] == movie}
+        print(f"\n{fam} × {movie} ({len(files)} traces), sabre itself vs our port")
+        best = None
+        for algo, ao in algos:
+            with ThreadPoolExecutor(2) as ex:
+                res = list(ex.map(lambda f: run(movie, f"{traces}/{fam}/{f}", algo, ao), files))
+            q = sum(r[0] for r in res) / len(res)
+            rb = sum(r[1] for r in res) / len(res)
+            name = algo + ("-ao" if ao else "")
+            port = ours[name]["qoe_lin"]
+            print(f"  {name:<12} sabre QoE {q:9.1f} rebuf {rb:7.2f} s   port QoE {port:9.1f}  ({(port - q) / abs(q) * 100 if q else 0:+.2f}%)")
+            if best is None or q > best[1]:
+                best = (name, q, rb)
+        d = ours["robust"]
+        print(f"  robust vs sabre's best ({best[0]}): QoE {d['qoe_lin']:.1f} / {best[1]:.1f} "
+              f"= {(d['qoe_lin'] - best[1]) / abs(best[1]) * 100:+.1f}%, rebuffer {d['rebuffer_s']:.2f} s vs {best[2]:.2f} s")
 PY
