@@ -402,19 +402,14 @@ fn emit(
 ) -> Result<(), hickory_proto::ProtoError> {
     let mut enc = BinEncoder::new(out);
     let mut qs = queries.queries().iter().map(|q| q.original());
-    let (answers, authority): (Vec<&Record>, Vec<&Record>) = if records {
-        (
-            p.answers.iter().copied().chain(&p.signed_answers).collect(),
-            p.soa.iter().copied().chain(&p.signed_authority).collect(),
-        )
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    let take = if records { usize::MAX } else { 0 };
+    let mut answers = p.answers.iter().copied().chain(&p.signed_answers).take(take);
+    let mut authority = p.soa.iter().copied().chain(&p.signed_authority).take(take);
     emit_message_parts(
         metadata,
         &mut qs,
-        &mut answers.iter().copied(),
-        &mut authority.iter().copied(),
+        &mut answers,
+        &mut authority,
         &mut std::iter::empty::<&Record>(),
         p.edns.as_ref(),
         p.tsig.as_ref(),

@@ -48,6 +48,10 @@ pub struct GeodnsArgs {
     /// (overrides `[rrl] responses_per_second`; 0 turns it off).
     #[arg(long, value_name = "N")]
     pub rrl_rps: Option<u32>,
+    /// Accept `_acme-challenge` TXT records from edges (ACME DNS-01) on the metrics
+    /// listener's /_geodns/acme/, authenticated by this bearer token (docs/tls.md).
+    #[arg(long, value_name = "TOKEN", env = "DASHCDN_ACME_DNS_TOKEN", hide_env_values = true)]
+    pub acme_token: Option<String>,
     #[command(subcommand)]
     pub command: Option<GeodnsCommand>,
 }
@@ -163,7 +167,19 @@ pub async fn run(args: GeodnsArgs) -> Result<()> {
     };
     let udp_threads = config.udp_threads;
     // Opening the MaxMind database is file I/O: off the async workers.
-    let dns = tokio::task::spawn_blocking(move || GeoDns::new(config))
+    let board = args
+        .acme_token
+        .clone()
+        .map(dashcdn_http::acme::TxtBoard::new);
+    anyhow::ensure!(
+        board.is_none() || metrics_addr.is_some(),
+        "--acme-token needs --metrics ADDR: the TXT admin endpoint is on the metrics listener"
+    );
+    anyhow::ensure!(
+        args.acme_token.as_ref().is_none_or(|t| t.len() >= 16),
+        "--acme-token must be at least 16 characters"
+    );
+    let dns = tokio::task::spawn_blocking(move || GeoDns::with_acme(config, board))
         .await
         .context("start task")?
         .context("cannot start geodns")?;

@@ -23,6 +23,7 @@
 
 #![warn(unreachable_pub)]
 
+mod acme;
 mod answer;
 pub mod cli;
 mod config;

@@ -38,6 +38,10 @@ struct Shared {
     probers: Mutex<Option<JoinSet<()>>>,
     /// Set while `serve` runs: reloads restart probers only then.
     serving: AtomicBool,
+    /// DNS-01 TXT values edges published (`--acme-token`), and the config as the operator
+    /// wrote it, which they are laid over (see [`crate::acme`]).
+    acme: Option<dashcdn_http::acme::TxtBoard>,
+    base: Mutex<Option<GeodnsConfig>>,
 }
 
 /// A geo DNS instance: cheap to clone, every clone is the same server.
@@ -49,6 +53,16 @@ pub struct GeoDns {
 impl GeoDns {
     /// Builds the answer tables and opens the MaxMind database; nothing runs yet.
     pub fn new(config: GeodnsConfig) -> Result<GeoDns, GeodnsError> {
+        Self::with_acme(config, None)
+    }
+
+    /// Like [`GeoDns::new`], also serving `_acme-challenge` TXT values edges publish on
+    /// the metrics listener with `board`'s token (docs/tls.md).
+    pub fn with_acme(
+        config: GeodnsConfig,
+        board: Option<dashcdn_http::acme::TxtBoard>,
+    ) -> Result<GeoDns, GeodnsError> {
+        let base = board.as_ref().map(|_| config.clone());
         let metrics = Metrics::new();
         let snapshot = Snapshot::build(config, &metrics, None)?;
         Ok(GeoDns {
@@ -59,14 +73,37 @@ impl GeoDns {
                 }),
                 probers: Mutex::new(None),
                 serving: AtomicBool::new(false),
+                acme: board,
+                base: Mutex::new(base),
             }),
         })
+    }
+
+    /// Re-apply the operator's config with the current TXT board (after a change to it).
+    async fn republish(&self) -> Result<(), GeodnsError> {
+        let base = self
+            .shared
+            .base
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match base {
+            Some(config) => self.reload(config).await,
+            None => Ok(()),
+        }
     }
 
     /// Replaces config and database (the SIGHUP path). On error the old snapshot keeps
     /// serving and the error says why. The database is read on a blocking thread; health
     /// probes are restarted for the new PoPs while serving.
     pub async fn reload(&self, config: GeodnsConfig) -> Result<(), GeodnsError> {
+        let config = match &self.shared.acme {
+            Some(board) => {
+                *self.shared.base.lock().unwrap_or_else(|e| e.into_inner()) = Some(config.clone());
+                crate::acme::overlay(&config, board)
+            }
+            None => config,
+        };
         let state = self.shared.state.clone();
         let built = tokio::task::spawn_blocking(move || {
             let old = state.current.load_full();
@@ -124,13 +161,54 @@ impl GeoDns {
     /// `GET /metrics` as an axum router.
     pub fn metrics_router(&self) -> axum::Router {
         let me = self.clone();
-        axum::Router::new().route(
+        let router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let me = me.clone();
                 async move { ([(http_content_type(), CONTENT_TYPE)], me.metrics_text()) }
             }),
+        );
+        if self.shared.acme.is_none() {
+            return router;
+        }
+        let me = self.clone();
+        router.route(
+            "/_geodns/acme/{*name}",
+            axum::routing::any(
+                move |method: axum::http::Method,
+                      axum::extract::Path(name): axum::extract::Path<String>,
+                      headers: axum::http::HeaderMap,
+                      body: axum::body::Bytes| {
+                    let me = me.clone();
+                    async move { me.acme_change(method, name, headers, body).await }
+                },
+            ),
         )
+    }
+
+    /// `PUT`/`DELETE /_geodns/acme/{name}` (see [`crate::acme`]).
+    async fn acme_change(
+        &self,
+        method: axum::http::Method,
+        name: String,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> (axum::http::StatusCode, &'static str) {
+        let Some(board) = &self.shared.acme else {
+            return (axum::http::StatusCode::NOT_FOUND, "");
+        };
+        let auth = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let (status, text) = board.handle(&method, &name, auth, &body);
+        if status.is_success() {
+            if let Err(e) = self.republish().await {
+                tracing::error!(error = %e, "acme: TXT change not applied");
+                return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "not applied\n");
+            }
+            info!(%name, %method, "acme: TXT record changed");
+        }
+        (status, text)
     }
 
     /// Serves `/metrics` on `listener` until `shutdown` completes.
