@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dashcdn_http::conditional::{Conditions, Decision, Validators};
+use dashcdn_http::cors;
+use dashcdn_http::range::unsatisfied_content_range;
 use http::header::{
     ACCEPT, ACCEPT_LANGUAGE, ACCEPT_RANGES, AGE, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION,
     CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, COOKIE, IF_MODIFIED_SINCE, IF_NONE_MATCH,
@@ -25,9 +28,6 @@ use http::header::{
 };
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
-use dashcdn_http::conditional::{Conditions, Decision, Validators};
-use dashcdn_http::cors;
-use dashcdn_http::range::unsatisfied_content_range;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::body::{EdgeBody, Kind};
@@ -43,6 +43,9 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// Everything a request needs, shared by all connections.
 pub struct Shared {
     pub config: EdgeConfig,
+    /// The viewer-side limits resolved once (the connection cap may come from the
+    /// open-file limit): the accept loop enforces them, `/_edge/stats` divides by them.
+    pub limits: dashcdn_http::serve::Limits,
     pub store: Store,
     pub fills: Fills,
     pub upstreams: Arc<Upstreams>,
@@ -70,6 +73,7 @@ impl Shared {
         let via = HeaderValue::from_str(&format!("1.1 {}", config.pop))
             .map_err(|_| format!("pop {:?} is not a valid header value", config.pop))?;
         Ok(Shared {
+            limits: config.limits(),
             store: Store::new(&config),
             fills: Fills::default(),
             upstreams,
@@ -412,7 +416,9 @@ fn respond(
             Decision::Partial(r) => {
                 headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                 status = StatusCode::PARTIAL_CONTENT;
-                let len = meta.len.expect("a range is only taken against a known length");
+                let len = meta
+                    .len
+                    .expect("a range is only taken against a known length");
                 headers.insert(CONTENT_RANGE, r.content_range(len));
                 let span = r.as_span();
                 range = Some((span.start, span.end));
@@ -438,7 +444,9 @@ fn respond(
                 return build(StatusCode::PRECONDITION_FAILED, bare, EdgeBody::empty());
             }
             Decision::RangeNotSatisfiable => {
-                let len = meta.len.expect("a range is only taken against a known length");
+                let len = meta
+                    .len
+                    .expect("a range is only taken against a known length");
                 headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                 headers.insert(CONTENT_RANGE, unsatisfied_content_range(len));
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(0));

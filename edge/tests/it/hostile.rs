@@ -175,7 +175,8 @@ async fn connections_beyond_the_limit_get_503() {
     library(dir.path(), &[1000]);
     let origin = Origin::start(dir.path()).await;
     let mut c = config("eu", &origin.url());
-    c.max_connections = 3;
+    c.max_connections = Some(3);
+    c.max_connections_per_client = Some(3);
     c.header_read_timeout_ms = 5_000;
     let edge = Edge::start(c).await;
     let mut held = Vec::new();
