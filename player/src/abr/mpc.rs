@@ -250,29 +250,27 @@ pub(crate) fn abandon_near_stall(
     buffer_ms: f64,
     reserve: f64,
 ) -> Option<usize> {
-    {
-        // Abandon only to avoid a stall that is near: when the buffer is low and the rest of
-        // this download, at the rate it is going, would outlast it, switch to the best quality that would not (or the
-        // lowest), if that is less to download than what is left.
-        let dl = p.time_ms - p.ttfb_ms;
-        if p.time_ms < ABANDON_GRACE_MS || dl <= 0.0 || p.downloaded_bits <= 0.0 {
-            return None;
-        }
-        let rate = p.downloaded_bits / dl;
-        let left = p.size_bits - p.downloaded_bits;
-        if left / rate <= buffer_ms {
-            return None;
-        }
-        if buffer_ms > reserve * ctx.content.segment_ms {
-            return None;
-        }
-        let rates = &ctx.content.bitrates_kbps;
-        let lat = ctx.latency_ms.unwrap_or(0.0);
-        let size_at = |q: usize| p.size_bits * rates[q] / rates[p.quality];
-        let q = (0..p.quality)
-            .rev()
-            .find(|&q| lat + size_at(q) / rate <= buffer_ms)
-            .unwrap_or(0);
-        (q < p.quality && size_at(q) < left).then_some(q)
+    // When the buffer is low and the rest of this download, at the rate it is going, would
+    // outlast it: switch to the best quality that would not (or the lowest), if that is
+    // less to download than what is left.
+    let dl = p.time_ms - p.ttfb_ms;
+    if p.time_ms < ABANDON_GRACE_MS || dl <= 0.0 || p.downloaded_bits <= 0.0 {
+        return None;
     }
+    let rate = p.downloaded_bits / dl;
+    let left = p.size_bits - p.downloaded_bits;
+    if left / rate <= buffer_ms {
+        return None;
+    }
+    if buffer_ms > reserve * ctx.content.segment_ms {
+        return None;
+    }
+    let rates = &ctx.content.bitrates_kbps;
+    let lat = ctx.latency_ms.unwrap_or(0.0);
+    let size_at = |q: usize| p.size_bits * rates[q] / rates[p.quality];
+    let q = (0..p.quality)
+        .rev()
+        .find(|&q| lat + size_at(q) / rate <= buffer_ms)
+        .unwrap_or(0);
+    (q < p.quality && size_at(q) < left).then_some(q)
 }
