@@ -26,7 +26,7 @@ FPID=$(pgrep -P "$OPID" ffmpeg | head -1)
 # One viewer: every rung's segment in progress, as it is produced.
 ( while true; do
     ast=$(curl -fs "http://127.0.0.1:$PORT/live/b/manifest.mpd" | grep -o 'availabilityStartTime="[^"]*"' | cut -d'"' -f2)
-    n=$(python3 -c "import datetime,time; a=datetime.datetime.fromisoformat('${ast}'.replace('Z','+00:00')).timestamp(); print(int((time.time()-a)//2))")
+    n=$(python3 -c "import datetime,time; a=datetime.datetime.fromisoformat('${ast}'.replace('Z','+00:00')).timestamp(); print(int((time.time()-a)//2))" 2>/dev/null)
     for r in v0 v1 v2 a0; do curl -fs -o /dev/null "http://127.0.0.1:$PORT/live/b/$r/$n.m4s" & done
     wait
   done ) & VPID=$!; PIDS+=("$VPID")
