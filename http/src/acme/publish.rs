@@ -126,6 +126,14 @@ impl TxtBoard {
             .unwrap_or_default()
     }
 
+    /// Every name on the board with its values (for a server that rebuilds its zones).
+    pub fn entries(&self) -> Vec<(String, Vec<String>)> {
+        let map = self.values.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort();
+        all
+    }
+
     /// Handle one admin request: `name` is the path after the mount point, `authorization`
     /// the header's value. Returns the status and a one-line body.
     pub fn handle(
