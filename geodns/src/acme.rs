@@ -5,9 +5,9 @@
 //! holds the name — the same snapshot swap as a reload, so queries in flight are not
 //! dropped and DNSSEC signs the records like any other. A reload from the file keeps them.
 
+use dashcdn_http::acme::TxtBoard;
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{Name, RData, RecordType};
-use dashcdn_http::acme::TxtBoard;
 
 use crate::config::{GeodnsConfig, RecordConfig};
 
@@ -28,7 +28,8 @@ pub(crate) fn overlay(config: &GeodnsConfig, board: &TxtBoard) -> GeodnsConfig {
             tracing::warn!(%name, "acme: TXT for a name outside every zone, not served");
             continue;
         };
-        zone.records.retain(|r| !(r.name == name && r.rtype == RecordType::TXT));
+        zone.records
+            .retain(|r| !(r.name == name && r.rtype == RecordType::TXT));
         zone.records.push(RecordConfig {
             name,
             rtype: RecordType::TXT,
@@ -52,12 +53,16 @@ mod tests {
 
     #[test]
     fn published_values_become_txt_records_of_their_zone_only() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/example.toml"))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/example.toml")).unwrap();
         let config = GeodnsConfig::from_toml(&text).unwrap();
         let board = TxtBoard::new("0123456789abcdef");
         let auth = Some("Bearer 0123456789abcdef");
-        let put = |name: &str| board.handle(&axum::http::Method::PUT, name, auth, V.as_bytes()).0;
+        let put = |name: &str| {
+            board
+                .handle(&axum::http::Method::PUT, name, auth, V.as_bytes())
+                .0
+        };
         assert!(put("_acme-challenge.a1105.kingcdn.test").is_success());
         assert!(put("_acme-challenge.elsewhere.example").is_success());
         let out = overlay(&config, &board);
@@ -72,7 +77,10 @@ mod tests {
             .filter(|r| r.rtype == RecordType::TXT)
             .collect();
         assert_eq!(txt.len(), 1);
-        assert_eq!(txt[0].name.to_string(), "_acme-challenge.a1105.kingcdn.test.");
+        assert_eq!(
+            txt[0].name.to_string(),
+            "_acme-challenge.a1105.kingcdn.test."
+        );
         assert_eq!(txt[0].ttl, 0);
         let added: usize = out.zones.iter().map(|z| z.records.len()).sum::<usize>()
             - config.zones.iter().map(|z| z.records.len()).sum::<usize>();

@@ -50,7 +50,12 @@ pub struct GeodnsArgs {
     pub rrl_rps: Option<u32>,
     /// Accept `_acme-challenge` TXT records from edges (ACME DNS-01) on the metrics
     /// listener's /_geodns/acme/, authenticated by this bearer token (docs/tls.md).
-    #[arg(long, value_name = "TOKEN", env = "DASHCDN_ACME_DNS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DASHCDN_ACME_DNS_TOKEN",
+        hide_env_values = true
+    )]
     pub acme_token: Option<String>,
     #[command(subcommand)]
     pub command: Option<GeodnsCommand>,

@@ -204,7 +204,10 @@ impl GeoDns {
         if status.is_success() {
             if let Err(e) = self.republish().await {
                 tracing::error!(error = %e, "acme: TXT change not applied");
-                return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "not applied\n");
+                return (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "not applied\n",
+                );
             }
             info!(%name, %method, "acme: TXT record changed");
         }
