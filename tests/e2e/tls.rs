@@ -483,9 +483,12 @@ fn setup() {
     assert!(ok.success(), "http/tests/setup.sh failed");
 }
 
-/// `dashcdn geodns` answering `edge.test` (and below it, by wildcard-free names) with
-/// 127.0.0.1: geodns/example.toml without health probes, plus that zone.
-fn geodns(dir: &Path) -> (Proc, u16) {
+const ACME_TOKEN: &str = "a-long-enough-dns01-token";
+
+/// `dashcdn geodns` answering `edge.test` names with 127.0.0.1 (geodns/example.toml without
+/// health probes, plus that zone) and taking DNS-01 TXT records on its metrics listener:
+/// (process, DNS port, metrics port).
+fn geodns(dir: &Path) -> (Proc, u16, u16) {
     let port = loop {
         let p = free_port_on(&["127.0.0.1"]);
         if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
@@ -516,12 +519,17 @@ fn geodns(dir: &Path) -> (Proc, u16) {
     }
     let config = dir.join("geodns.toml");
     std::fs::write(&config, text).unwrap();
+    let metrics = free_port_on(&["127.0.0.1"]);
     let p = spawn(
-        dashcdn().args(["geodns", "--config"]).arg(&config),
+        dashcdn()
+            .args(["geodns", "--config"])
+            .arg(&config)
+            .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+            .args(["--acme-token", ACME_TOKEN]),
         dir.join("geodns.log"),
-        port,
+        metrics,
     );
-    (p, port)
+    (p, port, metrics)
 }
 
 struct Pebble {
@@ -560,11 +568,11 @@ fn pebble(dir: &Path, ca: &Ca, dns: u16, http_port: u16, tls_port: u16) -> Pebbl
 
 #[test]
 #[ignore = "slow: pebble ACME server, geodns and an edge as processes (http/tests/setup.sh installs pebble)"]
-fn edge_gets_certificates_from_pebble_by_http01_and_tls_alpn01_resolving_through_geodns() {
+fn edge_gets_certificates_from_pebble_by_http01_tls_alpn01_and_dns01_through_geodns() {
     setup();
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(&dir.path().join("ca"), "pebble https CA");
-    let (_g, dns) = geodns(dir.path());
+    let (g, dns, admin) = geodns(dir.path());
     let (_o, oport) = origin(dir.path());
     let (port, tls_port) = (free_port_on(&["127.0.0.1"]), free_port_on(&["127.0.0.1"]));
     let pebble = pebble(dir.path(), &ca, dns, port, tls_port);
@@ -572,11 +580,17 @@ fn edge_gets_certificates_from_pebble_by_http01_and_tls_alpn01_resolving_through
     for (name, challenge) in [
         ("http.edge.test", "http-01"),
         ("alpn.edge.test", "tls-alpn-01"),
+        ("dns.edge.test", "dns-01"),
     ] {
         let acme_dir = dir.path().join(format!("acme-{challenge}"));
         let e = spawn(
             dashcdn()
+                .env("DASHCDN_ACME_DNS_TOKEN", ACME_TOKEN)
                 .args(["edge", "--upstream", &format!("http://127.0.0.1:{oport}")])
+                .args([
+                    "--acme-dns-url",
+                    &format!("http://127.0.0.1:{admin}/_geodns/acme"),
+                ])
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--tls-listen", &format!("127.0.0.1:{tls_port}")])
                 .args(["--acme-directory", &pebble.url, "--acme-domain", name])
@@ -614,4 +628,8 @@ fn edge_gets_certificates_from_pebble_by_http01_and_tls_alpn01_resolving_through
         assert!(got.verbose.contains("TLSv1.3"), "{}", got.verbose);
         drop(e);
     }
+    // DNS-01 went through geodns: the TXT record was published there and removed after.
+    let log = g.log();
+    assert!(log.contains("acme: TXT record changed"), "{log}");
+    assert!(log.contains("DELETE"), "{log}");
 }
