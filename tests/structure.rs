@@ -175,9 +175,29 @@ fn circles(krate: &Path) -> Vec<String> {
         .iter()
         .filter_map(|f| Some((module_of(&src, f)?, f.clone())))
         .collect();
+    // Modules declared `#[cfg(test)] mod x;` (and their children) are tests, not structure.
+    let mut test_only: Vec<ModPath> = Vec::new();
+    for (module, file) in &modules {
+        let text = std::fs::read_to_string(file).unwrap();
+        let Ok(ast) = syn::parse_file(&text) else {
+            continue;
+        };
+        for item in &ast.items {
+            if let syn::Item::Mod(m) = item {
+                if m.content.is_none() && is_cfg_test(&m.attrs) {
+                    let mut p = module.clone();
+                    p.push(m.ident.to_string());
+                    test_only.push(p);
+                }
+            }
+        }
+    }
     // (from, to) sibling edge → a file that makes it.
     let mut edges: BTreeMap<(ModPath, ModPath), PathBuf> = BTreeMap::new();
     for (module, file) in &modules {
+        if test_only.iter().any(|t| module.starts_with(t)) {
+            continue;
+        }
         let text = std::fs::read_to_string(file).unwrap();
         let ast = syn::parse_file(&text)
             .unwrap_or_else(|e| panic!("{}: cannot parse: {e}", file.display()));
@@ -271,7 +291,14 @@ fn the_checker_finds_a_circle_and_allows_nesting() {
     std::fs::write(src.join("lib.rs"), "mod a; mod b; mod file;").unwrap();
     std::fs::write(src.join("a.rs"), "use crate::b::B; pub struct A;").unwrap();
     std::fs::write(src.join("b.rs"), "pub struct B(crate::a::A);").unwrap();
-    std::fs::write(src.join("file.rs"), "mod small; use self::small::S;").unwrap();
+    std::fs::write(
+        src.join("file.rs"),
+        "mod small; use self::small::S; #[cfg(test)] mod tests;",
+    )
+    .unwrap();
+    std::fs::create_dir_all(src.join("file")).unwrap();
+    std::fs::write(src.join("file/tests.rs"), "use crate::b::B;").unwrap();
+    std::fs::write(src.join("b2.rs"), "").unwrap();
     std::fs::write(
         src.join("file/small.rs"),
         "use super::x; #[cfg(test)] mod tests { use crate::a::A; }",
