@@ -403,7 +403,12 @@ fn emit(
     let mut enc = BinEncoder::new(out);
     let mut qs = queries.queries().iter().map(|q| q.original());
     let take = if records { usize::MAX } else { 0 };
-    let mut answers = p.answers.iter().copied().chain(&p.signed_answers).take(take);
+    let mut answers = p
+        .answers
+        .iter()
+        .copied()
+        .chain(&p.signed_answers)
+        .take(take);
     let mut authority = p.soa.iter().copied().chain(&p.signed_authority).take(take);
     emit_message_parts(
         metadata,
