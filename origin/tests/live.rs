@@ -267,6 +267,17 @@ async fn live_channel_mpd_timeline_chunks_and_media() {
     assert!(errors.is_empty(), "ffmpeg: {errors}");
     assert!((10..=14).contains(&frames), "≈ 0.5 s of frames: {frames}");
 
+    // Unknown channels, representations and names are plain 404s.
+    for path in [
+        "/live/nope/manifest.mpd",
+        "/live/t/zz/0.m4s",
+        "/live/t/v0/x.m4s",
+        "/live/t/v0/init-x.mp4",
+    ] {
+        let r = http.get(format!("{}{path}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+
     // Audio is there too, and the MPD still validates later on.
     let r = http
         .get(format!("{}/live/t/a0/init.mp4", s.base))

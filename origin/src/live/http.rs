@@ -132,6 +132,9 @@ async fn media(
     let Some(ch) = channels.get(&name) else {
         return not_found("no-store");
     };
+    if !ch.config.ladder.iter().any(|r| r.id == rep) {
+        return not_found("no-store");
+    }
     if let Some(period) = file.strip_suffix(".mp4") {
         let period = match period {
             "init" => None,

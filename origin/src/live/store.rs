@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::watch;
+use tracing::warn;
 
 use super::fmp4::{self, InitInfo};
 use super::Rung;
@@ -157,11 +158,11 @@ impl Store {
         // of the track timescale (and audio frames that start just before the boundary).
         let local = ((seconds + 0.005) / self.timing.segment.as_secs_f64()).floor() as u64;
         let mut inner = self.lock();
-        let Some(start_number) = inner
+        let Some((start_number, period_start)) = inner
             .periods
             .iter()
             .find(|p| p.id == period)
-            .map(|p| p.start_number)
+            .map(|p| (p.start_number, p.start))
         else {
             return;
         };
@@ -170,6 +171,10 @@ impl Store {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
+        let inner_ast_secs = inner
+            .availability_start
+            .and_then(|a| a.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(unix, |d| d.as_secs_f64());
         let prft = fmp4::prft(track.track_id, unix, decode_time);
         let keep = (self.timing.window.as_secs_f64() / self.timing.segment.as_secs_f64()).ceil()
             as u64
@@ -180,6 +185,19 @@ impl Store {
             _ => {
                 if let Some(last) = segments.back_mut() {
                     last.complete = true;
+                }
+                // A segment's first chunk should arrive one chunk after the MPD's timeline
+                // puts its start; an encoder starved of CPU falls behind, and every player's
+                // latency grows with it.
+                let on_timeline = inner_ast_secs + period_start + seconds;
+                let behind = unix - on_timeline - self.timing.chunk.as_secs_f64();
+                if behind > self.timing.segment.as_secs_f64() {
+                    warn!(
+                        rep,
+                        number,
+                        behind_secs = behind,
+                        "live encoder behind real time"
+                    );
                 }
                 segments.push_back(Segment {
                     number,
