@@ -79,7 +79,7 @@ pub fn stats(sh: &Shared) -> Stats {
     let in_flight = m.in_flight.load(Ordering::Relaxed).max(0) as u64;
     let connections = m.connections.load(Ordering::Relaxed).max(0) as u64;
     let load = (in_flight as f64 / sh.config.max_in_flight as f64)
-        .max(connections as f64 / sh.config.max_connections as f64);
+        .max(connections as f64 / sh.limits.max_connections as f64);
     sh.store.sync();
     Stats {
         pop: sh.config.pop.clone(),

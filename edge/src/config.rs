@@ -193,14 +193,23 @@ pub struct EdgeConfig {
     pub first_byte_timeout_ms: u64,
     /// Longest gap between two body chunks from an upstream.
     pub read_timeout_ms: u64,
-    /// A viewer must send a whole request head within this; also the keep-alive idle
-    /// timeout (slowloris protection).
+    /// A viewer must send a whole request head within this, counted from the accept or
+    /// from the first byte of a kept-alive connection's next request (slowloris).
     pub header_read_timeout_ms: u64,
+    /// A kept-alive viewer connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A response whose viewer accepts no byte for this long is dropped with its
+    /// connection, so slow readers cannot pin bodies in memory.
+    pub send_timeout_ms: u64,
     /// Idle upstream connections are closed after this.
     pub pool_idle_timeout_secs: u64,
     pub pool_max_idle_per_host: usize,
-    /// Viewer connections; more are answered 503 and closed.
-    pub max_connections: usize,
+    /// Viewer connections; more are answered 503 and closed. Default: derived from the
+    /// open-file limit (`dashcdn_http::serve::fd_limits`).
+    pub max_connections: Option<usize>,
+    /// Connections one viewer address may hold; more are answered 503 and closed.
+    /// Default: a quarter of `max_connections`.
+    pub max_connections_per_client: Option<usize>,
     /// Requests being served at once, the other denominator of `/_edge/stats` `load`.
     pub max_in_flight: usize,
     /// `load` at or above this is reported as `overloaded` to geodns.
@@ -250,9 +259,12 @@ impl Default for EdgeConfig {
             first_byte_timeout_ms: 10_000,
             read_timeout_ms: 10_000,
             header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            send_timeout_ms: 30_000,
             pool_idle_timeout_secs: 90,
             pool_max_idle_per_host: 256,
-            max_connections: 10_000,
+            max_connections: None,
+            max_connections_per_client: None,
             max_in_flight: 4_096,
             overload_threshold: 0.9,
             max_header_bytes: 16 << 10,
@@ -339,6 +351,8 @@ impl EdgeConfig {
             ("first_byte_timeout_ms", self.first_byte_timeout_ms),
             ("read_timeout_ms", self.read_timeout_ms),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("send_timeout_ms", self.send_timeout_ms),
             ("health_interval_ms", self.health_interval_ms),
             ("health_timeout_ms", self.health_timeout_ms),
         ] {
@@ -347,7 +361,11 @@ impl EdgeConfig {
             }
         }
         for (name, v) in [
-            ("max_connections", self.max_connections),
+            ("max_connections", self.max_connections.unwrap_or(1)),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client.unwrap_or(1),
+            ),
             ("max_in_flight", self.max_in_flight),
             ("prefetch_concurrency", self.prefetch_concurrency),
         ] {
@@ -391,6 +409,25 @@ impl EdgeConfig {
 
     pub(crate) fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    /// The viewer-side limits in force: unset caps derived from the open-file limit.
+    pub(crate) fn limits(&self) -> dashcdn_http::serve::Limits {
+        let max_connections = self
+            .max_connections
+            .unwrap_or_else(|| dashcdn_http::serve::fd_limits().1);
+        dashcdn_http::serve::Limits {
+            max_connections,
+            max_connections_per_client: self
+                .max_connections_per_client
+                .unwrap_or((max_connections / 4).max(1)),
+            header_timeout: Self::ms(self.header_read_timeout_ms),
+            idle_timeout: Self::ms(self.idle_timeout_ms),
+            send_timeout: Self::ms(self.send_timeout_ms),
+            max_header_bytes: self.max_header_bytes,
+            busy_text: "edge at capacity",
+            ..dashcdn_http::serve::Limits::default()
+        }
     }
 }
 

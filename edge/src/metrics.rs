@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use dashcdn_http::serve::ConnEvent;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -85,6 +86,11 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamOnly {
     upstream: String,
 }
@@ -105,6 +111,7 @@ pub struct Metrics {
     purged: Counter,
     prefetched: Counter,
     rejected: Counter,
+    closed_by_timeout: Family<ReasonLabels, Counter>,
     /// Live values read by `/_edge/stats` and copied into gauges at scrape time.
     pub in_flight: AtomicI64,
     pub fills: AtomicI64,
@@ -186,7 +193,13 @@ impl Metrics {
         let rejected = counter(
             &mut registry,
             "rejected_connections",
-            "Connections refused with 503 at max_connections",
+            "Connections refused with 503 at max_connections or max_connections_per_client",
+        );
+        let closed_by_timeout = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connection_timeouts",
+            "Viewer connections closed by a timeout (header, idle, send)",
+            closed_by_timeout.clone(),
         );
         Metrics {
             registry,
@@ -204,6 +217,7 @@ impl Metrics {
             purged,
             prefetched,
             rejected,
+            closed_by_timeout,
             in_flight: AtomicI64::new(0),
             fills: AtomicI64::new(0),
             connections: AtomicI64::new(0),
@@ -262,10 +276,6 @@ impl Metrics {
         self.prefetched.inc();
     }
 
-    pub fn rejected(&self) {
-        self.rejected.inc();
-    }
-
     /// Requests answered without a fetch of their own (hit, stale, coalesced,
     /// revalidated) over all requests that went through the cache.
     pub fn hit_ratio(&self) -> f64 {
@@ -294,5 +304,30 @@ impl Metrics {
             let _ = writeln!(out, "# encoding error: {e}");
         }
         out
+    }
+}
+
+/// The shared accept loop reports connections here: the `connections` gauge, refusals and
+/// timeouts are this edge's own (no statics, so two edges in one process stay apart).
+impl dashcdn_http::serve::Observer for Metrics {
+    fn event(&self, event: ConnEvent) {
+        match event {
+            ConnEvent::Accepted => {
+                self.connections.fetch_add(1, Ordering::Relaxed);
+            }
+            ConnEvent::Closed => {
+                self.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+            ConnEvent::RefusedCapacity | ConnEvent::RefusedPerClient => {
+                self.rejected.inc();
+            }
+            ConnEvent::HeaderTimeout | ConnEvent::IdleTimeout | ConnEvent::SendTimeout => {
+                self.closed_by_timeout
+                    .get_or_create(&ReasonLabels {
+                        reason: event.as_str(),
+                    })
+                    .inc();
+            }
+        }
     }
 }

@@ -1,46 +1,28 @@
-//! The listener: accept loop, connection limits, slowloris timeouts, graceful shutdown.
+//! The edge's lifecycle: health checks, the plain listener on the shared accept loop
+//! (`dashcdn_http::serve`: connection caps, header/idle/send timeouts, 431, graceful
+//! shutdown, the same as the origin's), the HTTPS listener beside it, and the handler that
+//! turns a request into an admin answer or a proxied one.
 //!
-//! Why hyper's HTTP/1 server directly rather than `axum::serve`: the edge needs the knobs
-//! axum does not expose — the request-head size limit (431), the head read timeout that
-//! also bounds idle keep-alive connections (hyper starts it whenever it waits for a
-//! head), and a connection cap answered with a 503 — and its single handler (a cache
-//! lookup on every path) gains nothing from a router.
+//! The handler is one function (a cache lookup on every path) rather than a router: it
+//! gains nothing from routing.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tracing::{debug, info, warn, Level};
+use tracing::{info, Level};
 
 use crate::body::{Access, EdgeBody, InFlight};
 use crate::config::EdgeConfig;
-use crate::metrics::{CacheStatus, Metrics};
+use crate::metrics::CacheStatus;
 use crate::proxy::{Served, Shared};
 use crate::{admin, proxy, EdgeError};
-
-/// How long shutdown waits for open connections to finish their responses.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Counts one open connection until dropped.
-struct Connection(Arc<Metrics>);
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Serves on `listener` until `shutdown` resolves; then stops accepting and lets open
 /// connections finish (up to 10 s).
@@ -57,6 +39,8 @@ pub async fn run(
         pop = %sh.config.pop,
         cache_size = %sh.config.cache_size,
         upstreams = sh.config.upstreams.len(),
+        max_connections = sh.limits.max_connections,
+        per_client = sh.limits.max_connections_per_client,
         "listening on {addr}"
     );
     let health = {
@@ -102,94 +86,38 @@ pub async fn run(
             )))
         }
     };
-    serve(listener, sh, http01, async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    })
+    let limits = sh.limits.clone();
+    let observer = sh.metrics.clone();
+    dashcdn_http::serve::serve(
+        listener,
+        limits,
+        observer,
+        move |peer| {
+            let sh = sh.clone();
+            let http01 = http01.clone();
+            service_fn(move |req: Request<Incoming>| {
+                let sh = sh.clone();
+                // ACME HTTP-01 (only while a validation runs): before the proxy, never cached.
+                let acme = http01.respond(req.uri().path());
+                async move {
+                    if let Some(answer) = acme {
+                        return Ok::<_, Infallible>(answer.map(EdgeBody::full));
+                    }
+                    Ok::<_, Infallible>(handle(&sh, req, peer).await)
+                }
+            })
+        },
+        async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        },
+    )
     .await;
     if let Some(task) = tls_task {
         let _ = task.await;
     }
     health.abort();
     Ok(())
-}
-
-async fn serve(
-    listener: TcpListener,
-    sh: Arc<Shared>,
-    http01: dashcdn_http::acme::Http01Answers,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(EdgeConfig::ms(sh.config.header_read_timeout_ms))
-        .max_header_size(sh.config.max_header_bytes)
-        .max_buf_size((sh.config.max_header_bytes * 2).max(8192))
-        .keep_alive(true);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let open = sh.metrics.connections.load(Ordering::Relaxed);
-        if open >= sh.config.max_connections as i64 {
-            sh.metrics.rejected();
-            tokio::spawn(reject(stream));
-            continue;
-        }
-        sh.metrics.connections.fetch_add(1, Ordering::Relaxed);
-        let guard = Connection(sh.metrics.clone());
-        if let Err(error) = stream.set_nodelay(true) {
-            debug!(%error, "cannot set TCP_NODELAY");
-        }
-        let svc_sh = sh.clone();
-        let http01 = http01.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let sh = svc_sh.clone();
-            // ACME HTTP-01 (only while a validation runs): before the proxy, never cached.
-            let acme = http01.respond(req.uri().path());
-            async move {
-                if let Some(answer) = acme {
-                    return Ok::<_, Infallible>(answer.map(EdgeBody::full));
-                }
-                Ok::<_, Infallible>(handle(&sh, req, peer).await)
-            }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                debug!(%peer, %error, "connection ended with an error");
-            }
-            drop(guard);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("connections still open after {DRAIN_TIMEOUT:?}; closing"),
-    }
-}
-
-/// Past `max_connections`: a short 503 and close, so clients (and geodns) see why.
-async fn reject(mut stream: TcpStream) {
-    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
-        retry-after: 1\r\nconnection: close\r\ncontent-length: 18\r\n\r\nedge at capacity.\n";
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(ANSWER).await?;
-        stream.shutdown().await
-    })
-    .await;
 }
 
 async fn handle(sh: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<EdgeBody> {

@@ -193,6 +193,7 @@ pub async fn serve<M, S, B>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size((limits.max_header_bytes * 2).max(8192))
         .keep_alive(true);
     let limits = Arc::new(limits);

@@ -24,6 +24,7 @@ async fn hit_headers_head_and_conditionals() {
     let c = client();
     let r = edge.get("/a.m4s").await;
     assert_eq!(x_cache(&r), "MISS");
+    edge.settled().await;
     let r = edge.get("/a.m4s").await;
     assert_eq!(x_cache(&r), "HIT");
     assert_eq!(r.headers()["via"], "1.1 eu");
@@ -159,6 +160,7 @@ async fn query_normalisation_and_stats_and_metrics() {
     c.drop_query_params = vec!["utm_*".into()];
     let edge = Edge::start(c).await;
     assert_eq!(x_cache(&edge.get("/q?b=2&a=1").await), "MISS");
+    edge.settled().await;
     assert_eq!(x_cache(&edge.get("/q?a=1&utm_source=x&b=2").await), "HIT");
     assert_eq!(mock.hits("/q?a=1&b=2"), 1);
 

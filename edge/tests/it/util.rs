@@ -163,6 +163,19 @@ impl Edge {
         self.get("/_edge/stats").await.json().await.unwrap()
     }
 
+    /// Waits (at most 5 s) until no fill is in flight: an object just answered as MISS is
+    /// stored by then, so the next request is a HIT rather than COALESCED onto the fill
+    /// still finishing behind the answer.
+    pub async fn settled(&self) {
+        for _ in 0..500 {
+            if self.stats().await["fills_in_flight"] == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("fills still in flight after 5 s");
+    }
+
     pub async fn metrics(&self) -> String {
         self.get("/_edge/metrics").await.text().await.unwrap()
     }
