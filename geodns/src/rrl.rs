@@ -119,14 +119,19 @@ impl Rrl {
     }
 }
 
-/// Cuts `response` to its header and question with TC set and no records (RFC 2181 §9:
-/// the client retries over TCP).
+/// Cuts `response` to its header, question and OPT record (RFC 6891 §7: kept whenever
+/// the query had one) with TC set and no records (RFC 2181 §9: the client retries over TCP).
 pub(crate) fn truncate(response: &mut Vec<u8>) {
+    let opt = wire::find_opt(response).map(|o| response[o.range.0..o.range.1].to_vec());
     let end = wire::question_end(response).unwrap_or(12.min(response.len()));
     response.truncate(end);
     if response.len() >= 12 {
         response[2] |= 0x02;
         response[6..12].fill(0);
+        if let Some(opt) = opt {
+            response[11] = 1;
+            response.extend_from_slice(&opt);
+        }
     }
 }
 
@@ -189,6 +194,18 @@ mod tests {
         let other: IpAddr = "198.51.100.1".parse().unwrap();
         assert_eq!(r.check(other, &response("a"), t0), Verdict::Send);
         assert!((0..10).all(|_| r.check(other, &response("a"), t0) == Verdict::Drop));
+    }
+
+    #[test]
+    fn truncation_keeps_the_opt_record() {
+        let mut r = response("a");
+        r[11] = 1; // ARCOUNT: the OPT below
+        let opt = [0, 0, 41, 4, 0xd0, 0, 0, 0x80, 0, 0, 0];
+        r.extend_from_slice(&opt);
+        truncate(&mut r);
+        assert_eq!(&r[4..12], [0, 1, 0, 0, 0, 0, 0, 1]);
+        assert!(r.ends_with(&opt));
+        assert_eq!(r.len(), 12 + 8 + 4 + opt.len());
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub(crate) struct RawOpt {
     pub(crate) dnssec_ok: bool,
     /// An ECS option whose ADDRESS is not exactly the octets SOURCE PREFIX-LENGTH needs.
     pub(crate) ecs_bad_length: bool,
+    /// Where the whole OPT record lies in the message.
+    pub(crate) range: (usize, usize),
 }
 
 /// Finds the OPT record in the additional section, if the message is readable that far.
@@ -71,6 +73,7 @@ pub(crate) fn find_opt(p: &[u8]) -> Option<RawOpt> {
         at = skip_name(p, at)?.0 + 4;
     }
     for i in 0..u32::from(an) + u32::from(ns) + u32::from(ar) {
+        let start = at;
         at = skip_name(p, at)?.0;
         let rtype = u16_at(p, at)?;
         let rdlen = usize::from(u16_at(p, at + 8)?);
@@ -84,6 +87,7 @@ pub(crate) fn find_opt(p: &[u8]) -> Option<RawOpt> {
                 // TTL of OPT: extended RCODE, version, then DO and Z.
                 dnssec_ok: u16_at(p, at + 6)? & 0x8000 != 0,
                 ecs_bad_length: false,
+                range: (start, end),
             };
             let mut o = rdata;
             while o + 4 <= end {
