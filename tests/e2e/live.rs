@@ -209,3 +209,57 @@ async fn dashjs_low_latency_through_shield_and_edge() {
     );
     assert!(report.contains("ok - median live latency"), "{report}");
 }
+
+/// With `prefetch_segments = 1`, a viewer's request for segment n makes the edge ask the
+/// origin for n+1 at once; the origin holds that request open until the encoder starts
+/// n+1, so the viewer's own request for n+1 joins a fill that is already running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a real-time encoder for about 8 s"]
+async fn edge_prefetch_of_the_next_live_segment_is_already_waiting() {
+    let (origin, _library) = live_origin().await;
+    let edge = spawn_edge()
+        .upstream(origin.addr)
+        .config(|c| c.prefetch_segments = 1)
+        .await;
+    let ast = availability_start(&edge).await;
+    let n = ((unix_now() - ast) / SEGMENT).floor() as u64;
+    let before = segment_requests(&origin).await;
+    let mut r = client()
+        .get(edge.url(&format!("/live/t/v0/{n}.m4s")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // While n is still being produced, the edge has already started the fill for n+1
+    // (the origin holds it open until the encoder starts n+1).
+    let edge_ref = &edge;
+    dashcdn_testkit::eventually(
+        "the edge prefetches n+1",
+        Duration::from_millis(1500),
+        || async move { edge_ref.metric("dashcdn_edge_prefetches").await >= 1.0 },
+    )
+    .await;
+    while r.chunk().await.unwrap().is_some() {}
+    let t0 = Instant::now();
+    let mut r = client()
+        .get(edge.url(&format!("/live/t/v0/{}.m4s", n + 1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.chunk().await.unwrap().expect("bytes");
+    assert!(
+        t0.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        t0.elapsed()
+    );
+    while r.chunk().await.unwrap().is_some() {}
+    let after = segment_requests(&origin).await;
+    // n, n+1 (prefetched while n was served), n+2 (prefetched while n+1 was): the viewer's
+    // own request for n+1 cost nothing upstream.
+    assert!(
+        after - before <= 3.0,
+        "origin segment requests: {}",
+        after - before
+    );
+}

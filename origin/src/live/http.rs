@@ -8,7 +8,7 @@
 //! | `/live/NAME/{rep}/{n}.m4s` | a complete segment (`Content-Length`), or the one in progress streamed chunk by chunk with chunked transfer encoding |
 //!
 //! A segment ahead of the live edge is 404 with `no-store`, so no cache keeps the miss
-//! after it exists; the very next segment is waited for (at most one segment duration),
+//! after it exists; the very next segment is waited for (at most a segment and a chunk),
 //! which absorbs clock skew between the MPD's timeline and the encoder. One that left the
 //! window is 410.
 
@@ -177,7 +177,9 @@ fn cache_control(ch: &Channel) -> HeaderValue {
 
 async fn segment(ch: Arc<Channel>, rep: String, number: u64) -> Response {
     let mut changes = ch.store.subscribe();
-    let wait = ch.config.segment_duration;
+    // The next segment starts at most one segment duration from now; a chunk of margin
+    // covers encoder jitter (and an edge's prefetch of n+1 issued as n begins).
+    let wait = ch.config.segment_duration + ch.config.chunk_duration;
     let (first, done) = match ch.store.lookup(&rep, number, 0) {
         Lookup::Ready { chunks, complete } => (chunks, complete),
         Lookup::Next => {
