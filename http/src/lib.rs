@@ -8,6 +8,7 @@
 //!   `If-Unmodified-Since`, `If-Range` (RFC 9110 §13).
 //! - [`cors`]: CORS headers and preflight answers.
 //! - [`hop`]: hop-by-hop header hygiene and `Via`.
+//! - [`cmaf`]: segment integrity (box sizes tile the body, `trun` sizes match `mdat`).
 //! - [`tls`]: rustls listener config (SNI, reload, resumption), the HTTPS/HTTP/2 accept loop
 //!   with HTTP/2 flood limits, a local CA for demos and tests.
 //! - [`client`]: TLS to upstreams (system roots or `--upstream-ca`).
@@ -16,6 +17,7 @@
 
 pub mod acme;
 pub mod client;
+pub mod cmaf;
 pub mod conditional;
 pub mod cors;
 pub mod hop;
