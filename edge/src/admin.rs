@@ -42,13 +42,14 @@ use tracing::{info, warn};
 
 use crate::body::EdgeBody;
 use crate::config::Role;
-use crate::proxy::{local, Shared};
+use crate::proxy::local;
+use crate::state::Shared;
 
 /// Largest purge request body accepted.
 const PURGE_BODY_LIMIT: usize = 64 << 10;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub pop: String,
     pub load: f64,
     pub overloaded: bool,
@@ -68,19 +69,19 @@ pub struct Stats {
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct UpstreamStats {
+pub(crate) struct UpstreamStats {
     pub url: String,
     pub role: Role,
     pub healthy: bool,
 }
 
-pub fn stats(sh: &Shared) -> Stats {
-    let m = &sh.metrics;
+pub(crate) fn stats(sh: &Shared) -> Stats {
+    let m = &sh.fill.metrics;
     let in_flight = m.in_flight.load(Ordering::Relaxed).max(0) as u64;
     let connections = m.connections.load(Ordering::Relaxed).max(0) as u64;
     let load = (in_flight as f64 / sh.config.max_in_flight as f64)
         .max(connections as f64 / sh.limits.max_connections as f64);
-    sh.store.sync();
+    sh.fill.store.sync();
     Stats {
         pop: sh.config.pop.clone(),
         load,
@@ -89,13 +90,14 @@ pub fn stats(sh: &Shared) -> Stats {
         requests: m.cache_requests.load(Ordering::Relaxed),
         in_flight,
         connections,
-        fills_in_flight: sh.fills.len() as u64,
+        fills_in_flight: sh.fill.fills.len() as u64,
         fills_alive: crate::fill::ALIVE.load(Ordering::Relaxed).max(0) as u64,
-        cache_bytes: sh.store.bytes(),
+        cache_bytes: sh.fill.store.bytes(),
         cache_capacity: sh.config.cache_size.0,
-        cache_entries: sh.store.entries(),
+        cache_entries: sh.fill.store.entries(),
         live_body_bytes: crate::cache::LIVE_BODY_BYTES.load(Ordering::Relaxed).max(0) as u64,
         upstreams: sh
+            .fill
             .upstreams
             .all()
             .map(|u| UpstreamStats {
@@ -122,13 +124,16 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<EdgeBody> {
     r
 }
 
-pub async fn handle(sh: &Arc<Shared>, parts: &Parts, body: Incoming) -> Response<EdgeBody> {
+pub(crate) async fn handle(sh: &Arc<Shared>, parts: &Parts, body: Incoming) -> Response<EdgeBody> {
     let read_only = parts.method == Method::GET || parts.method == Method::HEAD;
     match parts.uri.path() {
         "/_edge/healthz" if read_only => local(StatusCode::OK, "ok\n"),
         "/_edge/metrics" if read_only => {
-            sh.store.sync();
-            let text = sh.metrics.encode(sh.store.bytes(), sh.store.entries());
+            sh.fill.store.sync();
+            let text = sh
+                .fill
+                .metrics
+                .encode(sh.fill.store.bytes(), sh.fill.store.entries());
             let mut r = Response::new(EdgeBody::full(Bytes::from(text)));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -223,14 +228,17 @@ async fn purge(sh: &Arc<Shared>, parts: &Parts, body: Incoming) -> Response<Edge
     let n = match (ask.path, ask.prefix) {
         (Some(path), None) if path.starts_with('/') => {
             let q = format!("{path}?");
-            let n = sh.store.remove_matching(|k| k == path || k.starts_with(&q));
-            sh.forget_pass(|k| k == path || k.starts_with(&q));
+            let n = sh
+                .fill
+                .store
+                .remove_matching(|k| k == path || k.starts_with(&q));
+            sh.fill.passes.forget(|k| k == path || k.starts_with(&q));
             info!(%path, purged = n, "purged path");
             n
         }
         (None, Some(prefix)) if prefix.starts_with('/') => {
-            let n = sh.store.remove_matching(|k| k.starts_with(&prefix));
-            sh.forget_pass(|k| k.starts_with(&prefix));
+            let n = sh.fill.store.remove_matching(|k| k.starts_with(&prefix));
+            sh.fill.passes.forget(|k| k.starts_with(&prefix));
             info!(%prefix, purged = n, "purged prefix");
             n
         }
@@ -241,8 +249,8 @@ async fn purge(sh: &Arc<Shared>, parts: &Parts, body: Incoming) -> Response<Edge
             )
         }
     };
-    sh.purge_epoch.fetch_add(1, Ordering::AcqRel);
-    sh.metrics.purged(n);
+    sh.fill.purge_epoch.fetch_add(1, Ordering::AcqRel);
+    sh.fill.metrics.purged(n);
     json(StatusCode::OK, &PurgeAnswer { purged: n })
 }
 

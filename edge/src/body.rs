@@ -21,9 +21,9 @@ use crate::metrics::Metrics;
 
 /// What a body yields: bytes, or an error that makes hyper abort the connection (a
 /// truncated response must not look complete to the viewer).
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-pub enum Kind {
+pub(crate) enum Kind {
     Empty,
     Full(Option<Bytes>),
     /// Fed by a reader task following an in-flight fill (see [`crate::fill`]).
@@ -41,10 +41,10 @@ pub enum Kind {
 }
 
 /// Counts one request as in flight until dropped.
-pub struct InFlight(Arc<Metrics>);
+pub(crate) struct InFlight(Arc<Metrics>);
 
 impl InFlight {
-    pub fn new(metrics: &Arc<Metrics>) -> InFlight {
+    pub(crate) fn new(metrics: &Arc<Metrics>) -> InFlight {
         metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(metrics.clone())
     }
@@ -57,7 +57,7 @@ impl Drop for InFlight {
 }
 
 /// The access-log record, completed as the body is sent.
-pub struct Access {
+pub(crate) struct Access {
     pub method: http::Method,
     pub path: String,
     pub peer: std::net::SocketAddr,
@@ -101,14 +101,14 @@ impl Drop for Access {
     }
 }
 
-pub struct EdgeBody {
+pub(crate) struct EdgeBody {
     kind: Kind,
     pub(crate) access: Option<Box<Access>>,
     pub(crate) _in_flight: Option<InFlight>,
 }
 
 impl EdgeBody {
-    pub fn new(kind: Kind) -> EdgeBody {
+    pub(crate) fn new(kind: Kind) -> EdgeBody {
         EdgeBody {
             kind,
             access: None,
@@ -116,11 +116,11 @@ impl EdgeBody {
         }
     }
 
-    pub fn empty() -> EdgeBody {
+    pub(crate) fn empty() -> EdgeBody {
         EdgeBody::new(Kind::Empty)
     }
 
-    pub fn full(b: impl Into<Bytes>) -> EdgeBody {
+    pub(crate) fn full(b: impl Into<Bytes>) -> EdgeBody {
         EdgeBody::new(Kind::Full(Some(b.into())))
     }
 

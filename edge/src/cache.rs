@@ -24,15 +24,18 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use tokio::time::Instant;
 
+use dashcdn_http::hop;
+
 use crate::config::{EdgeConfig, Eviction};
 use crate::freshness::{Policy, Use};
+use crate::headers::{computed_here, detach};
 
 /// Bytes charged per entry beyond body and headers.
-pub const ENTRY_OVERHEAD: u64 = 512;
+pub(crate) const ENTRY_OVERHEAD: u64 = 512;
 
 /// One stored response.
 #[derive(Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub status: StatusCode,
     /// The upstream's end-to-end headers (hop-by-hop, `Age`, `X-Cache` removed) plus our
     /// `Via` and `Content-Length`, ready to be cloned into each response.
@@ -50,7 +53,8 @@ pub struct Entry {
 
 /// Body bytes of every `Entry` alive, cached or not (evicted ones still being sent, or
 /// not yet reclaimed): what the bodies really occupy, next to the weighted size.
-pub static LIVE_BODY_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+pub(crate) static LIVE_BODY_BYTES: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(0);
 
 impl Drop for Entry {
     fn drop(&mut self) {
@@ -59,7 +63,12 @@ impl Drop for Entry {
 }
 
 impl Entry {
-    pub fn new(status: StatusCode, mut headers: HeaderMap, body: Bytes, policy: Policy) -> Entry {
+    pub(crate) fn new(
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: Bytes,
+        policy: Policy,
+    ) -> Entry {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let etag = headers.get(ETAG).cloned();
         let last_modified = headers.get(LAST_MODIFIED).cloned();
@@ -75,45 +84,49 @@ impl Entry {
         }
     }
 
-    pub fn resident(&self) -> Duration {
+    pub(crate) fn resident(&self) -> Duration {
         self.stored_at.elapsed()
     }
 
-    pub fn usable(&self) -> Use {
+    pub(crate) fn usable(&self) -> Use {
         self.policy.usable(self.resident())
     }
 
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         self.policy.current_age(self.resident())
     }
 
-    pub fn may_serve_on_error(&self) -> bool {
+    pub(crate) fn may_serve_on_error(&self) -> bool {
         self.policy.may_serve_on_error(self.resident())
     }
 
-    /// RFC 9111 §4.3.4: a 304 refreshes the stored response: its headers replace the
-    /// stored ones of the same name and the freshness starts over. The body is shared,
-    /// not copied.
-    pub fn refreshed(&self, not_modified: &HeaderMap, policy: Policy) -> Entry {
+    /// RFC 9111 §4.3.4: a 304's headers replace the stored ones of the same name
+    /// (hop-by-hop and what the edge computes itself excepted). Freshness is judged on
+    /// the result, then [`Entry::refreshed`] makes the entry.
+    pub(crate) fn refreshed_headers(&self, not_modified: &HeaderMap) -> HeaderMap {
         let mut headers = self.headers.clone();
+        let options = hop::connection_options(not_modified);
         let mut seen = std::collections::HashSet::new();
         for (name, value) in not_modified {
-            if crate::proxy::is_hop_by_hop(name)
-                || name == CONTENT_LENGTH
-                || name == http::header::AGE
-            {
+            if hop::is_connection_specific(name, &options) || computed_here(name) {
                 continue;
             }
             if seen.insert(name.clone()) {
                 headers.remove(name);
             }
-            headers.append(name.clone(), crate::proxy::detach(value));
+            headers.append(name.clone(), detach(value));
         }
+        headers
+    }
+
+    /// The entry refreshed by a 304: `headers` from [`Entry::refreshed_headers`], the
+    /// freshness starting over. The body is shared, not copied.
+    pub(crate) fn refreshed(&self, headers: HeaderMap, policy: Policy) -> Entry {
         Entry::new(self.status, headers, self.body.clone(), policy)
     }
 
     /// What the entry costs in the byte budget.
-    pub fn weight(&self, key: &str) -> u32 {
+    pub(crate) fn weight(&self, key: &str) -> u32 {
         let headers: usize = self
             .headers
             .iter()
@@ -125,12 +138,12 @@ impl Entry {
 }
 
 /// The moka cache of entries, keyed by [`cache_key`].
-pub struct Store {
+pub(crate) struct Store {
     cache: Cache<Arc<str>, Arc<Entry>>,
 }
 
 impl Store {
-    pub fn new(config: &EdgeConfig) -> Store {
+    pub(crate) fn new(config: &EdgeConfig) -> Store {
         let policy = match config.eviction {
             Eviction::Tinylfu => EvictionPolicy::tiny_lfu(),
             Eviction::Lru => EvictionPolicy::lru(),
@@ -143,27 +156,27 @@ impl Store {
         Store { cache }
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Entry>> {
         self.cache.get(key)
     }
 
     /// Stores `entry` and applies the evictions it causes at once.
-    pub fn insert(&self, key: Arc<str>, entry: Arc<Entry>) {
+    pub(crate) fn insert(&self, key: Arc<str>, entry: Arc<Entry>) {
         self.cache.insert(key, entry);
         self.cache.run_pending_tasks();
     }
 
     /// Presence without counting an access (prefetch must not make objects look popular).
-    pub fn contains(&self, key: &str) -> bool {
+    pub(crate) fn contains(&self, key: &str) -> bool {
         self.cache.contains_key(key)
     }
 
-    pub fn remove(&self, key: &str) {
+    pub(crate) fn remove(&self, key: &str) {
         self.cache.invalidate(key);
     }
 
     /// Removes every key `matches` accepts; returns how many.
-    pub fn remove_matching(&self, matches: impl Fn(&str) -> bool) -> u64 {
+    pub(crate) fn remove_matching(&self, matches: impl Fn(&str) -> bool) -> u64 {
         let mut n = 0;
         let keys: Vec<Arc<Arc<str>>> = self
             .cache
@@ -181,22 +194,22 @@ impl Store {
     }
 
     /// Weighted size in bytes (what `cache_size` bounds).
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.cache.weighted_size()
     }
 
-    pub fn entries(&self) -> u64 {
+    pub(crate) fn entries(&self) -> u64 {
         self.cache.entry_count()
     }
 
-    pub fn sync(&self) {
+    pub(crate) fn sync(&self) {
         self.cache.run_pending_tasks();
     }
 }
 
 /// Why a request target cannot be a cache key. All are 400s.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error("path does not start with /")]
     NotAbsolute,
     #[error("path has a dot segment (. or ..)")]
@@ -207,13 +220,13 @@ pub enum KeyError {
 
 /// Cache-key options from the configuration.
 #[derive(Clone, Debug, Default)]
-pub struct KeyRules {
+pub(crate) struct KeyRules {
     pub ignore_query: bool,
     pub drop_params: Vec<String>,
 }
 
 impl KeyRules {
-    pub fn new(config: &EdgeConfig) -> KeyRules {
+    pub(crate) fn new(config: &EdgeConfig) -> KeyRules {
         KeyRules {
             ignore_query: config.ignore_query,
             drop_params: config.drop_query_params.clone(),
@@ -232,7 +245,11 @@ impl KeyRules {
 /// The cache key (and the upstream request target) of a request: the path, refused if it
 /// could walk out of a directory upstream, plus the query with dropped parameters
 /// removed and the rest sorted (so `?a=1&b=2` and `?b=2&a=1` are one object).
-pub fn cache_key(path: &str, query: Option<&str>, rules: &KeyRules) -> Result<String, KeyError> {
+pub(crate) fn cache_key(
+    path: &str,
+    query: Option<&str>,
+    rules: &KeyRules,
+) -> Result<String, KeyError> {
     if !path.starts_with('/') {
         return Err(KeyError::NotAbsolute);
     }

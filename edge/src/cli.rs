@@ -110,28 +110,12 @@ impl EdgeArgs {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// Runs the edge until Ctrl-C / SIGTERM.
 pub async fn run(args: EdgeArgs) -> Result<()> {
     let config = args.into_config()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    crate::run(listener, config, shutdown_signal()).await?;
+    crate::run(listener, config, dashcdn_config::shutdown_signal()).await?;
     Ok(())
 }

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use http::uri::{Authority, Scheme};
+use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A number of bytes, written `2GiB`, `512MiB`, `64MB`, `1000` in files and flags.
@@ -283,7 +285,44 @@ impl Default for EdgeConfig {
     }
 }
 
-pub use dashcdn_config::ConfigError;
+/// `scheme://authority[/prefix]` of an upstream, validated.
+#[derive(Clone, Debug)]
+pub(crate) struct Base {
+    /// `http` or `https` (verified against `upstream_ca` or the system roots).
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
+    /// Path prefix without a trailing slash ("" for none).
+    pub(crate) prefix: String,
+}
+
+/// Parses an upstream URL: `http://` or `https://host:port[/prefix]`.
+pub(crate) fn parse_base(url: &str) -> Result<Base, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); expected http://host:port"))?;
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        _ => return Err("only http:// and https:// upstreams are supported".into()),
+    };
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| "no host:port".to_string())?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in upstream URLs are not supported".into());
+    }
+    if uri.query().is_some() {
+        return Err("an upstream URL cannot have a query".into());
+    }
+    let prefix = uri.path().trim_end_matches('/').to_string();
+    Ok(Base {
+        scheme,
+        authority,
+        prefix,
+    })
+}
+
+pub(crate) use dashcdn_config::ConfigError;
 
 fn field(field: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
     ConfigError::field(field, value, reason)
@@ -313,8 +352,7 @@ impl EdgeConfig {
             ));
         }
         for u in &self.upstreams {
-            crate::upstream::parse_base(&u.url)
-                .map_err(|reason| field("upstreams.url", &u.url, reason))?;
+            parse_base(&u.url).map_err(|reason| field("upstreams.url", &u.url, reason))?;
             let hp = u.health_path();
             if !hp.starts_with('/') {
                 return Err(field("upstreams.health_path", hp, "must start with /"));

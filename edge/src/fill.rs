@@ -23,25 +23,48 @@
 //! ~160 MiB RSS with chunk lists to the figure in the README with this.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, IF_MODIFIED_SINCE, IF_NONE_MATCH};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
 use crate::body::BodyError;
-use crate::cache::Entry;
-use crate::freshness::{storable, Storable};
-use crate::proxy::{stored_headers, Shared};
+use crate::cache::{Entry, Store};
+use crate::freshness::{storable, Defaults, Storable};
+use crate::headers::stored_headers;
+use crate::metrics::Metrics;
+use crate::pass::Passes;
+use crate::upstream::Upstreams;
+
+/// What a fill needs of the edge, and no more: the cache it stores into, the registry of
+/// fills, the upstreams, the metrics and the freshness defaults.
+pub(crate) struct Filler {
+    pub(crate) store: Store,
+    pub(crate) fills: Fills,
+    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) defaults: Defaults,
+    /// `1.1 <pop>`, appended to `Via` upstream and downstream.
+    pub(crate) via: HeaderValue,
+    /// Longest gap between two body chunks from an upstream.
+    pub(crate) read_timeout: Duration,
+    /// Larger objects are passed through, never stored.
+    pub(crate) max_object_size: u64,
+    /// Bumped by every purge; a fill started before a purge does not store its object
+    /// (it may hold the purged version).
+    pub(crate) purge_epoch: AtomicU64,
+    pub(crate) passes: Passes,
+}
 
 /// The response head of an in-flight object, in stored form (see [`stored_headers`]).
 #[derive(Debug)]
-pub struct Head {
+pub(crate) struct Head {
     pub status: StatusCode,
     pub headers: HeaderMap,
     /// From `Content-Length`; `None` for a chunked upstream response.
@@ -52,7 +75,7 @@ pub struct Head {
 
 /// How a fill ended.
 #[derive(Clone, Debug)]
-pub enum End {
+pub(crate) enum End {
     /// Every byte arrived.
     Complete,
     /// No usable response (connect error, timeout, 5xx) or the body broke off: readers
@@ -103,7 +126,7 @@ impl Buffer {
 const READ_CHUNK: usize = 64 << 10;
 
 /// One object being fetched.
-pub struct Fill {
+pub(crate) struct Fill {
     pub key: Arc<str>,
     state: Mutex<State>,
     body: RwLock<Buffer>,
@@ -112,14 +135,14 @@ pub struct Fill {
 }
 
 /// What a viewer waiting for the head learns first.
-pub enum Outcome {
+pub(crate) enum Outcome {
     Head(Arc<Head>),
     Ended(End),
 }
 
 /// Fills alive (in flight, or finished but still read by a viewer): diagnostics for
 /// `/_edge/stats`.
-pub static ALIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+pub(crate) static ALIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 impl Drop for Fill {
     fn drop(&mut self) {
@@ -143,11 +166,11 @@ impl Fill {
         self.tick.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.tick.subscribe()
     }
 
-    pub fn upstream(&self) -> Option<String> {
+    pub(crate) fn upstream(&self) -> Option<String> {
         self.lock().upstream.clone()
     }
 
@@ -157,7 +180,7 @@ impl Fill {
 
     /// Waits for the response head or the end of the fill. Never hangs: the fill task
     /// has its own timeouts and always ends.
-    pub async fn wait_head(&self, rx: &mut watch::Receiver<u64>) -> Outcome {
+    pub(crate) async fn wait_head(&self, rx: &mut watch::Receiver<u64>) -> Outcome {
         loop {
             rx.borrow_and_update();
             {
@@ -181,7 +204,7 @@ impl Fill {
 
 /// Follows `fill` for one viewer: sends the bytes of `range` (start, end exclusive) as
 /// they arrive. Ends when the viewer hangs up (send fails) without touching the fill.
-pub async fn pump(
+pub(crate) async fn pump(
     fill: Arc<Fill>,
     mut rx: watch::Receiver<u64>,
     tx: mpsc::Sender<Result<Bytes, BodyError>>,
@@ -224,12 +247,12 @@ pub async fn pump(
 
 /// The registry of in-flight fills, by cache key.
 #[derive(Default)]
-pub struct Fills {
+pub(crate) struct Fills {
     map: Mutex<HashMap<Arc<str>, Arc<Fill>>>,
 }
 
 impl Fills {
-    pub fn get(&self, key: &str) -> Option<Arc<Fill>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Fill>> {
         self.map
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -237,15 +260,11 @@ impl Fills {
             .cloned()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn remove(&self, fill: &Arc<Fill>) {
@@ -258,8 +277,8 @@ impl Fills {
 
 /// Joins the fill of `key`, or starts one (returns `true` then). `stale` is the expired
 /// entry to revalidate, if any; `permit` is held by the fill task (prefetch bound).
-pub fn join_or_start(
-    sh: &Arc<Shared>,
+pub(crate) fn join_or_start(
+    sh: &Arc<Filler>,
     key: &Arc<str>,
     stale: Option<Arc<Entry>>,
     permit: Option<OwnedSemaphorePermit>,
@@ -277,7 +296,7 @@ pub fn join_or_start(
     (fill, true)
 }
 
-struct FillGauge(Arc<Shared>);
+struct FillGauge(Arc<Filler>);
 
 impl Drop for FillGauge {
     fn drop(&mut self) {
@@ -287,7 +306,7 @@ impl Drop for FillGauge {
 
 /// The fill task: fetch, publish the head, stream the body, store, end.
 async fn run(
-    sh: Arc<Shared>,
+    sh: Arc<Filler>,
     fill: Arc<Fill>,
     stale: Option<Arc<Entry>>,
     _permit: Option<OwnedSemaphorePermit>,
@@ -302,7 +321,7 @@ async fn run(
     sh.fills.remove(&fill);
 }
 
-async fn fetch_and_fill(sh: &Arc<Shared>, fill: &Arc<Fill>, stale: Option<Arc<Entry>>) -> End {
+async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<Entry>>) -> End {
     let key = &fill.key;
     let epoch = sh.purge_epoch.load(Ordering::Acquire);
     let mut validators = HeaderMap::new();
@@ -340,10 +359,7 @@ async fn fetch_and_fill(sh: &Arc<Shared>, fill: &Arc<Fill>, stale: Option<Arc<En
                 status: StatusCode::BAD_GATEWAY,
             };
         };
-        let mut merged = old.headers.clone();
-        for (name, value) in &parts.headers {
-            merged.insert(name.clone(), crate::proxy::detach(value));
-        }
+        let merged = old.refreshed_headers(&parts.headers);
         return match storable(
             old.status,
             &merged,
@@ -352,7 +368,7 @@ async fn fetch_and_fill(sh: &Arc<Shared>, fill: &Arc<Fill>, stale: Option<Arc<En
             &sh.defaults,
         ) {
             Storable::Yes(policy) => {
-                let entry = Arc::new(old.refreshed(&parts.headers, policy));
+                let entry = Arc::new(old.refreshed(merged, policy));
                 if sh.purge_epoch.load(Ordering::Acquire) == epoch {
                     sh.store.insert(key.clone(), entry.clone());
                 }
@@ -360,7 +376,7 @@ async fn fetch_and_fill(sh: &Arc<Shared>, fill: &Arc<Fill>, stale: Option<Arc<En
             }
             _ => {
                 sh.store.remove(key);
-                sh.remember_pass(key);
+                sh.passes.remember(key);
                 End::Pass
             }
         };
@@ -384,16 +400,16 @@ async fn fetch_and_fill(sh: &Arc<Shared>, fill: &Arc<Fill>, stale: Option<Arc<En
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
-    let max = sh.config.max_object_size.0;
+    let max = sh.max_object_size;
     match &decision {
         Storable::Private(why) => {
             debug!(key = %key, why, "not shareable: pass");
-            sh.remember_pass(key);
+            sh.passes.remember(key);
             return End::Pass;
         }
         _ if len.is_some_and(|l| l > max) => {
             debug!(key = %key, len, "larger than max_object_size: pass");
-            sh.remember_pass(key);
+            sh.passes.remember(key);
             return End::Pass;
         }
         _ => {}
@@ -447,10 +463,10 @@ async fn fetch_and_fill(sh: &Arc<Shared>, fill: &Arc<Fill>, stale: Option<Arc<En
                     continue;
                 }
                 received += data.len() as u64;
-                sh.metrics.from_upstream(data.len() as u64);
+                sh.metrics.received_from_upstream(data.len() as u64);
                 if received > max {
                     warn!(key = %key, received, "chunked body beyond max_object_size: pass");
-                    sh.remember_pass(key);
+                    sh.passes.remember(key);
                     return End::Failed {
                         status: StatusCode::BAD_GATEWAY,
                     };

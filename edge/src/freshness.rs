@@ -17,7 +17,7 @@ use http::{HeaderMap, StatusCode};
 
 /// The response `Cache-Control` directives a shared cache acts on (RFC 9111 §5.2.2).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CacheControl {
+pub(crate) struct CacheControl {
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
     pub no_store: bool,
@@ -47,7 +47,7 @@ impl CacheControl {
     /// Parses every `Cache-Control` line. Unknown directives are ignored (§5.2.3); a
     /// directive with a malformed argument counts as absent, except `max-age`/`s-maxage`,
     /// where §4.2.1 says an invalid value makes the response stale (0).
-    pub fn parse(headers: &HeaderMap) -> CacheControl {
+    pub(crate) fn parse(headers: &HeaderMap) -> CacheControl {
         let mut cc = CacheControl::default();
         for value in headers.get_all(CACHE_CONTROL) {
             let Ok(text) = value.to_str() else { continue };
@@ -96,7 +96,7 @@ fn split_directives(text: &str) -> Vec<&str> {
 
 /// Defaults from the edge configuration that fill what a response leaves out.
 #[derive(Clone, Copy, Debug)]
-pub struct Defaults {
+pub(crate) struct Defaults {
     pub negative_ttl: Duration,
     pub stale_if_error: Duration,
     pub stale_while_revalidate: Duration,
@@ -105,7 +105,7 @@ pub struct Defaults {
 
 /// What to do with an upstream response.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Storable {
+pub(crate) enum Storable {
     /// Store it with this policy.
     Yes(Policy),
     /// Shareable but not worth storing (e.g. a 302): hand it to the waiters, keep nothing.
@@ -117,7 +117,7 @@ pub enum Storable {
 
 /// The cache lifetime of one stored response, fixed when it is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// RFC 9111 §4.2.1 freshness lifetime.
     pub lifetime: Duration,
     /// §4.2.3 `corrected_initial_age`: age when it arrived here.
@@ -160,7 +160,7 @@ fn vary_is_harmless(headers: &HeaderMap) -> bool {
 
 /// Decides whether and how long a response to our `GET` may be stored (RFC 9111 §3,
 /// §4.2). `request_time`/`response_time` bracket the upstream exchange (§4.2.3).
-pub fn storable(
+pub(crate) fn storable(
     status: StatusCode,
     headers: &HeaderMap,
     request_time: SystemTime,
@@ -277,7 +277,7 @@ pub fn storable(
 
 /// How a stored response may be used at a given age.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Use {
+pub(crate) enum Use {
     Fresh,
     /// Stale, but RFC 5861 `stale-while-revalidate` allows serving it while a background
     /// revalidation runs.
@@ -290,11 +290,11 @@ pub enum Use {
 
 impl Policy {
     /// §4.2.3 `current_age` given how long the entry has been resident.
-    pub fn current_age(&self, resident: Duration) -> Duration {
+    pub(crate) fn current_age(&self, resident: Duration) -> Duration {
         self.initial_age + resident
     }
 
-    pub fn usable(&self, resident: Duration) -> Use {
+    pub(crate) fn usable(&self, resident: Duration) -> Use {
         let age = self.current_age(resident);
         if age < self.lifetime {
             Use::Fresh
@@ -308,7 +308,7 @@ impl Policy {
     }
 
     /// True if an expired copy may still stand in for a failed upstream (RFC 5861 §4).
-    pub fn may_serve_on_error(&self, resident: Duration) -> bool {
+    pub(crate) fn may_serve_on_error(&self, resident: Duration) -> bool {
         let age = self.current_age(resident);
         age < self.lifetime + self.stale_if_error.max(self.stale_while_revalidate)
     }

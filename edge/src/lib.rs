@@ -8,15 +8,18 @@
 //!
 //! Layout:
 //! - [`config`]: [`EdgeConfig`] (TOML + CLI overrides), sizes like `2GiB`.
-//! - [`server`]: accept loop, connection cap, slowloris timeouts, graceful shutdown.
-//! - [`proxy`]: the request path: key, lookup, hit / stale / fill, ranges, conditionals, pass.
-//! - [`fill`]: request coalescing with streaming fill (in-flight entries + `watch`).
-//! - [`cache`]: stored entries in a byte-weighted moka cache (TinyLFU), the cache key.
-//! - [`freshness`]: RFC 9111 storability, freshness, age; RFC 5861 stale extensions.
-//! - [`upstream`]: upstreams, rendezvous hashing, health checks, pooled client.
-//! - [`admin`]: `/_edge/healthz`, `/metrics`, `/stats` (JSON schema there), `/purge`.
-//! - [`metrics`]: Prometheus families and the counters behind `/_edge/stats`.
-//! - [`body`]: response bodies and the one-line-per-request access log.
+//! - `server`: lifecycle; the listeners run on `dashcdn_http::serve` (caps, timeouts).
+//! - `state`: what one edge's requests share (`Shared`, holding the fill's `Filler`).
+//! - `proxy`: the request path: key, lookup, hit / stale / fill, ranges, conditionals, pass.
+//! - `fill`: request coalescing with streaming fill (in-flight entries + `watch`).
+//! - `cache`: stored entries in a byte-weighted moka cache (TinyLFU), the cache key.
+//! - `headers`: what is stored and sent on (hop-by-hop stripping from `dashcdn_http::hop`).
+//! - `pass`: hit-for-pass memory of keys that were not shareable.
+//! - `freshness`: RFC 9111 storability, freshness, age; RFC 5861 stale extensions.
+//! - `upstream`: upstreams, rendezvous hashing, health checks, pooled client.
+//! - `admin`: `/_edge/healthz`, `/metrics`, `/stats` (JSON schema there), `/purge`.
+//! - `metrics`: Prometheus families and the counters behind `/_edge/stats`.
+//! - `body`: response bodies and the one-line-per-request access log.
 //! - [`cli`]: `dashcdn edge`.
 //!
 //! Embedding (tests, `dashcdn demo`): bind a listener yourself, so the address is known
@@ -41,17 +44,22 @@
 //! # Ok(()) }
 //! ```
 
-pub mod admin;
-pub mod body;
-pub mod cache;
+#![warn(unreachable_pub)]
+
+mod admin;
+mod body;
+mod cache;
 pub mod cli;
-pub mod config;
-pub mod fill;
-pub mod freshness;
-pub mod metrics;
-pub mod proxy;
-pub mod server;
-pub mod upstream;
+mod config;
+mod fill;
+mod freshness;
+mod headers;
+mod metrics;
+mod pass;
+mod proxy;
+mod server;
+mod state;
+mod upstream;
 
 pub use config::{ByteSize, EdgeConfig, Eviction, Role, UpstreamConfig};
 pub use server::run;

@@ -16,11 +16,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How a request was answered: the `X-Cache` header and the `cache` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CacheStatus {
+pub(crate) enum CacheStatus {
     /// Fresh copy from memory.
     Hit,
     /// This request started the upstream fetch.
@@ -39,7 +39,7 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    pub const ALL: [CacheStatus; 7] = [
+    pub(crate) const ALL: [CacheStatus; 7] = [
         CacheStatus::Hit,
         CacheStatus::Miss,
         CacheStatus::Coalesced,
@@ -49,7 +49,7 @@ impl CacheStatus {
         CacheStatus::Local,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
@@ -95,7 +95,7 @@ struct UpstreamOnly {
     upstream: String,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: [Counter; 7],
     bytes_from_cache: Counter,
@@ -121,7 +121,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(pop: &str) -> Metrics {
+    pub(crate) fn new(pop: &str) -> Metrics {
         let mut registry = Registry::with_prefix_and_labels(
             "dashcdn_edge",
             [(
@@ -225,26 +225,31 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, status: CacheStatus) {
+    pub(crate) fn request(&self, status: CacheStatus) {
         self.requests[status as usize].inc();
         if status != CacheStatus::Local {
             self.cache_requests.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    pub fn count(&self, status: CacheStatus) -> u64 {
+    pub(crate) fn count(&self, status: CacheStatus) -> u64 {
         self.requests[status as usize].get()
     }
 
-    pub fn from_cache(&self, bytes: u64) {
+    pub(crate) fn served_from_cache(&self, bytes: u64) {
         self.bytes_from_cache.inc_by(bytes);
     }
 
-    pub fn from_upstream(&self, bytes: u64) {
+    pub(crate) fn received_from_upstream(&self, bytes: u64) {
         self.bytes_from_upstream.inc_by(bytes);
     }
 
-    pub fn upstream_request(&self, upstream: &str, outcome: &'static str, took: Option<Duration>) {
+    pub(crate) fn upstream_request(
+        &self,
+        upstream: &str,
+        outcome: &'static str,
+        took: Option<Duration>,
+    ) {
         self.upstream_requests
             .get_or_create(&UpstreamLabels {
                 upstream: upstream.to_string(),
@@ -260,7 +265,7 @@ impl Metrics {
         }
     }
 
-    pub fn upstream_health(&self, upstream: &str, up: bool) {
+    pub(crate) fn upstream_health(&self, upstream: &str, up: bool) {
         self.upstream_up
             .get_or_create(&UpstreamOnly {
                 upstream: upstream.to_string(),
@@ -268,17 +273,17 @@ impl Metrics {
             .set(up as i64);
     }
 
-    pub fn purged(&self, n: u64) {
+    pub(crate) fn purged(&self, n: u64) {
         self.purged.inc_by(n);
     }
 
-    pub fn prefetched(&self) {
+    pub(crate) fn prefetched(&self) {
         self.prefetched.inc();
     }
 
     /// Requests answered without a fetch of their own (hit, stale, coalesced,
     /// revalidated) over all requests that went through the cache.
-    pub fn hit_ratio(&self) -> f64 {
+    pub(crate) fn hit_ratio(&self) -> f64 {
         let served = self.count(CacheStatus::Hit)
             + self.count(CacheStatus::Stale)
             + self.count(CacheStatus::Coalesced)
@@ -291,7 +296,7 @@ impl Metrics {
         }
     }
 
-    pub fn encode(&self, cache_bytes: u64, cache_entries: u64) -> String {
+    pub(crate) fn encode(&self, cache_bytes: u64, cache_entries: u64) -> String {
         self.cache_bytes.set(cache_bytes as i64);
         self.cache_entries.set(cache_entries as i64);
         self.in_flight_gauge

@@ -13,165 +13,30 @@
 //! ranges are answered here, from the entry or from the in-flight fill; they are never
 //! forwarded (the fill always fetches the whole object, once).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use dashcdn_http::conditional::{Conditions, Decision, Validators};
 use dashcdn_http::cors;
 use dashcdn_http::range::unsatisfied_content_range;
 use http::header::{
-    ACCEPT, ACCEPT_LANGUAGE, ACCEPT_RANGES, AGE, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION,
+    ACCEPT, ACCEPT_LANGUAGE, ACCEPT_RANGES, AGE, ALLOW, AUTHORIZATION, CACHE_CONTROL,
     CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, COOKIE, IF_MODIFIED_SINCE, IF_NONE_MATCH,
     IF_RANGE, RANGE, USER_AGENT, VIA,
 };
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
-use tokio::sync::{mpsc, watch, Semaphore};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use tokio::sync::{mpsc, watch};
+
+use dashcdn_http::hop;
 
 use crate::body::{EdgeBody, Kind};
-use crate::cache::{cache_key, Entry, KeyRules, Store};
-use crate::config::EdgeConfig;
-use crate::fill::{self, End, Fill, Fills, Head, Outcome};
-use crate::freshness::{Defaults, Use};
-use crate::metrics::{CacheStatus, Metrics};
-use crate::upstream::Upstreams;
-
-pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-
-/// Everything a request needs, shared by all connections.
-pub struct Shared {
-    pub config: EdgeConfig,
-    /// The viewer-side limits resolved once (the connection cap may come from the
-    /// open-file limit): the accept loop enforces them, `/_edge/stats` divides by them.
-    pub limits: dashcdn_http::serve::Limits,
-    pub store: Store,
-    pub fills: Fills,
-    pub upstreams: Arc<Upstreams>,
-    pub metrics: Arc<Metrics>,
-    pub defaults: Defaults,
-    pub rules: KeyRules,
-    /// `1.1 <pop>`, appended to `Via` upstream and downstream.
-    pub via: HeaderValue,
-    pub read_timeout: Duration,
-    /// Bumped by every purge; a fill started before a purge does not store its object
-    /// (it may hold the purged version).
-    pub purge_epoch: AtomicU64,
-    /// Keys whose last response was not shareable ("hit-for-pass", as Varnish calls
-    /// it): for a while, requests go straight upstream instead of queueing on a fill.
-    pass_keys: moka::sync::Cache<Arc<str>, ()>,
-    /// Keys ever remembered as pass: while 0, the lookup in `pass_keys` is skipped.
-    passes: AtomicU64,
-    prefetch: Arc<Semaphore>,
-}
-
-impl Shared {
-    pub fn new(config: EdgeConfig) -> Result<Shared, String> {
-        let metrics = Arc::new(Metrics::new(&config.pop));
-        let upstreams = Arc::new(Upstreams::new(&config, metrics.clone())?);
-        let via = HeaderValue::from_str(&format!("1.1 {}", config.pop))
-            .map_err(|_| format!("pop {:?} is not a valid header value", config.pop))?;
-        Ok(Shared {
-            limits: config.limits(),
-            store: Store::new(&config),
-            fills: Fills::default(),
-            upstreams,
-            metrics,
-            defaults: Defaults {
-                negative_ttl: Duration::from_secs(config.negative_ttl_secs),
-                stale_if_error: Duration::from_secs(config.default_stale_if_error_secs),
-                stale_while_revalidate: Duration::from_secs(
-                    config.default_stale_while_revalidate_secs,
-                ),
-                max_heuristic: Duration::from_secs(config.max_heuristic_secs),
-            },
-            rules: KeyRules::new(&config),
-            via,
-            read_timeout: EdgeConfig::ms(config.read_timeout_ms),
-            purge_epoch: AtomicU64::new(0),
-            pass_keys: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
-            passes: AtomicU64::new(0),
-            prefetch: Arc::new(Semaphore::new(config.prefetch_concurrency)),
-            config,
-        })
-    }
-
-    pub fn remember_pass(&self, key: &Arc<str>) {
-        self.passes.fetch_add(1, Ordering::Relaxed);
-        self.pass_keys.insert(key.clone(), ());
-    }
-
-    pub fn forget_pass(&self, matches: impl Fn(&str) -> bool) {
-        let keys: Vec<Arc<Arc<str>>> = self
-            .pass_keys
-            .iter()
-            .filter(|(k, _)| matches(k))
-            .map(|(k, _)| k)
-            .collect();
-        for k in keys {
-            self.pass_keys.invalidate(&**k);
-        }
-    }
-}
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus ours.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-    )
-}
-
-/// An upstream's headers as stored and sent on: hop-by-hop headers (and any named in
-/// `Connection`) removed, `Age`, `X-Cache` and `Content-Length` removed (we compute our
-/// own), our `Via` appended.
-///
-/// Every value is copied into its own allocation: hyper parses header values as `Bytes`
-/// slices of the connection's read buffer (up to ~400 KB, holding the first body bytes
-/// too), so storing them as received kept one whole read buffer alive per cached object.
-/// Found with DHAT: ~0.5 MB per cached segment beyond its weight, RSS 1.5x cache_size.
-pub fn stored_headers(upstream: &HeaderMap, via: &HeaderValue) -> HeaderMap {
-    let listed: Vec<String> = upstream
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
-    let mut out = HeaderMap::with_capacity(upstream.len() + 4);
-    for (name, value) in upstream {
-        if is_hop_by_hop(name)
-            || name == AGE
-            || name == X_CACHE
-            || name == CONTENT_LENGTH
-            || listed.iter().any(|l| l == name.as_str())
-        {
-            continue;
-        }
-        out.append(name.clone(), detach(value));
-    }
-    out.append(VIA, via.clone());
-    out
-}
-
-/// A copy of `value` that shares no buffer with anything (see [`stored_headers`]).
-pub fn detach(value: &HeaderValue) -> HeaderValue {
-    let mut v = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-    v.set_sensitive(value.is_sensitive());
-    v
-}
+use crate::cache::{cache_key, Entry};
+use crate::fill::{self, End, Fill, Head, Outcome};
+use crate::freshness::Use;
+use crate::headers::{stored_headers, X_CACHE};
+use crate::metrics::CacheStatus;
+use crate::state::Shared;
 
 /// The parts of a response shared by entries and in-flight heads.
 struct Meta<'a> {
@@ -188,7 +53,7 @@ enum Source {
 
 /// What the handler hands back to the server: the response, how it was served and (for
 /// the access log) which upstream was involved.
-pub struct Served {
+pub(crate) struct Served {
     pub response: Response<EdgeBody>,
     pub cache: CacheStatus,
     pub upstream: Option<String>,
@@ -205,7 +70,7 @@ impl Served {
 }
 
 /// A plain-text response the edge makes itself.
-pub fn local(status: StatusCode, message: &'static str) -> Response<EdgeBody> {
+pub(crate) fn local(status: StatusCode, message: &'static str) -> Response<EdgeBody> {
     let mut r = Response::new(EdgeBody::full(Bytes::from_static(message.as_bytes())));
     *r.status_mut() = status;
     let h = r.headers_mut();
@@ -225,7 +90,7 @@ fn method_not_allowed() -> Response<EdgeBody> {
 }
 
 /// Serves one viewer request that is not for `/_edge/`.
-pub async fn handle(sh: &Arc<Shared>, parts: &Parts) -> Served {
+pub(crate) async fn handle(sh: &Arc<Shared>, parts: &Parts) -> Served {
     let method = &parts.method;
     if method == Method::OPTIONS && sh.config.cors {
         return Served::new(cors::preflight(), CacheStatus::Local);
@@ -241,7 +106,7 @@ pub async fn handle(sh: &Arc<Shared>, parts: &Parts) -> Served {
         );
     }
     // A request that already passed through this PoP is a forwarding loop.
-    if via_contains(&parts.headers, &sh.config.pop) {
+    if hop::via_contains(&parts.headers, &sh.config.pop) {
         return Served::new(
             local(StatusCode::LOOP_DETECTED, "forwarding loop detected\n"),
             CacheStatus::Local,
@@ -257,32 +122,32 @@ pub async fn handle(sh: &Arc<Shared>, parts: &Parts) -> Served {
             );
         }
     };
-    if sh.passes.load(Ordering::Relaxed) > 0 && sh.pass_keys.contains_key(key.as_str()) {
+    if sh.fill.passes.contains(&key) {
         return pass(sh, &key.into(), parts).await;
     }
     // Only the fill paths need a shared key (the fill and the in-flight map hold it), so
     // a fresh hit does not allocate one.
-    let served = match sh.store.get(&key) {
+    let served = match sh.fill.store.get(&key) {
         Some(entry) => match entry.usable() {
             Use::Fresh => {
                 let r = respond_entry(sh, parts, &entry, CacheStatus::Hit);
                 Served::new(r, CacheStatus::Hit)
             }
             Use::StaleWhileRevalidate => {
-                fill::join_or_start(sh, &key.as_str().into(), Some(entry.clone()), None);
+                fill::join_or_start(&sh.fill, &key.as_str().into(), Some(entry.clone()), None);
                 let r = respond_entry(sh, parts, &entry, CacheStatus::Stale);
                 Served::new(r, CacheStatus::Stale)
             }
             Use::StaleIfError | Use::Expired => {
                 let fallback = entry.may_serve_on_error().then(|| entry.clone());
                 let key: Arc<str> = key.as_str().into();
-                let (fill, new) = fill::join_or_start(sh, &key, Some(entry), None);
+                let (fill, new) = fill::join_or_start(&sh.fill, &key, Some(entry), None);
                 from_fill(sh, parts, &key, fill, new, fallback).await
             }
         },
         None => {
             let key: Arc<str> = key.as_str().into();
-            let (fill, new) = fill::join_or_start(sh, &key, None, None);
+            let (fill, new) = fill::join_or_start(&sh.fill, &key, None, None);
             from_fill(sh, parts, &key, fill, new, None).await
         }
     };
@@ -290,15 +155,6 @@ pub async fn handle(sh: &Arc<Shared>, parts: &Parts) -> Served {
         prefetch(sh, &key);
     }
     served
-}
-
-fn via_contains(headers: &HeaderMap, pop: &str) -> bool {
-    headers
-        .get_all(VIA)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .any(|hop| hop.split_whitespace().nth(1) == Some(pop))
 }
 
 async fn from_fill(
@@ -475,7 +331,7 @@ fn respond(
     let body = match source {
         Source::Bytes(bytes) => {
             let (a, b) = range.unwrap_or((0, bytes.len() as u64));
-            sh.metrics.from_cache(b - a);
+            sh.fill.metrics.served_from_cache(b - a);
             if a == 0 && b == bytes.len() as u64 {
                 EdgeBody::full(bytes)
             } else {
@@ -520,11 +376,11 @@ async fn pass(sh: &Arc<Shared>, key: &Arc<str>, parts: &Parts) -> Served {
             fwd.append(name.clone(), v.clone());
         }
     }
-    match sh.upstreams.fetch(key, key, &fwd).await {
+    match sh.fill.upstreams.fetch(key, key, &fwd).await {
         Ok(fetched) => {
             let upstream = fetched.upstream.name.clone();
             let (up_parts, body) = fetched.response.into_parts();
-            let mut headers = stored_headers(&up_parts.headers, &sh.via);
+            let mut headers = stored_headers(&up_parts.headers, &sh.fill.via);
             if let Some(cl) = up_parts.headers.get(CONTENT_LENGTH) {
                 headers.insert(CONTENT_LENGTH, cl.clone());
             }
@@ -537,7 +393,7 @@ async fn pass(sh: &Arc<Shared>, key: &Arc<str>, parts: &Parts) -> Served {
             } else {
                 EdgeBody::new(Kind::Upstream {
                     body,
-                    idle: sh.read_timeout,
+                    idle: sh.fill.read_timeout,
                     timer: None,
                 })
             };
@@ -580,51 +436,16 @@ fn prefetch(sh: &Arc<Shared>, key: &str) {
             None => format!("{dir}/{}.m4s", n + i),
         }
         .into();
-        if sh.store.contains(&next)
-            || sh.fills.get(&next).is_some()
-            || sh.pass_keys.contains_key(&next)
+        if sh.fill.store.contains(&next)
+            || sh.fill.fills.get(&next).is_some()
+            || sh.fill.passes.contains(&next)
         {
             continue;
         }
         let Ok(permit) = sh.prefetch.clone().try_acquire_owned() else {
             return;
         };
-        sh.metrics.prefetched();
-        fill::join_or_start(sh, &next, None, Some(permit));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stored_headers_drop_hop_by_hop() {
-        let mut h = HeaderMap::new();
-        h.insert(CONNECTION, HeaderValue::from_static("close, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        h.insert(AGE, HeaderValue::from_static("5"));
-        h.insert(X_CACHE, HeaderValue::from_static("HIT"));
-        h.insert(VIA, HeaderValue::from_static("1.1 shield"));
-        h.insert("etag", HeaderValue::from_static("\"a\""));
-        let out = stored_headers(&h, &HeaderValue::from_static("1.1 eu"));
-        assert!(out.get("x-secret").is_none() && out.get(AGE).is_none());
-        assert!(out.get("transfer-encoding").is_none() && out.get(X_CACHE).is_none());
-        let via: Vec<_> = out.get_all(VIA).iter().collect();
-        assert_eq!(via, ["1.1 shield", "1.1 eu"]);
-        assert_eq!(out.get("etag").unwrap(), "\"a\"");
-    }
-
-    #[test]
-    fn via_loops_are_seen() {
-        assert!(via_contains(
-            &{
-                let mut h = HeaderMap::new();
-                h.insert(VIA, HeaderValue::from_static("1.1 shield, 1.1 eu"));
-                h
-            },
-            "eu"
-        ));
+        sh.fill.metrics.prefetched();
+        fill::join_or_start(&sh.fill, &next, None, Some(permit));
     }
 }

@@ -21,7 +21,8 @@ use tracing::{info, Level};
 use crate::body::{Access, EdgeBody, InFlight};
 use crate::config::EdgeConfig;
 use crate::metrics::CacheStatus;
-use crate::proxy::{Served, Shared};
+use crate::proxy::Served;
+use crate::state::Shared;
 use crate::{admin, proxy, EdgeError};
 
 /// Serves on `listener` until `shutdown` resolves; then stops accepting and lets open
@@ -44,7 +45,7 @@ pub async fn run(
         "listening on {addr}"
     );
     let health = {
-        let ups = sh.upstreams.clone();
+        let ups = sh.fill.upstreams.clone();
         let every = EdgeConfig::ms(sh.config.health_interval_ms);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -87,7 +88,7 @@ pub async fn run(
         }
     };
     let limits = sh.limits.clone();
-    let observer = sh.metrics.clone();
+    let observer = sh.fill.metrics.clone();
     dashcdn_http::serve::serve(
         listener,
         limits,
@@ -126,7 +127,7 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> R
     let log =
         sh.config.access_log && tracing::enabled!(target: "dashcdn_edge::access", Level::INFO);
     let started = log.then(Instant::now);
-    let in_flight = InFlight::new(&sh.metrics);
+    let in_flight = InFlight::new(&sh.fill.metrics);
     let (parts, body) = req.into_parts();
     let served = if parts.uri.path().starts_with("/_edge/") {
         Served {
@@ -138,7 +139,7 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> R
         drop(body);
         proxy::handle(sh, &parts).await
     };
-    sh.metrics.request(served.cache);
+    sh.fill.metrics.request(served.cache);
     let mut response = served.response;
     let status = response.status().as_u16();
     let body = response.body_mut();

@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, USER_AGENT, VIA};
-use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -36,49 +35,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::config::{EdgeConfig, Role};
+use crate::config::{parse_base, Base, EdgeConfig, Role};
 use crate::metrics::Metrics;
-
-/// `scheme://authority[/prefix]` of an upstream, validated.
-#[derive(Clone, Debug)]
-pub struct Base {
-    /// `http` or `https` (verified against `upstream_ca` or the system roots).
-    pub scheme: Scheme,
-    pub authority: Authority,
-    /// Path prefix without a trailing slash ("" for none).
-    pub prefix: String,
-}
-
-/// Parses an upstream URL: `http://` or `https://host:port[/prefix]`.
-pub fn parse_base(url: &str) -> Result<Base, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("not a URL ({e}); expected http://host:port"))?;
-    let scheme = match uri.scheme() {
-        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
-        _ => return Err("only http:// and https:// upstreams are supported".into()),
-    };
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| "no host:port".to_string())?;
-    if authority.as_str().contains('@') {
-        return Err("credentials in upstream URLs are not supported".into());
-    }
-    if uri.query().is_some() {
-        return Err("an upstream URL cannot have a query".into());
-    }
-    let prefix = uri.path().trim_end_matches('/').to_string();
-    Ok(Base {
-        scheme,
-        authority,
-        prefix,
-    })
-}
 
 /// One configured upstream and its health.
 #[derive(Debug)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// The configured URL: the label in metrics and logs.
     pub name: String,
     pub role: Role,
@@ -92,7 +54,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
@@ -107,7 +69,7 @@ impl Upstream {
 
 /// FNV-1a with a splitmix64 finaliser: stable across builds and platforms (std's hasher
 /// is not promised to be), and well mixed enough for ranking a handful of parents.
-pub fn hash64(seed: u64, data: &[u8]) -> u64 {
+pub(crate) fn hash64(seed: u64, data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
     for &b in data {
         h ^= b as u64;
@@ -122,7 +84,7 @@ pub fn hash64(seed: u64, data: &[u8]) -> u64 {
 
 /// Why no upstream produced a response.
 #[derive(Debug, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     #[error("upstream {upstream} timed out")]
     Timeout { upstream: String },
     #[error("upstream {upstream} failed: {reason}")]
@@ -132,13 +94,13 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    pub fn is_timeout(&self) -> bool {
+    pub(crate) fn is_timeout(&self) -> bool {
         matches!(self, FetchError::Timeout { .. })
     }
 }
 
 /// All upstreams and the shared connection pool.
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     parents: Vec<Arc<Upstream>>,
     origins: Vec<Arc<Upstream>>,
     fallback_to_origin: bool,
@@ -152,13 +114,13 @@ pub struct Upstreams {
 }
 
 /// A successful exchange: which upstream answered, and its response.
-pub struct Fetched {
+pub(crate) struct Fetched {
     pub upstream: Arc<Upstream>,
     pub response: Response<Incoming>,
 }
 
 impl Upstreams {
-    pub fn new(config: &EdgeConfig, metrics: Arc<Metrics>) -> Result<Upstreams, String> {
+    pub(crate) fn new(config: &EdgeConfig, metrics: Arc<Metrics>) -> Result<Upstreams, String> {
         let mut parents = Vec::new();
         let mut origins = Vec::new();
         for u in &config.upstreams {
@@ -206,12 +168,12 @@ impl Upstreams {
         })
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.parents.iter().chain(self.origins.iter())
     }
 
     /// The order in which to try upstreams for `key`.
-    pub fn candidates(&self, key: &str) -> Vec<Arc<Upstream>> {
+    pub(crate) fn candidates(&self, key: &str) -> Vec<Arc<Upstream>> {
         let mut parents: Vec<(u64, &Arc<Upstream>)> = self
             .parents
             .iter()
@@ -230,7 +192,7 @@ impl Upstreams {
     /// GETs `target` (a validated cache key) from the best upstream for `key`, failing
     /// over on connect errors, timeouts and 5xx. `headers` are added to the request (the
     /// validators of a revalidation, or a pass request's forwarded headers).
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         key: &str,
         target: &str,
@@ -328,7 +290,7 @@ impl Upstreams {
     }
 
     /// Passive health: a failed request counts like a failed probe.
-    pub fn failed(&self, up: &Upstream) {
+    pub(crate) fn failed(&self, up: &Upstream) {
         if up.is_healthy() {
             let n = up.streak.fetch_add(1, Ordering::Relaxed) + 1;
             if n >= self.fall {
@@ -360,7 +322,7 @@ impl Upstreams {
     }
 
     /// One round of health probes, all upstreams concurrently.
-    pub async fn probe_all(self: &Arc<Self>) {
+    pub(crate) async fn probe_all(self: &Arc<Self>) {
         let mut tasks = Vec::new();
         for up in self.all().cloned().collect::<Vec<_>>() {
             let this = self.clone();
