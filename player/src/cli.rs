@@ -562,6 +562,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn traces_are_written_for_sabre_and_ao_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("t");
+        let a = parse(&[
+            "traces",
+            "--family",
+            "3g",
+            "--seed",
+            "5",
+            "--count",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
+        run(a).await.unwrap();
+        let first = out.join("3g-000.json");
+        let t = Trace::load(&first).unwrap();
+        assert_eq!(t.periods.len(), 600);
+        assert!(out.join("3g-002.json").is_file());
+
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let movie = format!("{data}/example-movie.json");
+        let a = parse(&[
+            "simulate",
+            "--movie",
+            &movie,
+            "--trace",
+            first.to_str().unwrap(),
+            "--abr",
+            "bola",
+            "--ao",
+        ])
+        .unwrap();
+        let Some(PlayerCommand::Simulate(s)) = &a.command else {
+            panic!("{a:?}")
+        };
+        assert!(s.model.ao && s.abr == vec![AbrKind::Bola]);
+        run(a).await.unwrap();
+        assert!(parse(&["lab", "--seed", "1", "--count", "2"]).is_ok());
+    }
+
+    #[tokio::test]
     async fn simulate_writes_log_and_plot() {
         let dir = tempfile::tempdir().unwrap();
         let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
