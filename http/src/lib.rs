@@ -8,6 +8,7 @@
 //!   `If-Unmodified-Since`, `If-Range` (RFC 9110 §13).
 //! - [`cors`]: CORS headers and preflight answers.
 //! - [`hop`]: hop-by-hop header hygiene and `Via`.
+//! - [`access_log`]: access log written by its own thread, batched, reopened on SIGHUP.
 //! - [`cmaf`]: segment integrity (box sizes tile the body, `trun` sizes match `mdat`).
 //! - [`tls`]: rustls listener config (SNI, reload, resumption), the HTTPS/HTTP/2 accept loop
 //!   with HTTP/2 flood limits, a local CA for demos and tests.
@@ -15,6 +16,7 @@
 //! - [`acme`]: certificates from an ACME CA (RFC 8555): HTTP-01, TLS-ALPN-01, DNS-01.
 #![warn(unreachable_pub)]
 
+pub mod access_log;
 pub mod acme;
 pub mod client;
 pub mod cmaf;
