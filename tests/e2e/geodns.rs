@@ -212,7 +212,11 @@ fn keygen_prints_a_ds_and_the_server_signs_with_it() {
     let out = run(dashcdn()
         .args(["geodns", "keygen", "--zone", "kingcdn.test", "--dir"])
         .arg(&keys));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("kingcdn.test. 3600 IN DS "), "{text}");
 
