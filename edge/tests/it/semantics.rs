@@ -135,12 +135,12 @@ async fn expired_entries_revalidate_with_validators() {
         "/m.mpd",
         Script {
             etag: Some("\"v7\"".into()),
-            ..Script::ok("manifest", "max-age=1")
+            ..Script::ok("manifest", "max-age=60").aged(100)
         },
     );
     let edge = Edge::start(config("eu", &mock.url())).await;
     assert_eq!(x_cache(&edge.get("/m.mpd").await), "MISS");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.settled().await;
     let r = edge.get("/m.mpd").await;
     assert_eq!(x_cache(&r), "REVALIDATED");
     assert_eq!(r.text().await.unwrap(), "manifest");

@@ -10,19 +10,20 @@ const MPD: &str = "/vod/demo/manifest.mpd";
 async fn origin_killed_stale_copy_is_served() {
     let dir = tempfile::tempdir().unwrap();
     library(dir.path(), &[1000]);
-    let origin = Origin::start_with(dir.path(), 1).await; // MPD max-age=1
+    // MPD max-age=0: stored, but stale at once (no sleep needed for it to expire).
+    let origin = Origin::start_with(dir.path(), 0).await;
     let edge = Edge::start(config("eu", &origin.url())).await;
     let r = edge.get(MPD).await;
     assert_eq!(x_cache(&r), "MISS");
     assert_eq!(r.text().await.unwrap(), "<MPD/>");
 
+    edge.settled().await;
     origin.kill().await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // let the MPD expire
 
     let r = edge.get(MPD).await;
     assert_eq!(r.status(), 200);
     assert_eq!(x_cache(&r), "STALE");
-    assert!(r.headers()["age"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(r.headers()["age"].to_str().unwrap().parse::<u64>().is_ok());
     assert_eq!(r.text().await.unwrap(), "<MPD/>");
     // Never cached: nothing to fall back on.
     let r = edge.get("/vod/demo/v0/1.m4s").await;
@@ -47,12 +48,12 @@ async fn hanging_origin_times_out_with_504_never_hangs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_or_failing_origin_with_a_stale_copy_serves_it() {
     let mock = Mock::start().await;
-    mock.script(MPD, Script::ok("v1", "max-age=1"));
+    mock.script(MPD, Script::ok("v1", "max-age=60").aged(100));
     let mut c = config("eu", &mock.url());
     c.first_byte_timeout_ms = 300;
     let edge = Edge::start(c).await;
     assert_eq!(x_cache(&edge.get(MPD).await), "MISS");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.settled().await;
 
     mock.set_mode(HANG);
     let r = tokio::time::timeout(Duration::from_secs(10), edge.get(MPD))
@@ -67,9 +68,12 @@ async fn hanging_or_failing_origin_with_a_stale_copy_serves_it() {
 
     // stale-if-error=0 from the origin: the copy may not stand in.
     mock.set_mode(SERVE);
-    mock.script("/strict", Script::ok("s", "max-age=1, stale-if-error=0"));
+    mock.script(
+        "/strict",
+        Script::ok("s", "max-age=60, stale-if-error=0").aged(100),
+    );
     assert_eq!(edge.get("/strict").await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.settled().await;
     mock.set_mode(FAIL);
     assert_eq!(edge.get("/strict").await.status(), 502);
 }
@@ -81,12 +85,12 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_background() {
         MPD,
         Script {
             etag: Some("\"v1\"".into()),
-            ..Script::ok("v1", "max-age=1, stale-while-revalidate=30")
+            ..Script::ok("v1", "max-age=60, stale-while-revalidate=30").aged(70)
         },
     );
     let edge = Edge::start(config("eu", &mock.url())).await;
     assert_eq!(x_cache(&edge.get(MPD).await), "MISS");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.settled().await;
     let r = edge.get(MPD).await;
     assert_eq!(x_cache(&r), "STALE");
     // The background revalidation gets a 304 and refreshes the entry.

@@ -229,6 +229,14 @@ impl Script {
             ..Script::default()
         }
     }
+
+    /// With `Age: secs`: a response already that old when it arrives, so one with a
+    /// smaller max-age is stale at once (no sleeping for it to expire). A 304 answer
+    /// carries no `Age`, so a revalidated entry is fresh again.
+    pub fn aged(mut self, secs: u64) -> Script {
+        self.headers.push(("age", secs.to_string()));
+        self
+    }
 }
 
 pub const SERVE: u8 = 0;
@@ -341,6 +349,9 @@ impl Mock {
             http::StatusCode::from_u16(s.status).unwrap()
         };
         for (k, v) in &s.headers {
+            if not_modified && *k == "age" {
+                continue; // a fresh validation (see `Script::aged`)
+            }
             r.headers_mut()
                 .append(*k, http::HeaderValue::from_str(v).unwrap());
         }
