@@ -2,7 +2,8 @@
 # Installs what dashcdn needs on a fresh Debian machine; does nothing when it is all there.
 #   ffmpeg/ffprobe     transcoding and probing (tests decode with it too)
 #   xmllint            MPD schema validation in tests (libxml2-utils)
-#   dig                DNS tests against geodns (bind9-dnsutils)
+#   dig, delv          DNS tests against geodns, DNSSEC validation (bind9-dnsutils)
+#   kdig, unbound      DoT/DoH tests (knot-dnsutils), a real validating resolver (unbound)
 #   chromium, node     the dash.js browser test (playwright-core drives Debian's chromium; npm comes with nodejs)
 #   iproute2           network namespaces for the multi-region simulation
 #   docker-compose     `docker-compose config` checks deploy/compose.yaml (no Docker engine needed)
@@ -11,9 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=(ffmpeg libxml2-utils bind9-dnsutils chromium nodejs iproute2 docker-compose curl)
+want=(ffmpeg libxml2-utils bind9-dnsutils knot-dnsutils unbound chromium nodejs iproute2 docker-compose curl)
 if [[ "${1:-}" == "--bench" ]]; then
-  want+=(wrk nginx-light hyperfine varnish dnsperf gdnsd pdns-server pdns-backend-geoip)
+  want+=(wrk nginx-light hyperfine varnish dnsperf gdnsd pdns-server pdns-backend-geoip knot knot-module-geoip dnsdist nghttp2-client)
 fi
 
 missing=()

@@ -37,6 +37,8 @@ const MAXMIND_TEST_DB: &[u8] = include_bytes!("../geodns/tests/data/GeoIP2-City-
 
 /// The asset name the demo packages and prints URLs for.
 pub const ASSET: &str = "demo";
+/// The demo's live channel: `/live/live/manifest.mpd`.
+pub const LIVE: &str = "live";
 
 /// The demo's fixed addresses, defined once: [`DemoOptions::new`] and the `dashcdn demo`
 /// flags' defaults both read them.
@@ -70,6 +72,10 @@ pub struct DemoOptions {
     pub maxmind: Option<PathBuf>,
     /// Memory cache of each edge.
     pub cache_size: dashcdn_edge::ByteSize,
+    /// HTTPS port on the origin's and each edge's address (`None`: plain HTTP only).
+    pub https_port: Option<u16>,
+    /// Run the `live` channel (testsrc with the wall clock burned in) on the origin.
+    pub live: bool,
 }
 
 impl DemoOptions {
@@ -91,6 +97,8 @@ impl DemoOptions {
             dns_metrics: a(addr::DNS_METRICS),
             maxmind: None,
             cache_size: "512MiB".parse().expect("a literal size"),
+            https_port: Some(8443),
+            live: true,
         }
     }
 }
@@ -305,9 +313,19 @@ pub async fn run(
     };
     let mut tasks = tokio::task::JoinSet::new();
 
+    let tls = DemoTls::new(&opts)?;
     let origin_cfg = dashcdn_origin::ServeConfig {
         library: library.clone(),
         listen: opts.origin,
+        tls: tls.args("origin", opts.origin)?,
+        live: if opts.live {
+            vec![dashcdn_origin::live::LiveConfig::new(
+                LIVE,
+                dashcdn_origin::live::Input::Testsrc,
+            )]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     let s = until_stopped();
@@ -331,6 +349,8 @@ pub async fn run(
         dashcdn_edge::UpstreamConfig::origin(format!("http://{}", opts.origin)),
         opts.shield,
     );
+    let mut shield_cfg = shield_cfg;
+    shield_cfg.tls = tls.args("shield", opts.shield)?;
     let s = until_stopped();
     tasks.spawn(async move {
         dashcdn_edge::run(sockets.shield, shield_cfg, s)
@@ -350,6 +370,7 @@ pub async fn run(
                 "http://{}",
                 opts.origin
             )));
+        cfg.tls = tls.args(&name, addr)?;
         let s = until_stopped();
         tasks.spawn(async move {
             dashcdn_edge::run(listener, cfg, s)
@@ -373,7 +394,7 @@ pub async fn run(
             .context("geodns failed")
     });
 
-    print_next_steps(&opts, &library);
+    print_next_steps(&opts, &library, tls.ca.as_deref());
     if let Some(ready) = ready {
         let _ = ready.send(());
     }
@@ -403,7 +424,7 @@ pub async fn run(
     }
 }
 
-fn print_next_steps(opts: &DemoOptions, library: &Path) {
+fn print_next_steps(opts: &DemoOptions, library: &Path, ca: Option<&Path>) {
     let o = opts.origin;
     let mpd = format!("/vod/{ASSET}/manifest.mpd");
     let edge_port = opts.edges.first().map(|(_, a)| a.port()).unwrap_or(8080);
@@ -415,6 +436,13 @@ fn print_next_steps(opts: &DemoOptions, library: &Path) {
     println!("  watch page    http://{o}/?mpd={mpd}");
     for (name, addr) in &opts.edges {
         println!("  via {name:<9} http://{addr}/?mpd={mpd}");
+    }
+    if opts.live {
+        let (name, addr) = opts
+            .edges
+            .first()
+            .map_or(("origin", o), |(n, a)| (n.as_str(), *a));
+        println!("  live          http://{addr}/?mpd=/live/{LIVE}/manifest.mpd  (low-latency DASH via {name})");
     }
     println!(
         "  DNS           dig @{} -p {} video.netcinema.test +subnet=81.2.69.160/27",
@@ -438,6 +466,26 @@ fn print_next_steps(opts: &DemoOptions, library: &Path) {
         "                http://{}/metrics  (geodns)",
         opts.dns_metrics
     );
+    if let (Some(port), Some(ca)) = (opts.https_port, ca) {
+        let https = |a: SocketAddr| SocketAddr::new(a.ip(), port);
+        println!(
+            "  https         https://{}/?mpd={mpd}  (TLS 1.3, HTTP/2)",
+            https(o)
+        );
+        for (name, addr) in &opts.edges {
+            println!("  https {name:<7} https://{}/?mpd={mpd}", https(*addr));
+        }
+        println!("  CA            {}", ca.display());
+        println!(
+            "                curl --cacert {} https://{}/healthz",
+            ca.display(),
+            https(o)
+        );
+        println!(
+            "                Chromium: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n dashcdn-demo -i {}",
+            ca.display()
+        );
+    }
     println!();
     println!("  Ctrl-C stops everything.");
 }
@@ -458,5 +506,63 @@ fn command_name() -> String {
         "dashcdn".into()
     } else {
         me.display().to_string()
+    }
+}
+
+/// HTTPS for the demo: a local CA in `{dir}/tls` (kept across runs, so a browser trusts it
+/// once) and a certificate per part, for its address, `localhost` and the demo's names.
+struct DemoTls {
+    ca: Option<PathBuf>,
+    local: Option<dashcdn_http::tls::LocalCa>,
+    port: Option<u16>,
+}
+
+impl DemoTls {
+    fn new(opts: &DemoOptions) -> Result<DemoTls> {
+        let Some(port) = opts.https_port else {
+            return Ok(DemoTls {
+                ca: None,
+                local: None,
+                port: None,
+            });
+        };
+        let dir = opts.dir.join("tls");
+        let local = dashcdn_http::tls::local_ca(&dir)
+            .with_context(|| format!("cannot make the demo's local CA in {}", dir.display()))?;
+        Ok(DemoTls {
+            ca: Some(local.ca_cert()),
+            local: Some(local),
+            port: Some(port),
+        })
+    }
+
+    /// The `[tls]` settings of the part `stem` listening on `addr`: HTTPS on the same IP.
+    fn args(&self, stem: &str, addr: SocketAddr) -> Result<dashcdn_http::tls::TlsArgs> {
+        let (Some(local), Some(port)) = (&self.local, self.port) else {
+            return Ok(Default::default());
+        };
+        let ip = addr.ip().to_string();
+        let pair = local
+            .issue(
+                stem,
+                &[
+                    &ip,
+                    "localhost",
+                    "video.netcinema.test",
+                    "a1105.kingcdn.test",
+                ],
+            )
+            .with_context(|| format!("cannot issue the {stem} certificate"))?;
+        // Fail now, naming the flag, rather than from inside a server task.
+        let listen = SocketAddr::new(addr.ip(), port);
+        std::net::TcpListener::bind(listen).with_context(|| {
+            format!("cannot listen on {listen} for the {stem} HTTPS; choose another port with --https-port PORT (0: off)")
+        })?;
+        Ok(dashcdn_http::tls::TlsArgs {
+            listen: Some(listen),
+            cert: vec![pair.cert],
+            key: vec![pair.key],
+            ..Default::default()
+        })
     }
 }

@@ -90,6 +90,13 @@ struct DemoArgs {
     /// Memory cache of each edge, e.g. 512MiB.
     #[arg(long, default_value = "512MiB")]
     cache_size: dashcdn_edge::ByteSize,
+    /// HTTPS (TLS 1.3, HTTP/2) port on the origin's and every edge's address, with
+    /// certificates from a local CA in DIR/tls; 0 turns HTTPS off.
+    #[arg(long, default_value_t = 8443)]
+    https_port: u16,
+    /// Do not start the `live` channel (a testsrc low-latency DASH channel on the origin).
+    #[arg(long)]
+    no_live: bool,
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -99,7 +106,10 @@ fn init_tracing(verbose: u8, quiet: bool) {
         (false, 1) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // hickory-proto warns about every malformed EDNS option a remote client sends: a log
+    // anyone could grow. geodns counts malformed queries in its metrics instead.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},hickory_proto=error")));
     // Colours only on a terminal: escapes would litter a redirected log.
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -140,6 +150,8 @@ fn run(cli: Cli) -> Result<()> {
             opts.dns_metrics = a.dns_metrics;
             opts.maxmind = a.maxmind;
             opts.cache_size = a.cache_size;
+            opts.https_port = (a.https_port != 0).then_some(a.https_port);
+            opts.live = !a.no_live;
             runtime()?.block_on(dashcdn::demo::run(opts, dashcdn::shutdown_signal(), None))
         }
         Command::Edge(a) => runtime()?.block_on(dashcdn_edge::cli::run(a)),

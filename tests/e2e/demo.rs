@@ -73,6 +73,13 @@ fn demo_runs_the_whole_cdn_and_stops_on_ctrl_c() {
         }
     };
     let metrics = format!("127.0.0.1:{}", free_port_on(&["127.0.0.1"]));
+    let https_port = free_port_on(&[
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.1.1",
+        "127.0.2.1",
+        "127.0.3.1",
+    ]);
     let mut child = dashcdn()
         .arg("demo")
         .arg("--dir")
@@ -83,6 +90,7 @@ fn demo_runs_the_whole_cdn_and_stops_on_ctrl_c() {
         .args(["--ap-east", &format!("127.0.3.1:{edge_port}")])
         .args(["--dns", &format!("127.0.0.1:{dns_port}")])
         .args(["--dns-metrics", &metrics])
+        .args(["--https-port", &https_port.to_string()])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("demo.log")).unwrap())
         .spawn()
@@ -109,23 +117,35 @@ fn demo_runs_the_whole_cdn_and_stops_on_ctrl_c() {
     );
     assert!(printed.contains(&format!("http://{origin}/?mpd=/vod/demo/manifest.mpd")));
     assert!(printed.contains("dig @127.0.0.1 -p"), "{printed}");
+    // The printed player line names a command that exists: `dashcdn` on PATH, or this
+    // binary's own path (nothing links it into PATH in tests).
+    let player_line = printed
+        .lines()
+        .find(|l| l.contains(" player http://video.netcinema.test"))
+        .unwrap_or_else(|| panic!("no player line in:\n{printed}"));
+    let command = player_line.split_whitespace().nth(1).unwrap();
     assert!(
-        printed.contains("dashcdn player http://video.netcinema.test"),
-        "{printed}"
+        command == "dashcdn" || std::path::Path::new(command).is_file(),
+        "the printed player command {command:?} does not exist: {player_line}"
     );
 
-    // DNS: the CNAME chain, and a London subnet lands on eu-west (MaxMind test database).
-    let dig = run(std::process::Command::new("dig").args([
-        "@127.0.0.1",
-        "-p",
-        &dns_port.to_string(),
-        "video.netcinema.test",
-        "+subnet=81.2.69.160/27",
-        "+tries=1",
-        "+time=2",
-    ]));
-    let answer = String::from_utf8_lossy(&dig.stdout);
+    // DNS: the CNAME, then a London subnet lands on eu-west (MaxMind test database). Under
+    // ECS the CNAME comes alone (RFC 7871 §7.2.1): the resolver asks for its target.
+    let dig = |name: &str| {
+        let out = run(std::process::Command::new("dig").args([
+            "@127.0.0.1",
+            "-p",
+            &dns_port.to_string(),
+            name,
+            "+subnet=81.2.69.160/27",
+            "+tries=1",
+            "+time=2",
+        ]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let answer = dig("video.netcinema.test");
     assert!(answer.contains("CNAME\ta1105.kingcdn.test."), "{answer}");
+    let answer = dig("a1105.kingcdn.test");
     assert!(answer.contains("A\t127.0.1.1"), "{answer}");
 
     // The watch page and the MPD through the eu-west edge.
@@ -141,6 +161,56 @@ fn demo_runs_the_whole_cdn_and_stops_on_ctrl_c() {
     ));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(mpd.contains("<MPD"), "{mpd}");
+
+    // HTTPS with the demo's local CA: TLS 1.3 and HTTP/2 on an edge and the origin.
+    let ca_line = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("CA "))
+        .unwrap_or_else(|| panic!("no CA line in:\n{printed}"));
+    let ca = ca_line.split_whitespace().nth(1).unwrap().to_string();
+    for host in ["127.0.1.1", "127.0.0.1"] {
+        let out = run(std::process::Command::new("curl").args([
+            "-sS",
+            "--cacert",
+            &ca,
+            "--http2",
+            "--tlsv1.3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+            "--max-time",
+            "10",
+            &format!("https://{host}:{https_port}/vod/demo/manifest.mpd"),
+        ]));
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            got.trim(),
+            "200 2",
+            "https on {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // The live channel through eu-west: a dynamic MPD once the encoder has started.
+    assert!(
+        printed.contains("/?mpd=/live/live/manifest.mpd"),
+        "{printed}"
+    );
+    let started = Instant::now();
+    loop {
+        let (head, body) = curl(&format!(
+            "http://127.0.1.1:{edge_port}/live/live/manifest.mpd"
+        ));
+        if head.starts_with("HTTP/1.1 200") && body.contains("type=\"dynamic\"") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no live MPD after 30 s: {head}{body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // A short player run that resolves through geodns "as if from Seattle".
     let player = run(dashcdn().args([
@@ -205,7 +275,8 @@ fn demo_names_a_taken_port_and_the_flag_to_move_it() {
         .args(["--origin", "127.0.0.1:0", "--shield", "127.0.0.2:0"])
         .args(["--eu-west", "127.0.1.1:0", "--ap-east", "127.0.3.1:0"])
         .args(["--us-west", &addr.to_string()])
-        .args(["--dns", "127.0.0.1:0", "--dns-metrics", "127.0.0.1:0"]));
+        .args(["--dns", "127.0.0.1:0", "--dns-metrics", "127.0.0.1:0"])
+        .args(["--https-port", "0", "--no-live"]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
