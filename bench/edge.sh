@@ -2,10 +2,15 @@
 # Cache-hit throughput and latency: dashcdn edge vs nginx proxy_cache vs Varnish, all in
 # front of the same dashcdn origin, on loopback.
 #   bench/edge.sh [SLICE]           (default 4s; each server gets ROUNDS=3 slices per cell)
-#   ROUNDS=5 CONCS="10 100" SIZES="1k 2m" CORE_CACHE=0 CORE_LOAD=1 bench/edge.sh
+#   ROUNDS=5 CONCS="10 100" SIZES="1k 2m" LOGS="off on" CORE_CACHE=0 CORE_LOAD=1 bench/edge.sh
+# LOGS: "off" = access logs off; "on" = each server writes its access log to a file the way
+# an operator would run it: ours with --access-log FILE (its own writer thread; stderr
+# redirected to a file on a build without the flag), nginx `access_log FILE combined
+# buffer=64k flush=1s`, Varnish with `varnishncsa -w FILE` (its CPU counted with
+# varnishd's, pinned to the same core). Both modes run side by side (six caches).
 # Fairness: each cache is pinned to one core (taskset) with one worker (our tokio runtime
 # sees one CPU and starts one worker; nginx worker_processes 1; Varnish's thread pools are
-# confined to the same core), wrk and the origin run on the other core, access logs off,
+# confined to the same core), wrk and the origin run on the other core, access logs as LOGS,
 # every object warmed and checked to be a hit before measuring, and the origin's request
 # count is checked unchanged across the measured runs. The servers take turns in short
 # slices, in rotating order, so load from elsewhere on a shared machine hits all alike.
@@ -26,6 +31,7 @@ DUR="${1:-4s}"   # per slice; each server gets ROUNDS slices per cell and mode
 ROUNDS="${ROUNDS:-3}"
 CONCS="${CONCS:-10 100}"
 SIZES="${SIZES:-1k 2m}"
+LOGS="${LOGS:-off on}"
 CORE_CACHE="${CORE_CACHE:-0}"
 CORE_LOAD="${CORE_LOAD:-1}"
 N_SMALL=200   # distinct 1 KB objects
@@ -41,6 +47,7 @@ for n in $(seq 2 $N_SMALL); do ln "$W/lib/small/v0/1.m4s" "$W/lib/small/v0/$n.m4
 for n in $(seq 2 $N_BIG); do ln "$W/lib/big/v0/1.m4s" "$W/lib/big/v0/$n.m4s"; done
 
 OPORT=$(free_port); EPORT=$(free_port); NPORT=$(free_port); VPORT=$(free_port)
+ELPORT=$(free_port); NLPORT=$(free_port); VLPORT=$(free_port)
 taskset -c "$CORE_LOAD" "$DASHCDN" -q origin serve --library "$W/lib" --listen "127.0.0.1:$OPORT" &
 PIDS+=($!)
 
@@ -48,24 +55,35 @@ PIDS+=($!)
 taskset -c "$CORE_CACHE" "$DASHCDN" -q edge --upstream "http://127.0.0.1:$OPORT" \
   --listen "127.0.0.1:$EPORT" --pop bench --cache-size 1GiB --no-access-log &
 EPID=$!; PIDS+=($EPID)
+# ... and with its access log to a file.
+if "$DASHCDN" edge --help | grep -q -- '--access-log'; then
+  taskset -c "$CORE_CACHE" "$DASHCDN" -q edge --upstream "http://127.0.0.1:$OPORT" \
+    --listen "127.0.0.1:$ELPORT" --pop bench --cache-size 1GiB --access-log "$W/ours-access.log" &
+else
+  taskset -c "$CORE_CACHE" "$DASHCDN" edge --upstream "http://127.0.0.1:$OPORT" \
+    --listen "127.0.0.1:$ELPORT" --pop bench --cache-size 1GiB 2>"$W/ours-access.log" &
+fi
+ELPID=$!; PIDS+=($ELPID)
 
 # --- nginx proxy_cache: the cache on tmpfs-like /tmp, keys in shared memory ------------
-mkdir -p "$W/nginx/cache"
-cat > "$W/nginx/nginx.conf" <<NGINX
+# nginx_conf DIR PORT ACCESS_LOG_DIRECTIVE
+nginx_conf() { local d=$1 port=$2 log=$3
+mkdir -p "$d/cache"
+cat > "$d/nginx.conf" <<NGINX
 worker_processes 1;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/error.log;
+pid $d/nginx.pid;
+error_log $d/error.log;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $log
   sendfile on; tcp_nopush on; tcp_nodelay on;
   keepalive_requests 1000000;
-  client_body_temp_path $W/nginx; proxy_temp_path $W/nginx/tmp; fastcgi_temp_path $W/nginx;
-  uwsgi_temp_path $W/nginx; scgi_temp_path $W/nginx;
-  proxy_cache_path $W/nginx/cache levels=1:2 keys_zone=edge:50m max_size=1g inactive=1d use_temp_path=off;
+  client_body_temp_path $d; proxy_temp_path $d/tmp; fastcgi_temp_path $d;
+  uwsgi_temp_path $d; scgi_temp_path $d;
+  proxy_cache_path $d/cache levels=1:2 keys_zone=edge:50m max_size=1g inactive=1d use_temp_path=off;
   upstream origin { server 127.0.0.1:$OPORT; keepalive 32; }
   server {
-    listen 127.0.0.1:$NPORT;
+    listen 127.0.0.1:$port;
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -78,8 +96,13 @@ http {
   }
 }
 NGINX
+}
+nginx_conf "$W/nginx" "$NPORT" "access_log off;"
 taskset -c "$CORE_CACHE" nginx -c "$W/nginx/nginx.conf" -g 'daemon off;' &
 NPID=$!; PIDS+=($NPID)
+nginx_conf "$W/nginx-log" "$NLPORT" "access_log $W/nginx-log/access.log combined buffer=64k flush=1s;"
+taskset -c "$CORE_CACHE" nginx -c "$W/nginx-log/nginx.conf" -g 'daemon off;' &
+NLPID=$!; PIDS+=($NLPID)
 
 # --- Varnish: malloc storage, foreground, its own workdir, loopback port only ---------
 cat > "$W/default.vcl" <<VCL
@@ -92,13 +115,22 @@ VCL
 taskset -c "$CORE_CACHE" varnishd -F -n "$W/varnish" -a "127.0.0.1:$VPORT" -f "$W/default.vcl" \
   -s malloc,1G -T none -p thread_pools=1 >"$W/varnish.log" 2>&1 &
 VPID=$!; PIDS+=($VPID)
+taskset -c "$CORE_CACHE" varnishd -F -n "$W/varnish-log" -a "127.0.0.1:$VLPORT" -f "$W/default.vcl" \
+  -s malloc,1G -T none -p thread_pools=1 >"$W/varnish-log.log" 2>&1 &
+VLPID=$!; PIDS+=($VLPID)
 
 wait_port "$OPORT"; wait_port "$EPORT"; wait_port "$NPORT" || { cat "$W/nginx/error.log" >&2; exit 1; }
 wait_port "$VPORT" || { cat "$W/varnish.log" >&2; exit 1; }
+wait_port "$ELPORT"; wait_port "$NLPORT" || { cat "$W/nginx-log/error.log" >&2; exit 1; }
+wait_port "$VLPORT" || { cat "$W/varnish-log.log" >&2; exit 1; }
+# Varnish logs through a separate reader of its shared-memory log.
+taskset -c "$CORE_CACHE" varnishncsa -n "$W/varnish-log" -w "$W/varnish-access.log" &
+NCSAPID=$!; PIDS+=($NCSAPID)
 
 # --- helpers -----------------------------------------------------------------------------
 # All processes of a server (the pid and its descendants), for CPU and RSS.
-tree() { local p=$1; echo "$p"; for c in $(pgrep -P "$p"); do tree "$c"; done; }
+# A server's pid may be "PID+PID" (varnishd + varnishncsa).
+tree() { local p c; for p in ${1//+/ }; do echo "$p"; for c in $(pgrep -P "$p"); do tree "$c"; done; done; }
 cpu_ticks() { local t=0; for p in $(tree "$1"); do
   t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 rss_kb() { local t=0; for p in $(tree "$1"); do
@@ -145,7 +177,12 @@ median() { sort -g | awk '{v[NR] = $1} END { if (NR % 2) print v[(NR + 1) / 2]; 
 # The servers take turns in short slices, ROUNDS times, the order rotating each round, so
 # a burst of load from elsewhere on the machine hits all of them alike rather than
 # whichever one happened to be measured then.
-SERVERS=(ours:$EPORT:$EPID nginx:$NPORT:$NPID varnish:$VPORT:$VPID)
+# name:port:pid per LOGS mode.
+declare -A MODE_SERVERS=(
+  [off]="ours:$EPORT:$EPID nginx:$NPORT:$NPID varnish:$VPORT:$VPID"
+  [on]="ours+log:$ELPORT:$ELPID nginx+log:$NLPORT:$NLPID varnish+log:$VLPORT:$VLPID+$NCSAPID"
+)
+ALL_SERVERS=(); for m in $LOGS; do ALL_SERVERS+=(${MODE_SERVERS[$m]}); done
 # cell SIZE CONC MODE (sat|paced) → fills RPS P99 CPU WCPU per server
 cell() { local size=$1 conc=$2 mode=$3 script
   if [[ $mode == sat ]]; then script="$W/$size.lua"; else script="$W/$size-paced.lua"; fi
@@ -171,15 +208,15 @@ cell() { local size=$1 conc=$2 mode=$3 script
 }
 
 declare -A RSS0
-for s in ours:$EPID nginx:$NPID varnish:$VPID; do RSS0[${s%%:*}]=$(rss_kb "${s#*:}"); done
+for s in "${ALL_SERVERS[@]}"; do RSS0[${s%%:*}]=$(rss_kb "${s##*:}"); done
 
-printf '%-5s %5s | %-8s %10s %9s %9s %10s %6s %10s\n' size conc server "req/s" "p99 ms" "p99@load" "CPU-ms/req" "wrk%" "RSS KB/obj"
+printf '%-5s %5s | %-11s %10s %9s %9s %10s %6s %10s\n' size conc server "req/s" "p99 ms" "p99@load" "CPU-ms/req" "wrk%" "RSS KB/obj"
 for size in $SIZES; do
   nobj=$([[ $size == 1k ]] && echo $N_SMALL || echo $N_BIG)
-  for s in ours:$EPORT nginx:$NPORT varnish:$VPORT; do warm "${s#*:}" "$size"; done
+  for s in "${ALL_SERVERS[@]}"; do IFS=: read -r n port pid <<<"$s"; warm "$port" "$size"; done
   declare -A RSSOBJ
-  for s in ours:$EPID nginx:$NPID varnish:$VPID; do
-    n=${s%%:*}; RSSOBJ[$n]=$(( ($(rss_kb "${s#*:}") - RSS0[$n]) / nobj ))
+  for s in "${ALL_SERVERS[@]}"; do
+    IFS=: read -r n port pid <<<"$s"; RSSOBJ[$n]=$(( ($(rss_kb "$pid") - RSS0[$n]) / nobj ))
   done
   before=$(origin_requests)
   for conc in $CONCS; do
@@ -188,23 +225,34 @@ for size in $SIZES; do
     # below what every server sustains here, so wrk itself is never the bottleneck.
     if [[ $size == 1k ]]; then pace=$((conc / 10)); else pace=$((conc * 5)); fi
     lua "$size"; lua "$size" "$pace"
+    for mode in $LOGS; do
+    SERVERS=(${MODE_SERVERS[$mode]})
+    NAMES=(); for s in "${SERVERS[@]}"; do NAMES+=("${s%%:*}"); done
     declare -A RPS P99 CPU WCPU
     cell "$size" "$conc" paced
-    declare -A LP99; for n in ours nginx varnish; do LP99[$n]=${P99[$n]}; done
+    declare -A LP99; for n in "${NAMES[@]}"; do LP99[$n]=${P99[$n]}; done
     cell "$size" "$conc" sat
-    for n in ours nginx varnish; do
-      printf '%-5s %5s | %-8s %10s %9s %9s %10s %6s %10s\n' "$size" "$conc" "$n" "${RPS[$n]}" "${P99[$n]}" \
+    for n in "${NAMES[@]}"; do
+      printf '%-5s %5s | %-11s %10s %9s %9s %10s %6s %10s\n' "$size" "$conc" "$n" "${RPS[$n]}" "${P99[$n]}" \
         "${LP99[$n]}" "${CPU[$n]}" "${WCPU[$n]}" "${RSSOBJ[$n]}"
     done
-    best_rps=$(printf '%s\n' "${RPS[nginx]}" "${RPS[varnish]}" | sort -g | tail -1)
-    best_p99=$(printf '%s\n' "${P99[nginx]}" "${P99[varnish]}" | sort -g | head -1)
-    best_lp99=$(printf '%s\n' "${LP99[nginx]}" "${LP99[varnish]}" | sort -g | head -1)
-    best_cpu=$(printf '%s\n' "${CPU[nginx]}" "${CPU[varnish]}" | sort -g | head -1)
-    echo "R $size c=$conc: req/s $(ratio "${RPS[ours]}" "$best_rps")  p99@load $(ratio "$best_lp99" "${LP99[ours]}")  p99@max $(ratio "$best_p99" "${P99[ours]}")  CPU/req $(ratio "$best_cpu" "${CPU[ours]}")"
+    o=${NAMES[0]} ng=${NAMES[1]} va=${NAMES[2]}
+    best_rps=$(printf '%s\n' "${RPS[$ng]}" "${RPS[$va]}" | sort -g | tail -1)
+    best_p99=$(printf '%s\n' "${P99[$ng]}" "${P99[$va]}" | sort -g | head -1)
+    best_lp99=$(printf '%s\n' "${LP99[$ng]}" "${LP99[$va]}" | sort -g | head -1)
+    best_cpu=$(printf '%s\n' "${CPU[$ng]}" "${CPU[$va]}" | sort -g | head -1)
+    echo "R $size c=$conc logs $mode: req/s $(ratio "${RPS[$o]}" "$best_rps")  p99@load $(ratio "$best_lp99" "${LP99[$o]}")  p99@max $(ratio "$best_p99" "${P99[$o]}")  CPU/req $(ratio "$best_cpu" "${CPU[$o]}")"
+    done
   done
-  best_rss=$(printf '%s\n' "${RSSOBJ[nginx]}" "${RSSOBJ[varnish]}" | sort -g | head -1)
-  echo "R $size RSS/object: ours ${RSSOBJ[ours]} KB, best peer ${best_rss} KB (nginx keeps bodies in files: page cache, not RSS)"
+  best_rss=$(printf '%s\n' "${RSSOBJ[nginx]:-}" "${RSSOBJ[varnish]:-}" "${RSSOBJ[nginx+log]:-}" "${RSSOBJ[varnish+log]:-}" | grep . | sort -g | head -1)
+  ours_rss=${RSSOBJ[ours]:-${RSSOBJ[ours+log]}}
+  echo "R $size RSS/object: ours ${ours_rss} KB, best peer ${best_rss} KB (nginx keeps bodies in files: page cache, not RSS)"
   after=$(origin_requests)
   [[ "$before" == "$after" ]] || { echo "origin saw $((after - before)) requests during the measured runs" >&2; exit 1; }
   echo "origin requests unchanged during the measured runs ($after)"
 done
+if [[ " $LOGS " == *" on "* ]]; then
+  for f in ours-access.log nginx-log/access.log varnish-access.log; do
+    echo "access log $f: $(wc -l < "$W/$f" 2>/dev/null || echo 0) lines"
+  done
+fi
