@@ -263,6 +263,14 @@ fn config_references_match_the_example_configs() {
             "zone.soa.refresh",
             "zone.soa.retry",
             "zone.soa.ttl",
+            "dnssec_keys",
+            "dot_listen",
+            "doh_listen",
+            "tls_cert",
+            "tls_key",
+            "rrl.responses_per_second",
+            "rrl.slip",
+            "rrl.exempt",
         ],
     );
 }
