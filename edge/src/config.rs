@@ -168,6 +168,10 @@ pub struct EdgeConfig {
     pub cache_size: ByteSize,
     /// Larger objects are passed through, never cached (nor coalesced).
     pub max_object_size: ByteSize,
+    /// Body bytes all in-flight fills may hold together. A fill that would go beyond it
+    /// is passed through instead (streamed to its viewer, never buffered), so many
+    /// concurrent large misses cannot grow memory past `cache_size + max_fill_bytes`.
+    pub max_fill_bytes: ByteSize,
     /// Where misses go: origins (failover in order) and parent edges (rendezvous hashed).
     pub upstreams: Vec<UpstreamConfig>,
     /// When every parent fails, go to the origins directly.
@@ -247,6 +251,7 @@ impl Default for EdgeConfig {
             pop: "edge".into(),
             cache_size: ByteSize(256 << 20),
             max_object_size: ByteSize(64 << 20),
+            max_fill_bytes: ByteSize(256 << 20),
             upstreams: Vec::new(),
             parent_fallback_to_origin: true,
             purge_token: None,
@@ -410,6 +415,13 @@ impl EdgeConfig {
             if v == 0 {
                 return Err(field(name, v, "must be more than 0"));
             }
+        }
+        if self.max_fill_bytes.0 == 0 {
+            return Err(field(
+                "max_fill_bytes",
+                self.max_fill_bytes,
+                "must be more than 0",
+            ));
         }
         if self.max_header_bytes < 1024 {
             return Err(field(

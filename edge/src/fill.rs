@@ -60,6 +60,51 @@ pub(crate) struct Filler {
     /// (it may hold the purged version).
     pub(crate) purge_epoch: AtomicU64,
     pub(crate) passes: Passes,
+    /// Bytes the fills in flight hold (`max_fill_bytes`).
+    pub(crate) budget: FillBudget,
+}
+
+/// The byte budget of all in-flight fill buffers together.
+pub(crate) struct FillBudget {
+    max: u64,
+    held: AtomicU64,
+}
+
+impl FillBudget {
+    pub(crate) fn new(max: u64) -> FillBudget {
+        FillBudget {
+            max,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `bytes` more for `reservation`, or `false` (and nothing) if that would go
+    /// past the budget.
+    fn grow(&self, reservation: &mut Reservation<'_>, bytes: u64) -> bool {
+        let taken = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&n| n <= self.max)
+            })
+            .is_ok();
+        if taken {
+            reservation.bytes += bytes;
+        }
+        taken
+    }
+}
+
+/// Bytes of the budget one fill holds, given back when the fill ends (its body is then
+/// the cache's, weighed there, or gone).
+struct Reservation<'a> {
+    budget: &'a FillBudget,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// The response head of an in-flight object, in stored form (see [`stored_headers`]).
@@ -414,6 +459,18 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
         }
         _ => {}
     }
+    // Memory bound: the whole declared length is reserved before any byte is buffered;
+    // beyond the budget the object is passed (each viewer streams its own fetch).
+    let mut reservation = Reservation {
+        budget: &sh.budget,
+        bytes: 0,
+    };
+    if let Some(len) = len {
+        if !sh.budget.grow(&mut reservation, len) {
+            debug!(key = %key, len, "fill budget (max_fill_bytes) exhausted: pass");
+            return End::Pass;
+        }
+    }
     let age_secs = parts
         .headers
         .get(http::header::AGE)
@@ -464,6 +521,16 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
                 }
                 received += data.len() as u64;
                 sh.metrics.received_from_upstream(data.len() as u64);
+                if len.is_none() {
+                    // A chunked body's buffer doubles as it grows: count what it may hold.
+                    let want = (received * 2).saturating_sub(reservation.bytes);
+                    if want > 0 && !sh.budget.grow(&mut reservation, want) {
+                        warn!(key = %key, received, "fill budget (max_fill_bytes) exhausted mid-body");
+                        return End::Failed {
+                            status: StatusCode::BAD_GATEWAY,
+                        };
+                    }
+                }
                 if received > max {
                     warn!(key = %key, received, "chunked body beyond max_object_size: pass");
                     sh.passes.remember(key);
@@ -507,7 +574,19 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
             Bytes::copy_from_slice(&growing)
         }
     };
-    if let Storable::Yes(policy) = decision {
+    // A segment whose boxes do not add up (an upstream that cut it short and rewrote
+    // Content-Length to match) is served as received but never stored.
+    let whole = !is_media_segment(key)
+        || status != StatusCode::OK
+        || !looks_like_bmff(&body)
+        || match dashcdn_http::cmaf::check(&body) {
+            Ok(_) => true,
+            Err(error) => {
+                warn!(key = %key, upstream = %upstream.name, %error, "segment does not add up: not stored");
+                false
+            }
+        };
+    if let (Storable::Yes(policy), true) = (decision, whole) {
         if sh.purge_epoch.load(Ordering::Acquire) == epoch {
             let entry = Entry::new(head.status, head.headers.clone(), body.clone(), policy);
             sh.store.insert(key.clone(), Arc::new(entry));
@@ -518,4 +597,23 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
         .unwrap_or_else(PoisonError::into_inner)
         .done = Some(body);
     End::Complete
+}
+
+/// Whether `key` names a CMAF/fMP4 segment (`.m4s`, `.mp4`, `.cmfv`, `.cmfa`), checked
+/// by `dashcdn_http::cmaf` before it is stored.
+fn is_media_segment(key: &str) -> bool {
+    let path = key.split_once('?').map_or(key, |(p, _)| p);
+    [".m4s", ".mp4", ".cmfv", ".cmfa", ".m4v", ".m4a"]
+        .iter()
+        .any(|ext| path.ends_with(ext))
+}
+
+/// Whether `body` opens with a box an ISO BMFF segment starts with: a body that is not
+/// MP4 at all (a test pattern, an error page) is not judged as a segment.
+fn looks_like_bmff(body: &[u8]) -> bool {
+    const FIRST: [&[u8; 4]; 10] = [
+        b"styp", b"ftyp", b"moof", b"sidx", b"emsg", b"prft", b"mdat", b"moov", b"free", b"skip",
+    ];
+    body.get(4..8)
+        .is_some_and(|kind| FIRST.iter().any(|f| &f[..] == kind))
 }

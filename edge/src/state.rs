@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{KeyRules, Store};
 use crate::config::EdgeConfig;
-use crate::fill::{Filler, Fills};
+use crate::fill::{FillBudget, Filler, Fills};
 use crate::freshness::Defaults;
 use crate::metrics::Metrics;
 use crate::pass::Passes;
@@ -53,6 +53,7 @@ impl Shared {
             via,
             read_timeout: EdgeConfig::ms(config.read_timeout_ms),
             max_object_size: config.max_object_size.0,
+            budget: FillBudget::new(config.max_fill_bytes.0),
             purge_epoch: AtomicU64::new(0),
             passes: Passes::new(),
         };

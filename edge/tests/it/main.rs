@@ -3,6 +3,7 @@
 
 mod coalesce;
 mod hostile;
+mod memory;
 mod purge;
 mod semantics;
 mod stale;
