@@ -156,7 +156,7 @@ fn ctx<'a>(
 
 impl Session {
     pub(crate) fn new(content: Content, abr: AbrKind, cfg: SessionConfig) -> Session {
-        let algo = abr.build(&content, &cfg);
+        let algo = abr.build(&content, cfg.max_buffer_ms, cfg.ao, cfg.robust);
         let mut s = Session::with_abr(content, algo, cfg);
         s.abr_kind = Some(abr);
         s

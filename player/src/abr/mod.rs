@@ -29,7 +29,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::content::Content;
-use crate::session::SessionConfig;
 
 /// What an algorithm may look at when it decides.
 #[derive(Debug, Clone, Copy)]
@@ -175,11 +174,17 @@ impl AbrKind {
         matches!(self, AbrKind::Bola | AbrKind::Bolae | AbrKind::Dynamic)
     }
 
-    /// A fresh instance for one session over `content`.
-    pub(crate) fn build(self, content: &Content, cfg: &SessionConfig) -> Box<dyn Abr> {
-        let (max_buffer_ms, ao) = (cfg.max_buffer_ms, cfg.ao);
+    /// A fresh instance for one session over `content`, with the session's buffer
+    /// capacity, sabre's `-ao` mode (BOLA variants) and the knobs of `robust`.
+    pub(crate) fn build(
+        self,
+        content: &Content,
+        max_buffer_ms: f64,
+        ao: bool,
+        robust: robust::RobustConfig,
+    ) -> Box<dyn Abr> {
         match self {
-            AbrKind::Robust => Box::new(robust::Robust::new(cfg.robust)),
+            AbrKind::Robust => Box::new(robust::Robust::new(robust)),
             AbrKind::Throughput => Box::new(throughput::Throughput::new()),
             AbrKind::Bola => Box::new(bola::Bola::new(content, max_buffer_ms, ao)),
             AbrKind::Bolae => Box::new(bola::BolaE::new(content, max_buffer_ms, ao)),
