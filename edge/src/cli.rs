@@ -51,7 +51,7 @@ pub struct EdgeArgs {
     pub upstream_ca: Option<PathBuf>,
     /// HTTPS listener and ACME (see docs/tls.md).
     #[command(flatten)]
-    pub tls: dashcdn_http::tls::TlsArgs,
+    pub tls: dashcdn_http::https::TlsArgs,
 }
 
 fn parse_eviction(s: &str) -> Result<Eviction, String> {

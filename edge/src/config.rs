@@ -241,7 +241,7 @@ pub struct EdgeConfig {
     /// CA certificate(s) that `https://` upstreams must chain to; the system roots when unset.
     pub upstream_ca: Option<std::path::PathBuf>,
     /// HTTPS listener and ACME (`[tls]`, see docs/tls.md).
-    pub tls: dashcdn_http::tls::TlsArgs,
+    pub tls: dashcdn_http::https::TlsArgs,
 }
 
 impl Default for EdgeConfig {

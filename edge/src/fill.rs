@@ -426,20 +426,27 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
             }
         };
     }
-    if status.is_server_error() {
+    // An upstream error: with a stale copy that may stand in, the viewers get that copy
+    // (RFC 5861 stale-if-error); otherwise the error itself, status, headers and body as
+    // the upstream sent them, never stored.
+    if status.is_server_error() && stale.as_ref().is_some_and(|e| e.may_serve_on_error()) {
         let status = match status.as_u16() {
             503 | 504 => status,
             _ => StatusCode::BAD_GATEWAY,
         };
         return End::Failed { status };
     }
-    let decision = storable(
-        status,
-        &parts.headers,
-        request_time,
-        response_time,
-        &sh.defaults,
-    );
+    let decision = if status.is_server_error() {
+        Storable::No("upstream error")
+    } else {
+        storable(
+            status,
+            &parts.headers,
+            request_time,
+            response_time,
+            &sh.defaults,
+        )
+    };
     let len = parts
         .headers
         .get(CONTENT_LENGTH)

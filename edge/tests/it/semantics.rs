@@ -123,9 +123,40 @@ async fn errors_are_not_cached_but_404_is_briefly() {
     assert_eq!(mock.hits("/missing"), 2);
 
     mock.set_mode(FAIL);
-    assert_eq!(edge.get("/boom").await.status(), 502);
-    assert_eq!(edge.get("/boom").await.status(), 502);
+    assert_eq!(edge.get("/boom").await.status(), 500);
+    edge.settled().await;
+    assert_eq!(edge.get("/boom").await.status(), 500);
     assert_eq!(mock.hits("/boom"), 2, "5xx never cached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_pass_through_with_status_headers_and_body() {
+    let mock = Mock::start().await;
+    mock.script(
+        "/down.m4s",
+        Script {
+            status: 503,
+            headers: vec![
+                ("retry-after", "30".into()),
+                ("x-origin-says", "maintenance".into()),
+            ],
+            ..Script::ok("back soon\n", "no-cache")
+        },
+    );
+    let edge = Edge::start(config("eu", &mock.url())).await;
+    for _ in 0..2 {
+        let r = edge.get("/down.m4s").await;
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "30");
+        assert_eq!(r.headers()["x-origin-says"], "maintenance");
+        assert_eq!(r.text().await.unwrap(), "back soon\n");
+        edge.settled().await;
+    }
+    assert_eq!(
+        mock.hits("/down.m4s"),
+        2,
+        "one upstream request per viewer request, none stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
