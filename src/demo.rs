@@ -537,7 +537,7 @@ impl DemoTls {
     }
 
     /// The `[tls]` settings of the part `stem` listening on `addr`: HTTPS on the same IP.
-    fn args(&self, stem: &str, addr: SocketAddr) -> Result<dashcdn_http::tls::TlsArgs> {
+    fn args(&self, stem: &str, addr: SocketAddr) -> Result<dashcdn_http::https::TlsArgs> {
         let (Some(local), Some(port)) = (&self.local, self.port) else {
             return Ok(Default::default());
         };
@@ -558,7 +558,7 @@ impl DemoTls {
         std::net::TcpListener::bind(listen).with_context(|| {
             format!("cannot listen on {listen} for the {stem} HTTPS; choose another port with --https-port PORT (0: off)")
         })?;
-        Ok(dashcdn_http::tls::TlsArgs {
+        Ok(dashcdn_http::https::TlsArgs {
             listen: Some(listen),
             cert: vec![pair.cert],
             key: vec![pair.key],

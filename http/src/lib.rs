@@ -12,6 +12,8 @@
 //! - [`cmaf`]: segment integrity (box sizes tile the body, `trun` sizes match `mdat`).
 //! - [`tls`]: rustls listener config (SNI, reload, resumption), the HTTPS/HTTP/2 accept loop
 //!   with HTTP/2 flood limits, a local CA for demos and tests.
+//! - [`https`]: the `--tls-*`/`--acme-*` flags and `[tls]` table, and the HTTPS listener they
+//!   start (TLS listener + certificate reload + ACME), shared by origin and edge.
 //! - [`client`]: TLS to upstreams (system roots or `--upstream-ca`).
 //! - [`acme`]: certificates from an ACME CA (RFC 8555): HTTP-01, TLS-ALPN-01, DNS-01.
 #![warn(unreachable_pub)]
@@ -23,6 +25,7 @@ pub mod cmaf;
 pub mod conditional;
 pub mod cors;
 pub mod hop;
+pub mod https;
 pub mod range;
 pub mod serve;
 pub mod tls;

@@ -17,7 +17,6 @@
 //! Layout: `load` (PEM → checked pair), `resolve` (SNI choice), `serve` (accept loop and
 //! HTTP/2 limits), `local_ca`.
 
-mod args;
 mod load;
 mod local_ca;
 mod resolve;
@@ -32,7 +31,6 @@ use rustls::server::ServerSessionMemoryCache;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-pub use args::{Https, TlsArgs, TlsArgsError};
 pub use local_ca::{local_ca, LocalCa};
 pub use serve::{serve_tls, Limits};
 

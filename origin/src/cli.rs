@@ -110,7 +110,7 @@ pub struct ServeArgs {
     /// HTTPS listener and ACME (see docs/tls.md). Boxed: the flags are many and
     /// `OriginCommand`'s other variants small.
     #[command(flatten)]
-    pub tls: Box<dashcdn_http::tls::TlsArgs>,
+    pub tls: Box<dashcdn_http::https::TlsArgs>,
 }
 
 impl ServeArgs {

@@ -59,7 +59,7 @@ pub struct ServeConfig {
     /// Live channels (`[[live]]`, `--live NAME=INPUT`), see [`crate::live`].
     pub live: Vec<crate::live::LiveConfig>,
     /// HTTPS listener and ACME (`[tls]`, `--tls-*`, `--acme-*`; docs/tls.md).
-    pub tls: dashcdn_http::tls::TlsArgs,
+    pub tls: dashcdn_http::https::TlsArgs,
 }
 
 /// How many connections the origin holds and for how long. See docs/origin-serving.md.
@@ -128,7 +128,7 @@ pub(crate) struct RawServeConfig {
     #[serde(default)]
     pub live: Vec<crate::live::RawLive>,
     #[serde(default)]
-    pub tls: dashcdn_http::tls::TlsArgs,
+    pub tls: dashcdn_http::https::TlsArgs,
 }
 
 pub(crate) use dashcdn_config::ConfigError;

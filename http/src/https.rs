@@ -20,7 +20,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
-use super::{serve_tls, CertPair, Limits, TlsConfig, TlsError, TlsServer};
+use crate::tls::{serve_tls, CertPair, Limits, TlsConfig, TlsError, TlsServer};
 use crate::acme::{Acme, AcmeConfig, Challenge, Http01Answers, HttpTxtPublisher};
 
 /// TLS listener and ACME settings (CLI flags and `[tls]` in the config file).
