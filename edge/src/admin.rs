@@ -91,11 +91,11 @@ pub(crate) fn stats(sh: &Shared) -> Stats {
         in_flight,
         connections,
         fills_in_flight: sh.fill.fills.len() as u64,
-        fills_alive: crate::fill::ALIVE.load(Ordering::Relaxed).max(0) as u64,
+        fills_alive: sh.fill.fills.alive.load(Ordering::Relaxed).max(0) as u64,
         cache_bytes: sh.fill.store.bytes(),
         cache_capacity: sh.config.cache_size.0,
         cache_entries: sh.fill.store.entries(),
-        live_body_bytes: crate::cache::LIVE_BODY_BYTES.load(Ordering::Relaxed).max(0) as u64,
+        live_body_bytes: sh.fill.store.live.load(Ordering::Relaxed).max(0) as u64,
         upstreams: sh
             .fill
             .upstreams

@@ -14,6 +14,7 @@
 //! evictions in batches; [`Store::insert`] runs them right away so the budget holds at
 //! every moment rather than eventually.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,16 +50,19 @@ pub(crate) struct Entry {
     /// Validators for revalidation upstream and conditional requests from viewers.
     pub etag: Option<HeaderValue>,
     pub last_modified: Option<HeaderValue>,
+    /// This edge's live body bytes, given back on drop.
+    live: LiveBytes,
 }
 
-/// Body bytes of every `Entry` alive, cached or not (evicted ones still being sent, or
-/// not yet reclaimed): what the bodies really occupy, next to the weighted size.
-pub(crate) static LIVE_BODY_BYTES: std::sync::atomic::AtomicI64 =
-    std::sync::atomic::AtomicI64::new(0);
+/// Body bytes of every `Entry` of one edge alive, cached or not (evicted ones still being
+/// sent, or not yet reclaimed): what the bodies really occupy, next to the weighted size.
+/// One per edge (no static), so two edges in a process count apart.
+pub(crate) type LiveBytes = Arc<AtomicI64>;
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        LIVE_BODY_BYTES.fetch_sub(self.body.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        self.live
+            .fetch_sub(self.body.len() as i64, Ordering::Relaxed);
     }
 }
 
@@ -68,11 +72,12 @@ impl Entry {
         mut headers: HeaderMap,
         body: Bytes,
         policy: Policy,
+        live: &LiveBytes,
     ) -> Entry {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let etag = headers.get(ETAG).cloned();
         let last_modified = headers.get(LAST_MODIFIED).cloned();
-        LIVE_BODY_BYTES.fetch_add(body.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        live.fetch_add(body.len() as i64, Ordering::Relaxed);
         Entry {
             status,
             headers,
@@ -81,6 +86,7 @@ impl Entry {
             policy,
             etag,
             last_modified,
+            live: live.clone(),
         }
     }
 
@@ -122,7 +128,7 @@ impl Entry {
     /// The entry refreshed by a 304: `headers` from [`Entry::refreshed_headers`], the
     /// freshness starting over. The body is shared, not copied.
     pub(crate) fn refreshed(&self, headers: HeaderMap, policy: Policy) -> Entry {
-        Entry::new(self.status, headers, self.body.clone(), policy)
+        Entry::new(self.status, headers, self.body.clone(), policy, &self.live)
     }
 
     /// What the entry costs in the byte budget.
@@ -140,6 +146,8 @@ impl Entry {
 /// The moka cache of entries, keyed by [`cache_key`].
 pub(crate) struct Store {
     cache: Cache<Arc<str>, Arc<Entry>>,
+    /// Body bytes of this edge's entries alive (see [`LiveBytes`]).
+    pub(crate) live: LiveBytes,
 }
 
 impl Store {
@@ -153,7 +161,10 @@ impl Store {
             .weigher(|k: &Arc<str>, v: &Arc<Entry>| v.weight(k))
             .eviction_policy(policy)
             .build();
-        Store { cache }
+        Store {
+            cache,
+            live: LiveBytes::default(),
+        }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Arc<Entry>> {
@@ -343,6 +354,7 @@ mod tests {
             HeaderMap::new(),
             Bytes::from(vec![0; len]),
             p,
+            &LiveBytes::default(),
         ))
     }
 

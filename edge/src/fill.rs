@@ -23,7 +23,7 @@
 //! ~160 MiB RSS with chunk lists to the figure in the README with this.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -177,6 +177,8 @@ pub(crate) struct Fill {
     body: RwLock<Buffer>,
     /// Ticks on every change of `state`; readers wait on it.
     tick: watch::Sender<u64>,
+    /// The edge's count of fills alive, decremented on drop.
+    alive: Arc<AtomicI64>,
 }
 
 /// What a viewer waiting for the head learns first.
@@ -185,20 +187,17 @@ pub(crate) enum Outcome {
     Ended(End),
 }
 
-/// Fills alive (in flight, or finished but still read by a viewer): diagnostics for
-/// `/_edge/stats`.
-pub(crate) static ALIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
-
 impl Drop for Fill {
     fn drop(&mut self) {
-        ALIVE.fetch_sub(1, Ordering::Relaxed);
+        self.alive.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Fill {
-    fn new(key: Arc<str>) -> Fill {
-        ALIVE.fetch_add(1, Ordering::Relaxed);
+    fn new(key: Arc<str>, alive: &Arc<AtomicI64>) -> Fill {
+        alive.fetch_add(1, Ordering::Relaxed);
         Fill {
+            alive: alive.clone(),
             key,
             state: Mutex::new(State::default()),
             body: RwLock::new(Buffer::default()),
@@ -294,6 +293,9 @@ pub(crate) async fn pump(
 #[derive(Default)]
 pub(crate) struct Fills {
     map: Mutex<HashMap<Arc<str>, Arc<Fill>>>,
+    /// Fills alive (in flight, or finished but still read by a viewer): diagnostics for
+    /// `/_edge/stats`. Per edge, no static.
+    pub(crate) alive: Arc<AtomicI64>,
 }
 
 impl Fills {
@@ -333,7 +335,7 @@ pub(crate) fn join_or_start(
         if let Some(f) = map.get(key) {
             return (f.clone(), false);
         }
-        let fill = Arc::new(Fill::new(key.clone()));
+        let fill = Arc::new(Fill::new(key.clone(), &sh.fills.alive));
         map.insert(key.clone(), fill.clone());
         fill
     };
@@ -595,7 +597,13 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
         };
     if let (Storable::Yes(policy), true) = (decision, whole) {
         if sh.purge_epoch.load(Ordering::Acquire) == epoch {
-            let entry = Entry::new(head.status, head.headers.clone(), body.clone(), policy);
+            let entry = Entry::new(
+                head.status,
+                head.headers.clone(),
+                body.clone(),
+                policy,
+                &sh.store.live,
+            );
             sh.store.insert(key.clone(), Arc::new(entry));
         }
     }

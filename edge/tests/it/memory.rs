@@ -102,3 +102,18 @@ async fn a_viewer_that_stops_reading_is_dropped_at_send_timeout() {
     // And it keeps serving.
     assert_eq!(edge.get("/_edge/healthz").await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edges_in_one_process_count_apart() {
+    let mock = Mock::start().await;
+    mock.script("/a.bin", Script::ok(content(10_000, 7), "max-age=60"));
+    let a = Edge::start(config("a", &mock.url())).await;
+    let b = Edge::start(config("b", &mock.url())).await;
+    assert_eq!(a.get("/a.bin").await.bytes().await.unwrap().len(), 10_000);
+    a.settled().await;
+    let (sa, sb) = (a.stats().await, b.stats().await);
+    assert_eq!(sa["live_body_bytes"], 10_000, "{sa}");
+    assert_eq!(sb["live_body_bytes"], 0, "{sb}");
+    assert_eq!(sb["requests"], 0, "{sb}");
+    assert!(!b.metrics().await.contains("cache=\"miss\"} 1"));
+}
