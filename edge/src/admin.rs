@@ -228,17 +228,20 @@ async fn purge(sh: &Arc<Shared>, parts: &Parts, body: Incoming) -> Response<Edge
     let n = match (ask.path, ask.prefix) {
         (Some(path), None) if path.starts_with('/') => {
             let q = format!("{path}?");
-            let n = sh
-                .fill
-                .store
-                .remove_matching(|k| k == path || k.starts_with(&q));
-            sh.fill.passes.forget(|k| k == path || k.starts_with(&q));
+            let matches = |k: &str| k == path || k.starts_with(&q);
+            let n = sh.fill.purge(matches, || {
+                sh.fill.passes.forget(matches);
+                sh.fill.store.remove_matching(matches)
+            });
             info!(%path, purged = n, "purged path");
             n
         }
         (None, Some(prefix)) if prefix.starts_with('/') => {
-            let n = sh.fill.store.remove_matching(|k| k.starts_with(&prefix));
-            sh.fill.passes.forget(|k| k.starts_with(&prefix));
+            let matches = |k: &str| k.starts_with(&prefix);
+            let n = sh.fill.purge(matches, || {
+                sh.fill.passes.forget(matches);
+                sh.fill.store.remove_matching(matches)
+            });
             info!(%prefix, purged = n, "purged prefix");
             n
         }
@@ -249,7 +252,6 @@ async fn purge(sh: &Arc<Shared>, parts: &Parts, body: Incoming) -> Response<Edge
             )
         }
     };
-    sh.fill.purge_epoch.fetch_add(1, Ordering::AcqRel);
     sh.fill.metrics.purged(n);
     json(StatusCode::OK, &PurgeAnswer { purged: n })
 }

@@ -56,12 +56,42 @@ pub(crate) struct Filler {
     pub(crate) read_timeout: Duration,
     /// Larger objects are passed through, never stored.
     pub(crate) max_object_size: u64,
-    /// Bumped by every purge; a fill started before a purge does not store its object
-    /// (it may hold the purged version).
-    pub(crate) purge_epoch: AtomicU64,
+    /// The purge epoch, bumped by every purge; a fill started before a purge does not
+    /// store its object (it may hold the purged version). A lock, not an atomic: a fill
+    /// compares and stores under the read side, a purge bumps and removes under the
+    /// write side, so no store can land between a purge's removal and its bump (purge is
+    /// linearizable: once it answers, no request is served the purged object).
+    pub(crate) purge: RwLock<u64>,
     pub(crate) passes: Passes,
     /// Bytes the fills in flight hold (`max_fill_bytes`).
     pub(crate) budget: FillBudget,
+}
+
+impl Filler {
+    fn epoch(&self) -> u64 {
+        *self.purge.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn store_unless_purged(&self, epoch: u64, key: &Arc<str>, entry: Arc<Entry>) {
+        let now = self.purge.read().unwrap_or_else(PoisonError::into_inner);
+        if *now == epoch {
+            self.store.insert(key.clone(), entry);
+        }
+    }
+
+    /// Runs `remove` (the purge's removals) as one step with the epoch bump; fills of
+    /// matching keys still in flight are detached, so requests after the purge start a
+    /// fresh fill instead of joining one that may carry the old object.
+    pub(crate) fn purge<T>(&self, matches: impl Fn(&str) -> bool, remove: impl FnOnce() -> T) -> T {
+        let mut epoch = self.purge.write().unwrap_or_else(PoisonError::into_inner);
+        *epoch += 1;
+        self.fills
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| !matches(k));
+        remove()
+    }
 }
 
 /// The byte budget of all in-flight fill buffers together.
@@ -370,7 +400,7 @@ async fn run(
 
 async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<Entry>>) -> End {
     let key = &fill.key;
-    let epoch = sh.purge_epoch.load(Ordering::Acquire);
+    let epoch = sh.epoch();
     let mut validators = HeaderMap::new();
     if let Some(e) = &stale {
         if let Some(v) = &e.etag {
@@ -416,9 +446,7 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
         ) {
             Storable::Yes(policy) => {
                 let entry = Arc::new(old.refreshed(merged, policy));
-                if sh.purge_epoch.load(Ordering::Acquire) == epoch {
-                    sh.store.insert(key.clone(), entry.clone());
-                }
+                sh.store_unless_purged(epoch, key, entry.clone());
                 End::Refreshed(entry)
             }
             _ => {
@@ -596,16 +624,14 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
             }
         };
     if let (Storable::Yes(policy), true) = (decision, whole) {
-        if sh.purge_epoch.load(Ordering::Acquire) == epoch {
-            let entry = Entry::new(
-                head.status,
-                head.headers.clone(),
-                body.clone(),
-                policy,
-                &sh.store.live,
-            );
-            sh.store.insert(key.clone(), Arc::new(entry));
-        }
+        let entry = Entry::new(
+            head.status,
+            head.headers.clone(),
+            body.clone(),
+            policy,
+            &sh.store.live,
+        );
+        sh.store_unless_purged(epoch, key, Arc::new(entry));
     }
     fill.body
         .write()

@@ -2,8 +2,7 @@
 //! in-flight fills, upstreams, metrics: see [`Filler`]), the cache-key rules and the
 //! prefetch bound. One per `run`, so two edges in one process share nothing.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -54,7 +53,7 @@ impl Shared {
             read_timeout: EdgeConfig::ms(config.read_timeout_ms),
             max_object_size: config.max_object_size.0,
             budget: FillBudget::new(config.max_fill_bytes.0),
-            purge_epoch: AtomicU64::new(0),
+            purge: RwLock::new(0),
             passes: Passes::new(),
         };
         Ok(Shared {

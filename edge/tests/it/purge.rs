@@ -76,3 +76,41 @@ async fn purge_without_a_configured_token_is_always_refused() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_purge_answers_no_request_gets_the_old_object() {
+    let mock = Mock::start().await;
+    let old = content(100_000, 1);
+    mock.script(
+        "/p.m4s",
+        Script {
+            chunk: Some(10_000),
+            chunk_delay: std::time::Duration::from_millis(50),
+            ..Script::ok(old.clone(), "max-age=60")
+        },
+    );
+    let edge = Edge::start(config("eu", &mock.url())).await;
+    // A fill of the old object is still streaming when the purge comes.
+    let first = edge.get("/p.m4s").await;
+    assert_eq!(x_cache(&first), "MISS");
+    let reading = tokio::spawn(async move { first.bytes().await.unwrap() });
+    let new = content(5_000, 2);
+    mock.script("/p.m4s", Script::ok(new.clone(), "max-age=60"));
+    let r = client()
+        .post(edge.url("/_edge/purge?path=/p.m4s"))
+        .bearer_auth("sesame")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Not joined onto the old fill: a fresh fetch.
+    let r = edge.get("/p.m4s").await;
+    assert_ne!(x_cache(&r), "COALESCED");
+    assert_eq!(r.bytes().await.unwrap(), new);
+    // The old fill ends for its own viewer, and is not stored.
+    assert_eq!(reading.await.unwrap(), old);
+    edge.settled().await;
+    let r = edge.get("/p.m4s").await;
+    assert_eq!(x_cache(&r), "HIT");
+    assert_eq!(r.bytes().await.unwrap(), new);
+}
