@@ -183,7 +183,17 @@ pub(crate) fn storable(
     if !vary_is_harmless(headers) {
         return Storable::Private("vary");
     }
-    if !cacheable_status(status) {
+    // §3: a final status is storable when it is heuristically cacheable *or* the
+    // response says how long it stays fresh (`max-age`, `s-maxage`, `Expires`) or is
+    // `public`; 206 never (we never send Range upstream), 5xx never (an outage is not
+    // kept, whatever it says).
+    let says_fresh =
+        cc.max_age.is_some() || cc.s_maxage.is_some() || cc.public || headers.contains_key(EXPIRES);
+    if status == StatusCode::PARTIAL_CONTENT
+        || status.is_informational()
+        || status.is_server_error()
+        || !(cacheable_status(status) || says_fresh)
+    {
         return Storable::No("status not cacheable");
     }
 
@@ -234,10 +244,11 @@ pub(crate) fn storable(
     }
 
     // §4.2.3 age calculation.
+    // §5.1: a list-valued Age counts by its first member; an invalid one is ignored.
     let age_value = headers
         .get(AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(delta)
+        .and_then(|v| delta(v.split(',').next().unwrap_or("")))
         .map(Duration::from_secs)
         .unwrap_or(Duration::ZERO);
     let date_value = date.unwrap_or(response_time);
@@ -417,6 +428,51 @@ mod tests {
         let p = yes(policy(404, &[]));
         assert_eq!(p.lifetime, Duration::from_secs(10));
         assert_eq!(p.stale_if_error, Duration::ZERO);
+    }
+
+    #[test]
+    fn age_list_invalid_and_huge() {
+        let age =
+            |v: &str| yes(policy(200, &[("cache-control", "max-age=60"), ("age", v)])).initial_age;
+        assert_eq!(age("15, 99"), Duration::from_secs(15), "first member");
+        assert_eq!(age("abc"), Duration::ZERO, "invalid: ignored");
+        assert_eq!(age("-5"), Duration::ZERO, "negative: ignored");
+        assert_eq!(age("99999999999999999999"), Duration::from_secs(DELTA_MAX));
+    }
+
+    #[test]
+    fn the_three_http_date_formats() {
+        // RFC 9110 §5.6.7: IMF-fixdate, obsolete RFC 850 and asctime all mean the same.
+        for expires in [
+            "Tue, 14 Nov 2023 22:14:20 GMT",
+            "Tuesday, 14-Nov-23 22:14:20 GMT",
+            "Tue Nov 14 22:14:20 2023",
+        ] {
+            let p = yes(policy(
+                200,
+                &[
+                    ("date", "Tue, 14 Nov 2023 22:13:20 GMT"),
+                    ("expires", expires),
+                ],
+            ));
+            assert_eq!(p.lifetime, Duration::from_secs(60), "{expires}");
+        }
+    }
+
+    #[test]
+    fn explicit_freshness_makes_any_final_status_storable() {
+        assert_eq!(
+            yes(policy(302, &[("cache-control", "max-age=30")])).lifetime,
+            Duration::from_secs(30)
+        );
+        assert!(
+            yes(policy(307, &[("cache-control", "public, max-age=5")])).lifetime > Duration::ZERO
+        );
+        assert!(matches!(policy(302, &[]), Storable::No(_)));
+        assert!(matches!(
+            policy(206, &[("cache-control", "max-age=30")]),
+            Storable::No(_)
+        ));
     }
 
     #[test]

@@ -122,7 +122,9 @@ pub(crate) async fn handle(sh: &Arc<Shared>, parts: &Parts) -> Served {
             );
         }
     };
-    if sh.fill.passes.contains(&key) {
+    // RFC 9111 §3.5: a request with credentials is the origin's to answer; it goes
+    // upstream with them and its response is not shared.
+    if sh.fill.passes.contains(&key) || parts.headers.contains_key(AUTHORIZATION) {
         return pass(sh, &key.into(), parts).await;
     }
     // Only the fill paths need a shared key (the fill and the in-flight map hold it), so

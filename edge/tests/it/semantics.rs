@@ -266,3 +266,28 @@ async fn a_fill_that_stalls_mid_body_is_not_cached() {
     assert_eq!(x_cache(&r), "MISS", "the broken object was not stored");
     assert_eq!(mock.hits("/seg.m4s"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_credentials_go_to_the_origin_and_are_not_shared() {
+    let mock = Mock::start().await;
+    mock.script("/s.m4s", Script::ok("for you", "max-age=60"));
+    let edge = Edge::start(config("eu", &mock.url())).await;
+    let c = client();
+    for _ in 0..2 {
+        let r = c
+            .get(edge.url("/s.m4s"))
+            .header("authorization", "Bearer viewer-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(x_cache(&r), "PASS");
+        assert_eq!(r.text().await.unwrap(), "for you");
+        assert_eq!(
+            mock.last_headers.lock().unwrap()["/s.m4s"]["authorization"],
+            "Bearer viewer-1"
+        );
+    }
+    assert_eq!(mock.hits("/s.m4s"), 2);
+    edge.settled().await;
+    assert_eq!(edge.stats().await["cache_entries"], 0, "nothing stored");
+}
