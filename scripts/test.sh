@@ -32,11 +32,11 @@ echo "test.sh: build took $(secs "$t0") s" >&2
 
 if [[ $tier != slow ]]; then
   t0=$(date +%s)
-  cargo test --workspace --all-targets "$@"
+  cargo test --workspace --all-targets --no-fail-fast "$@"
   echo "test.sh: fast tier (cargo test) took $(secs "$t0") s" >&2
 fi
 if [[ $tier != fast ]]; then
   t0=$(date +%s)
-  cargo test --workspace --all-targets "$@" -- --ignored
+  cargo test --workspace --all-targets --no-fail-fast "$@" -- --ignored
   echo "test.sh: slow tier (cargo test -- --ignored) took $(secs "$t0") s" >&2
 fi
