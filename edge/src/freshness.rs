@@ -43,13 +43,38 @@ fn delta(v: &str) -> Option<u64> {
     Some(v.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX))
 }
 
+/// RFC 9213 targeted cache-control fields this edge obeys, most specific first.
+const TARGETED: [http::HeaderName; 2] = [
+    http::HeaderName::from_static("dashcdn-cdn-control"),
+    http::HeaderName::from_static("cdn-cache-control"),
+];
+
 impl CacheControl {
     /// Parses every `Cache-Control` line. Unknown directives are ignored (§5.2.3); a
     /// directive with a malformed argument counts as absent, except `max-age`/`s-maxage`,
     /// where §4.2.1 says an invalid value makes the response stale (0).
     pub(crate) fn parse(headers: &HeaderMap) -> CacheControl {
+        Self::parse_field(headers, &CACHE_CONTROL)
+    }
+
+    /// RFC 9213 targeted fields: the first of `Dashcdn-CDN-Control` (ours alone) and
+    /// `CDN-Cache-Control` (every CDN's) with a non-empty value rules, and the response's
+    /// `Cache-Control` and `Expires` are then ignored (§2.1). `None` when neither is
+    /// there: `Cache-Control` rules as usual. Both are forwarded unchanged, so a child
+    /// edge behind this one reads the same.
+    pub(crate) fn targeted(headers: &HeaderMap) -> Option<CacheControl> {
+        TARGETED.iter().find_map(|name| {
+            let present = headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|t| !t.trim().is_empty()));
+            present.then(|| Self::parse_field(headers, name))
+        })
+    }
+
+    fn parse_field(headers: &HeaderMap, field: &http::HeaderName) -> CacheControl {
         let mut cc = CacheControl::default();
-        for value in headers.get_all(CACHE_CONTROL) {
+        for value in headers.get_all(field) {
             let Ok(text) = value.to_str() else { continue };
             for directive in split_directives(text) {
                 let (name, arg) = match directive.split_once('=') {
@@ -167,7 +192,15 @@ pub(crate) fn storable(
     response_time: SystemTime,
     defaults: &Defaults,
 ) -> Storable {
-    let cc = CacheControl::parse(headers);
+    let targeted = CacheControl::targeted(headers);
+    let targeted_rules = targeted.is_some();
+    let cc = targeted.unwrap_or_else(|| CacheControl::parse(headers));
+    // RFC 9213 §2.1: with a targeted field, `Expires` is ignored too.
+    let expires = if targeted_rules {
+        None
+    } else {
+        headers.get(EXPIRES)
+    };
     // §3: "the no-store cache directive is not present in the response"; §3.5 / 5.2.2.7:
     // a shared cache must not store `private` responses.
     if cc.no_store {
@@ -204,7 +237,7 @@ pub(crate) fn storable(
         .or(cc.max_age)
         .map(Duration::from_secs)
         .or_else(|| {
-            headers.get(EXPIRES).map(|v| {
+            expires.map(|v| {
                 // §5.3: an invalid Expires ("0") means already expired.
                 let expires = v
                     .to_str()
@@ -428,6 +461,45 @@ mod tests {
         let p = yes(policy(404, &[]));
         assert_eq!(p.lifetime, Duration::from_secs(10));
         assert_eq!(p.stale_if_error, Duration::ZERO);
+    }
+
+    #[test]
+    fn targeted_fields_rule_over_cache_control() {
+        // RFC 9213: CDN-Cache-Control wins over Cache-Control and Expires.
+        let p = yes(policy(
+            200,
+            &[
+                ("cache-control", "no-store"),
+                ("expires", "0"),
+                ("cdn-cache-control", "max-age=600"),
+            ],
+        ));
+        assert_eq!(p.lifetime, Duration::from_secs(600));
+        // Ours wins over CDN-Cache-Control.
+        let p = yes(policy(
+            200,
+            &[
+                ("cdn-cache-control", "max-age=600"),
+                ("dashcdn-cdn-control", "max-age=5"),
+            ],
+        ));
+        assert_eq!(p.lifetime, Duration::from_secs(5));
+        assert!(matches!(
+            policy(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "no-store")
+                ]
+            ),
+            Storable::Private(_)
+        ));
+        // Empty: ignored, Cache-Control rules.
+        let p = yes(policy(
+            200,
+            &[("cache-control", "max-age=60"), ("cdn-cache-control", " ")],
+        ));
+        assert_eq!(p.lifetime, Duration::from_secs(60));
     }
 
     #[test]
