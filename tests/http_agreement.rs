@@ -271,3 +271,88 @@ async fn origin_and_edge_answer_the_same_request_the_same_way() {
     edge.join().await;
     origin.join().await;
 }
+
+/// The same connection-level tests, run against both servers: they share one accept loop
+/// (`dashcdn_http::serve`), configured from each server's own config.
+mod connections {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use dashcdn_testkit::{origin, spawn_edge, Server};
+
+    /// An origin and an edge in front of it, both with a 2-connection cap and a 300 ms
+    /// header timeout.
+    async fn both(library: &std::path::Path) -> (Server, Server) {
+        let o = origin(library)
+            .config(|c| {
+                c.limits.max_connections = Some(2);
+                c.limits.max_connections_per_client = Some(2);
+                c.limits.header_timeout = Duration::from_millis(300);
+            })
+            .await;
+        let e = spawn_edge()
+            .upstream(o.addr)
+            .config(|c| {
+                c.max_connections = Some(2);
+                c.max_connections_per_client = Some(2);
+                c.header_read_timeout_ms = 300;
+            })
+            .await;
+        (o, e)
+    }
+
+    /// Sends half a request head and returns how long the server took to close.
+    fn slowloris(addr: SocketAddr) -> Duration {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Opens connections until the cap, then one more; returns the extra one's answer.
+    fn beyond_the_cap(addr: SocketAddr) -> String {
+        let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut extra = TcpStream::connect(addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = extra.read_to_string(&mut answer);
+        drop(held);
+        answer
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn both_close_slowloris_at_the_header_timeout_and_refuse_beyond_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (o, e) = both(dir.path()).await;
+        for (name, addr) in [("origin", o.addr), ("edge", e.addr)] {
+            let took = tokio::task::spawn_blocking(move || slowloris(addr))
+                .await
+                .unwrap();
+            assert!(
+                took >= Duration::from_millis(200) && took < Duration::from_secs(4),
+                "{name}: a half head was closed after {took:?} (header timeout 300 ms)"
+            );
+            let answer = tokio::task::spawn_blocking(move || beyond_the_cap(addr))
+                .await
+                .unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 503"),
+                "{name}: the connection beyond the cap got {answer:?}"
+            );
+        }
+        e.join().await;
+        o.join().await;
+    }
+}
