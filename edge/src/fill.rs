@@ -29,8 +29,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, IF_MODIFIED_SINCE, IF_NONE_MATCH};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
@@ -209,6 +210,10 @@ pub(crate) struct Fill {
     tick: watch::Sender<u64>,
     /// The edge's count of fills alive, decremented on drop.
     alive: Arc<AtomicI64>,
+    /// A response the fill will not share (private, too large, over the fill budget),
+    /// left for the viewer who started the fill, so that viewer's request costs one
+    /// upstream fetch, not two (Varnish's hit-for-pass does the same).
+    handoff: Mutex<Option<Response<Incoming>>>,
 }
 
 /// What a viewer waiting for the head learns first.
@@ -227,6 +232,7 @@ impl Fill {
     fn new(key: Arc<str>, alive: &Arc<AtomicI64>) -> Fill {
         alive.fetch_add(1, Ordering::Relaxed);
         Fill {
+            handoff: Mutex::new(None),
             alive: alive.clone(),
             key,
             state: Mutex::new(State::default()),
@@ -238,6 +244,20 @@ impl Fill {
     fn update(&self, f: impl FnOnce(&mut State)) {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
         self.tick.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The unshared response left for the viewer who started the fill (once).
+    pub(crate) fn take_handoff(&self) -> Option<Response<Incoming>> {
+        self.handoff
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn hand_off(&self, parts: http::response::Parts, body: Incoming) -> End {
+        *self.handoff.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Response::from_parts(parts, body));
+        End::Pass
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -487,12 +507,12 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
         Storable::Private(why) => {
             debug!(key = %key, why, "not shareable: pass");
             sh.passes.remember(key);
-            return End::Pass;
+            return fill.hand_off(parts, body);
         }
         _ if len.is_some_and(|l| l > max) => {
             debug!(key = %key, len, "larger than max_object_size: pass");
             sh.passes.remember(key);
-            return End::Pass;
+            return fill.hand_off(parts, body);
         }
         _ => {}
     }
@@ -505,7 +525,8 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
     if let Some(len) = len {
         if !sh.budget.grow(&mut reservation, len) {
             debug!(key = %key, len, "fill budget (max_fill_bytes) exhausted: pass");
-            return End::Pass;
+            drop(reservation);
+            return fill.hand_off(parts, body);
         }
     }
     let age_secs = parts

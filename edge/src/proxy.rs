@@ -197,7 +197,15 @@ async fn from_fill(
             let r = respond_entry(sh, parts, &entry, CacheStatus::Revalidated);
             Served::new(r, CacheStatus::Revalidated)
         }
-        Outcome::Ended(End::Pass) => return pass(sh, key, parts).await,
+        Outcome::Ended(End::Pass) => {
+            // The viewer who started the fill gets the fill's own response; the others
+            // fetch their own.
+            let handed = if new { fill.take_handoff() } else { None };
+            return match (handed, upstream) {
+                (Some(response), Some(upstream)) => passed(sh, parts, upstream, response),
+                _ => pass(sh, key, parts).await,
+            };
+        }
         Outcome::Ended(End::Failed { .. }) | Outcome::Ended(End::Complete)
             if fallback.is_some() =>
         {
@@ -379,30 +387,7 @@ async fn pass(sh: &Arc<Shared>, key: &Arc<str>, parts: &Parts) -> Served {
         }
     }
     match sh.fill.upstreams.fetch(key, key, &fwd).await {
-        Ok(fetched) => {
-            let upstream = fetched.upstream.name.clone();
-            let (up_parts, body) = fetched.response.into_parts();
-            let mut headers = stored_headers(&up_parts.headers, &sh.fill.via);
-            if let Some(cl) = up_parts.headers.get(CONTENT_LENGTH) {
-                headers.insert(CONTENT_LENGTH, cl.clone());
-            }
-            headers.insert(
-                X_CACHE,
-                HeaderValue::from_static(CacheStatus::Pass.as_str()),
-            );
-            let body = if parts.method == Method::HEAD {
-                EdgeBody::empty()
-            } else {
-                EdgeBody::new(Kind::Upstream {
-                    body,
-                    idle: sh.fill.read_timeout,
-                    timer: None,
-                })
-            };
-            let mut served = Served::new(build(up_parts.status, headers, body), CacheStatus::Pass);
-            served.upstream = Some(upstream);
-            served
-        }
+        Ok(fetched) => passed(sh, parts, fetched.upstream.name.clone(), fetched.response),
         Err(e) => {
             let status = if e.is_timeout() {
                 StatusCode::GATEWAY_TIMEOUT
@@ -412,6 +397,36 @@ async fn pass(sh: &Arc<Shared>, key: &Arc<str>, parts: &Parts) -> Served {
             Served::new(local(status, "upstream unavailable\n"), CacheStatus::Pass)
         }
     }
+}
+
+/// Streams an upstream response to this viewer alone (not cached).
+fn passed(
+    sh: &Arc<Shared>,
+    parts: &Parts,
+    upstream: String,
+    response: Response<hyper::body::Incoming>,
+) -> Served {
+    let (up_parts, body) = response.into_parts();
+    let mut headers = stored_headers(&up_parts.headers, &sh.fill.via);
+    if let Some(cl) = up_parts.headers.get(CONTENT_LENGTH) {
+        headers.insert(CONTENT_LENGTH, cl.clone());
+    }
+    headers.insert(
+        X_CACHE,
+        HeaderValue::from_static(CacheStatus::Pass.as_str()),
+    );
+    let body = if parts.method == Method::HEAD {
+        EdgeBody::empty()
+    } else {
+        EdgeBody::new(Kind::Upstream {
+            body,
+            idle: sh.fill.read_timeout,
+            timer: None,
+        })
+    };
+    let mut served = Served::new(build(up_parts.status, headers, body), CacheStatus::Pass);
+    served.upstream = Some(upstream);
+    served
 }
 
 /// DASH-aware prefetch: after `.../{n}.m4s`, start fills for the next segments unless
