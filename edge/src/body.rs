@@ -69,6 +69,8 @@ pub(crate) struct Access {
     pub upstream: Option<String>,
     pub bytes: u64,
     pub complete: bool,
+    /// The file log (`--access-log`); `None`: a `tracing` event.
+    pub file: Option<crate::access::AccessLog>,
 }
 
 impl Drop for Access {
@@ -93,7 +95,23 @@ impl Drop for Access {
                 )
             };
         }
-        if self.path.starts_with("/_edge/") {
+        if let Some(file) = &self.file {
+            let total_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            file.write(format!(
+                "{} {} {} {} {} {} {} {} {:.3} {:.3} {}\n",
+                httpdate::fmt_http_date(std::time::SystemTime::now()),
+                self.peer,
+                self.method,
+                self.path,
+                self.status,
+                self.cache,
+                self.bytes,
+                if self.complete { "complete" } else { "cut" },
+                self.head_us as f64 / 1000.0,
+                total_ms,
+                self.upstream.as_deref().unwrap_or("-"),
+            ));
+        } else if self.path.starts_with("/_edge/") {
             line!(debug);
         } else {
             line!(info);

@@ -43,6 +43,9 @@ pub struct EdgeArgs {
     /// After serving segment n, prefetch this many following segments.
     #[arg(long)]
     pub prefetch: Option<u32>,
+    /// Write the access log to FILE (reopened on SIGHUP) instead of the tracing log.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<std::path::PathBuf>,
     /// Turn the per-request access log off.
     #[arg(long)]
     pub no_access_log: bool,
@@ -97,6 +100,9 @@ impl EdgeArgs {
         }
         if let Some(v) = self.prefetch {
             c.prefetch_segments = v;
+        }
+        if let Some(v) = self.access_log {
+            c.access_log_file = Some(v);
         }
         if self.no_access_log {
             c.access_log = false;

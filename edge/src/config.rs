@@ -236,6 +236,9 @@ pub struct EdgeConfig {
     pub prefetch_concurrency: usize,
     /// One `tracing` line per request (target `dashcdn_edge::access`).
     pub access_log: bool,
+    /// Write the access log to this file (one line per request, written off the request
+    /// path, reopened on SIGHUP) instead of as `tracing` events.
+    pub access_log_file: Option<std::path::PathBuf>,
     /// Answer CORS preflights (`OPTIONS`) like the origin does, for dash.js.
     pub cors: bool,
     /// CA certificate(s) that `https://` upstreams must chain to; the system roots when unset.
@@ -283,6 +286,7 @@ impl Default for EdgeConfig {
             prefetch_segments: 0,
             prefetch_concurrency: 4,
             access_log: true,
+            access_log_file: None,
             cors: true,
             upstream_ca: None,
             tls: Default::default(),

@@ -20,6 +20,7 @@
 //! - `admin`: `/_edge/healthz`, `/metrics`, `/stats` (JSON schema there), `/purge`.
 //! - `metrics`: Prometheus families and the counters behind `/_edge/stats`.
 //! - `body`: response bodies and the one-line-per-request access log.
+//! - `access`: the access-log file, written by its own thread, reopened on SIGHUP.
 //! - [`cli`]: `dashcdn edge`.
 //!
 //! Embedding (tests, `dashcdn demo`): bind a listener yourself, so the address is known
@@ -46,6 +47,7 @@
 
 #![warn(unreachable_pub)]
 
+mod access;
 mod admin;
 mod body;
 mod cache;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use tokio::sync::Semaphore;
 
+use crate::access::AccessLog;
 use crate::cache::{KeyRules, Store};
 use crate::config::EdgeConfig;
 use crate::fill::{FillBudget, Filler, Fills};
@@ -26,6 +27,8 @@ pub(crate) struct Shared {
     /// `fill` never sees the request path's.
     pub(crate) fill: Arc<Filler>,
     pub(crate) rules: KeyRules,
+    /// The access-log file, when `access_log_file` is set.
+    pub(crate) access: Option<AccessLog>,
     /// Prefetch fills running at once (`prefetch_concurrency`).
     pub(crate) prefetch: Arc<Semaphore>,
 }
@@ -56,7 +59,15 @@ impl Shared {
             purge: RwLock::new(0),
             passes: Passes::new(),
         };
+        let access = match (&config.access_log_file, config.access_log) {
+            (Some(path), true) => Some(
+                AccessLog::open(path)
+                    .map_err(|e| format!("cannot open the access log {} ({e})", path.display()))?,
+            ),
+            _ => None,
+        };
         Ok(Shared {
+            access,
             limits: config.limits(),
             fill: Arc::new(fill),
             rules: KeyRules::new(&config),

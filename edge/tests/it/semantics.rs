@@ -304,3 +304,48 @@ async fn an_unshareable_response_costs_one_upstream_request_per_viewer_request()
         assert_eq!(mock.hits("/me.json"), n, "request {n}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_file_gets_a_line_per_request_and_reopens_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mock = Mock::start().await;
+    mock.script("/x.m4s", Script::ok("abc", "max-age=60"));
+    let mut c = config("eu", &mock.url());
+    c.access_log_file = Some(log.clone());
+    let edge = Edge::start(c).await;
+    let lines_of = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let wait_lines = |p: std::path::PathBuf, n: usize| async move {
+        for _ in 0..200 {
+            let l = lines_of(&p);
+            if l.len() >= n {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {n} lines in {}", p.display());
+    };
+    assert_eq!(edge.get("/x.m4s").await.text().await.unwrap(), "abc");
+    let l = wait_lines(log.clone(), 1).await;
+    assert!(l[0].contains("GET /x.m4s 200 MISS 3 complete"), "{}", l[0]);
+    // logrotate: move the file away, SIGHUP, the next line lands in a new file.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let pid = std::process::id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    edge.get("/x.m4s").await.text().await.unwrap();
+    let l = wait_lines(log.clone(), 1).await;
+    assert!(l[0].contains("GET /x.m4s 200 HIT"), "{}", l[0]);
+    assert_eq!(lines_of(&rotated).len(), 1);
+}
