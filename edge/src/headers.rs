@@ -31,10 +31,14 @@ pub(crate) fn stored_headers(upstream: &HeaderMap, via: &HeaderValue) -> HeaderM
     out
 }
 
-/// Fields the edge writes itself, never taken from an upstream.
+/// Fields the edge writes itself, never taken from an upstream, and the targeted
+/// `Dashcdn-CDN-Control` (RFC 9213), which is for this CDN alone: obeyed, then stripped.
 pub(crate) fn computed_here(name: &HeaderName) -> bool {
-    name == AGE || name == X_CACHE || name == CONTENT_LENGTH
+    name == AGE || name == X_CACHE || name == CONTENT_LENGTH || name == DASHCDN_CDN_CONTROL
 }
+
+/// Our RFC 9213 targeted cache-control field.
+pub(crate) const DASHCDN_CDN_CONTROL: HeaderName = HeaderName::from_static("dashcdn-cdn-control");
 
 /// A copy of `value` that shares no buffer with anything (see [`stored_headers`]).
 pub(crate) fn detach(value: &HeaderValue) -> HeaderValue {
@@ -58,11 +62,21 @@ mod tests {
         h.insert(X_CACHE, HeaderValue::from_static("HIT"));
         h.insert(VIA, HeaderValue::from_static("1.1 shield"));
         h.insert("etag", HeaderValue::from_static("\"a\""));
+        h.insert(DASHCDN_CDN_CONTROL, HeaderValue::from_static("max-age=600"));
+        h.insert("cdn-cache-control", HeaderValue::from_static("max-age=60"));
         let out = stored_headers(&h, &HeaderValue::from_static("1.1 eu"));
         assert!(out.get("x-secret").is_none() && out.get(AGE).is_none());
         assert!(out.get("transfer-encoding").is_none() && out.get(X_CACHE).is_none());
         let via: Vec<_> = out.get_all(VIA).iter().collect();
         assert_eq!(via, ["1.1 shield", "1.1 eu"]);
         assert_eq!(out.get("etag").unwrap(), "\"a\"");
+        assert!(
+            out.get(DASHCDN_CDN_CONTROL).is_none(),
+            "ours: obeyed, not forwarded"
+        );
+        assert!(
+            out.get("cdn-cache-control").is_some(),
+            "other CDNs' field is forwarded"
+        );
     }
 }
