@@ -80,7 +80,9 @@ impl Clip {
                 .arg("sine=frequency=440:sample_rate=48000");
         }
         if self.video {
-            c.args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]);
+            c.args([
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            ]);
         }
         if self.audio {
             c.args(["-c:a", "aac", "-b:a", "96k"]);
