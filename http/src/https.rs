@@ -20,8 +20,8 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
-use crate::tls::{serve_tls, CertPair, Limits, TlsConfig, TlsError, TlsServer};
 use crate::acme::{Acme, AcmeConfig, Challenge, Http01Answers, HttpTxtPublisher};
+use crate::tls::{serve_tls, CertPair, Limits, TlsConfig, TlsError, TlsServer};
 
 /// TLS listener and ACME settings (CLI flags and `[tls]` in the config file).
 #[derive(

@@ -14,9 +14,11 @@ async fn origin_and_edge_come_up_and_join() {
     let r = e.get("/_edge/healthz").await;
     assert_eq!(r.status(), 200);
     // The edge's metrics count what it served; the kit reads a family by prefix.
-    eventually("the edge counts requests", Duration::from_secs(5), || async {
-        e.metric("dashcdn_edge_requests_total").await >= 1.0
-    })
+    eventually(
+        "the edge counts requests",
+        Duration::from_secs(5),
+        || async { e.metric("dashcdn_edge_requests_total").await >= 1.0 },
+    )
     .await;
     e.join().await;
     o.join().await;
