@@ -52,8 +52,8 @@ pub fn library(dir: &Path, sizes: &[usize]) {
 /// The real origin, served in-process on an ephemeral port.
 pub struct Origin {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The test kit's handle: stops the origin when dropped or killed.
+    server: dashcdn_testkit::Server,
 }
 
 impl Origin {
@@ -62,22 +62,12 @@ impl Origin {
     }
 
     pub async fn start_with(library: &Path, mpd_max_age_secs: u32) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cfg = dashcdn_origin::ServeConfig {
-            library: library.to_owned(),
-            listen: addr,
-            mpd_max_age_secs,
-            ..Default::default()
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(dashcdn_origin::run(listener, cfg, async move {
-            let _ = rx.await;
-        }));
+        let server = dashcdn_testkit::origin(library)
+            .config(|c| c.mpd_max_age_secs = mpd_max_age_secs)
+            .await;
         Origin {
-            addr,
-            stop: Some(tx),
-            task: Some(task),
+            addr: server.addr,
+            server,
         }
     }
 
@@ -107,9 +97,8 @@ impl Origin {
     }
 
     /// Stops the origin: afterwards its port refuses connections.
-    pub async fn kill(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = self.task.take().unwrap().await;
+    pub async fn kill(self) {
+        self.server.join().await;
     }
 }
 
