@@ -233,7 +233,7 @@ fn write_loop<R: fmt::Display>(rx: mpsc::Receiver<Msg<R>>, mut sink: Sink, flush
                     match open(path) {
                         Ok(f) => *file = f,
                         Err(e) => tracing::warn!(
-                            error = %dashcdn_chain(&e),
+                            error = %dashcdn_config::chain(&e),
                             "access log not reopened; still writing to the old file"
                         ),
                     }
@@ -249,17 +249,6 @@ fn write_loop<R: fmt::Display>(rx: mpsc::Receiver<Msg<R>>, mut sink: Sink, flush
             }
         }
     }
-}
-
-/// `error: cause` on one line (this crate does not depend on dashcdn-config).
-fn dashcdn_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let _ = write!(s, ": {c}");
-        cur = c.source();
-    }
-    s
 }
 
 /// At most `max` bytes of `s` for a log field (on a char boundary, `…` marks the cut), so
@@ -395,7 +384,7 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(
-            dashcdn_chain(&e),
+            dashcdn_config::chain(&e),
             "cannot open access log /nonexistent-dir/access.log: No such file or directory (os error 2)"
         );
     }

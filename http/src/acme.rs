@@ -228,7 +228,7 @@ impl Acme {
                     }
                     Err(e) => tracing::warn!(
                         "acme: certificate on disk not usable, ordering a new one: {}",
-                        crate::tls::chain(&e)
+                        dashcdn_config::chain(&e)
                     ),
                 }
             }
@@ -255,7 +255,7 @@ impl Acme {
                         tracing::error!(
                             retry_in_secs = backoff.as_secs(),
                             "acme: renewal failed, the current certificate keeps serving: {}",
-                            crate::tls::chain(&e)
+                            dashcdn_config::chain(&e)
                         );
                         tokio::select! {
                             _ = &mut shutdown => return,

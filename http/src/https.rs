@@ -344,7 +344,7 @@ mod tests {
             key: vec![b.key],
             ..Default::default()
         };
-        let e = crate::tls::chain(&args.build().unwrap_err());
+        let e = dashcdn_config::chain(&args.build().unwrap_err());
         assert!(e.contains("b.key") && e.contains("does not match"), "{e}");
     }
 }

@@ -212,7 +212,7 @@ impl TlsServer {
                     Err(e) => tracing::error!(
                         trigger = why,
                         "tls: reload refused, old certificates keep serving: {}",
-                        crate::tls::chain(&e)
+                        dashcdn_config::chain(&e)
                     ),
                 }
             }
@@ -234,18 +234,6 @@ fn load_all(pairs: &[CertPair], provider: &CryptoProvider) -> Result<Vec<load::L
         .iter()
         .map(|p| load::load_pair(&p.cert, &p.key, provider, now))
         .collect()
-}
-
-/// `error: cause: cause` on one line (for logs of errors that are not returned).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// Check a pair without serving it (for `--check` style validation and tests).

@@ -60,7 +60,7 @@ impl HttpTxtPublisher {
             .client
             .request(req)
             .await
-            .map_err(|e| format!("{}: {}", self.url, crate::tls::chain(&e)))?;
+            .map_err(|e| format!("{}: {}", self.url, dashcdn_config::chain(&e)))?;
         let status = rsp.status();
         if status.is_success() {
             return Ok(());
