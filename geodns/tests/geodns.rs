@@ -258,8 +258,11 @@ async fn aaaa_answers_come_from_the_same_pop() {
 async fn an_overloaded_pop_sheds_load_to_the_next_nearest_and_returns() {
     let edges = [fake_edge().await, fake_edge().await, fake_edge().await];
     let urls: Vec<String> = edges.iter().map(|e| e.url.clone()).collect();
-    let text =
-        config_text(Some(&city_db()), &urls, "").replace("shed_load = false", "shed_load = true");
+    let text = replace_once(
+        &config_text(Some(&city_db()), &urls, ""),
+        "shed_load = false",
+        "shed_load = true",
+    );
     let c = GeodnsConfig::from_toml(&text).unwrap();
     assert!(c.health.shed_load);
     let bound = c.health.detection_bound();
@@ -511,7 +514,11 @@ async fn bad_configs_are_refused_with_the_reason() {
         } else {
             format!(
                 "{extra}{}",
-                config_text(Some(&city_db()), &[], "").replace("listen = \"127.0.0.1:5353\"", "")
+                replace_once(
+                    &config_text(Some(&city_db()), &[], ""),
+                    "listen = \"127.0.0.1:5353\"",
+                    "",
+                )
             )
         };
         let err = GeodnsConfig::from_toml(&text).expect_err(needle);

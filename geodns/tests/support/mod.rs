@@ -34,15 +34,33 @@ pub fn city_db() -> PathBuf {
     data("GeoIP2-City-Test.mmdb")
 }
 
+/// `text` with `from` replaced by `to`, which must occur exactly once: a test config made
+/// from the shipped example fails loudly, naming the line, when the example changes under it
+/// (a plain `str::replace` would silently stop matching).
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    let found = text.matches(from).count();
+    assert_eq!(
+        found, 1,
+        "expected {from:?} once in the config text, found it {found} times: the example \
+         changed; update the test config"
+    );
+    text.replacen(from, to, 1)
+}
+
 /// The shipped example with the MaxMind test database, `default_pop = us-west` (so a
 /// default answer differs from a London one), and `extra` appended (more records/zones).
 pub fn config_text(maxmind: Option<&PathBuf>, health_urls: &[String], extra: &str) -> String {
-    let mut text =
+    let text =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("example.toml"))
-            .unwrap()
-            .replace("default_pop = \"eu-west\"", "default_pop = \"us-west\"");
+            .unwrap();
+    let mut text = replace_once(
+        &text,
+        "default_pop = \"eu-west\"",
+        "default_pop = \"us-west\"",
+    );
     if let Some(db) = maxmind {
-        text = text.replace(
+        text = replace_once(
+            &text,
             "# maxmind = \"tests/data/GeoIP2-City-Test.mmdb\"",
             &format!("maxmind = {:?}", db.display().to_string()),
         );
@@ -56,14 +74,15 @@ pub fn config_text(maxmind: Option<&PathBuf>, health_urls: &[String], extra: &st
             Some(u) => format!("health_url = {u:?}"),
             None => String::new(),
         };
-        text = text.replace(
+        text = replace_once(
+            &text,
             &format!("health_url = \"http://{port}/_edge/healthz\""),
             &replacement,
         );
     }
-    text = text.replace("interval_ms = 2000", "interval_ms = 100");
-    text = text.replace("timeout_ms = 1000", "timeout_ms = 200");
-    text = text.replace("fall = 3", "fall = 2");
+    text = replace_once(&text, "interval_ms = 2000", "interval_ms = 100");
+    text = replace_once(&text, "timeout_ms = 1000", "timeout_ms = 200");
+    text = replace_once(&text, "fall = 3", "fall = 2");
     format!("{text}\n{extra}")
 }
 
