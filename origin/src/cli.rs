@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// served at /live/NAME/manifest.mpd. Added to the file's `[[live]]` channels.
     #[arg(long, value_name = "NAME=INPUT")]
     pub live: Vec<String>,
+    /// Record live channel NAME (from --live or [[live]]), repeatable: when the server
+    /// stops, the event becomes the VOD asset /vod/NAME-<start time>/ (`record = true`).
+    #[arg(long, value_name = "NAME")]
+    pub record: Vec<String>,
     /// HTTPS listener and ACME (see docs/tls.md). Boxed: the flags are many and
     /// `OriginCommand`'s other variants small.
     #[command(flatten)]
@@ -131,6 +135,15 @@ impl ServeArgs {
         }
         for flag in &self.live {
             cfg.live.push(crate::live::LiveConfig::from_flag(flag)?);
+        }
+        for name in &self.record {
+            let channel = cfg.live.iter_mut().find(|c| &c.name == name);
+            let Some(channel) = channel else {
+                anyhow::bail!(
+                    "--record {name:?}: no live channel of that name (add --live {name}=INPUT)"
+                );
+            };
+            channel.record = true;
         }
         cfg.tls = (*self.tls).over(cfg.tls);
         let limits = &mut cfg.limits;

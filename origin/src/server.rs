@@ -83,10 +83,11 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let live = crate::live::Channels::start(&config.live)
+    let state = AppState::new(&config)?;
+    let live = crate::live::Channels::start_in(&config.live, Some(state.library().root()))
         .await
         .map_err(io::Error::other)?;
-    let state = AppState::new(&config)?.with_live(live);
+    let state = state.with_live(live.clone());
     let addr = listener.local_addr()?;
     let (nofile, derived) = serve::fd_limits();
     let max_connections = config.limits.max_connections.unwrap_or(derived);
@@ -165,6 +166,10 @@ pub async fn run(
     .await;
     if let Some(task) = tls_task {
         let _ = task.await;
+    }
+    // The live events end with the server: recordings become VOD assets.
+    for asset in live.stop().await {
+        info!(asset = %asset.display(), "live recording saved");
     }
     Ok(())
 }

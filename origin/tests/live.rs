@@ -476,3 +476,203 @@ async fn an_srt_input_that_goes_away_and_comes_back_is_a_new_period() {
     )
     .await;
 }
+
+/// An origin (`run`, the whole server) over a temporary library with `configs`, and the
+/// means to stop it gracefully.
+struct Origin {
+    base: String,
+    library: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn origin(configs: Vec<LiveConfig>, library: Option<tempfile::TempDir>) -> Origin {
+    let library = library.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let mut config = dashcdn_origin::ServeConfig::new(library.path());
+    config.live = configs;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(dashcdn_origin::run(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    until("the origin answers", Duration::from_secs(40), || async {
+        http.get(format!("{base}/healthz")).send().await.is_ok()
+    })
+    .await;
+    Origin {
+        base,
+        library,
+        stop: Some(stop),
+        server,
+    }
+}
+
+impl Origin {
+    /// Graceful shutdown; returns the library.
+    async fn shut_down(mut self) -> tempfile::TempDir {
+        let _ = self.stop.take().unwrap().send(());
+        (&mut self.server).await.unwrap().unwrap();
+        self.library
+    }
+}
+
+/// The one asset folder in `library` named `NAME-…`, and nothing half-written beside it.
+fn recorded_asset(library: &Path, name: &str) -> String {
+    let names: Vec<String> = std::fs::read_dir(library)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "no staging folder left: {names:?}"
+    );
+    let mine: Vec<_> = names
+        .iter()
+        .filter(|n| n.starts_with(&format!("{name}-")))
+        .collect();
+    assert_eq!(mine.len(), 1, "one recording of {name}: {names:?}");
+    mine[0].clone()
+}
+
+fn static_mpd(library: &Path, asset: &str) -> dash_mpd_core::MPD {
+    let xml = std::fs::read_to_string(library.join(asset).join("manifest.mpd")).unwrap();
+    assert_valid(&xml);
+    let mpd = dash_mpd_core::parse(&xml).expect("MPD parses");
+    assert_eq!(mpd.mpdtype.as_deref(), Some("static"), "{xml}");
+    mpd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a real-time encoder recorded for about 8 s"]
+async fn a_recorded_channel_becomes_a_vod_asset_when_the_server_stops() {
+    let mut c = light("rec", Input::Testsrc);
+    c.record = true;
+    let o = origin(vec![c], None).await;
+    let started = Instant::now();
+    // While the event runs, nothing of it is an asset yet.
+    let listing: serde_json::Value = reqwest::get(format!("{}/vod/", o.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listing["assets"].as_array().unwrap().len(), 0, "{listing}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let recorded_for = started.elapsed().as_secs_f64();
+    let library = o.shut_down().await;
+
+    let asset = recorded_asset(library.path(), "rec");
+    let mpd = static_mpd(library.path(), &asset);
+    assert_eq!(mpd.periods.len(), 1, "one encoder run, one Period");
+    let duration = mpd.mediaPresentationDuration.unwrap().as_secs_f64();
+    // The channel's first media came just before the server answered; it stopped when told.
+    assert!(
+        (recorded_for - 1.0..=recorded_for + 1.5).contains(&duration),
+        "recorded {duration:.2} s of an event that ran {recorded_for:.2} s"
+    );
+
+    // Served as any VOD asset: listed, and ffmpeg plays it from its MPD over HTTP.
+    let o = origin(Vec::new(), Some(library)).await;
+    let listing: serde_json::Value = reqwest::get(format!("{}/vod/", o.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listing["assets"][0]["name"], asset.as_str(), "{listing}");
+    let url = format!("{}/vod/{asset}/manifest.mpd", o.base);
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i", &url])
+        .args(["-map", "0:v:0", "-f", "framemd5", "-"])
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && errors.is_empty(),
+        "ffmpeg: {errors}"
+    );
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    let seconds = frames as f64 / 25.0;
+    assert!(
+        (seconds - duration).abs() <= 0.2,
+        "{frames} frames = {seconds:.2} s decoded, the MPD says {duration:.2} s"
+    );
+    o.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a recorded real-time encoder killed and restarted, about 12 s"]
+async fn a_recording_with_an_outage_has_a_period_per_run() {
+    let mut c = light("gap", Input::Testsrc);
+    c.record = true;
+    let o = origin(vec![c], None).await;
+    let http = reqwest::Client::new();
+    let mpd_url = format!("{}/live/gap/manifest.mpd", o.base);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = encoder_pid("gap").expect("the channel's ffmpeg is running");
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    until("a second period", Duration::from_secs(15), || async {
+        periods(&http, &mpd_url).await.1.len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let library = o.shut_down().await;
+
+    let asset = recorded_asset(library.path(), "gap");
+    let mpd = static_mpd(library.path(), &asset);
+    assert_eq!(mpd.periods.len(), 2, "a Period per encoder run");
+    // Laid end to end: the second starts where the first ends.
+    let p0 = &mpd.periods[0];
+    let p1 = &mpd.periods[1];
+    let end0 = p0.start.unwrap().as_secs_f64() + p0.duration.unwrap().as_secs_f64();
+    assert!((p1.start.unwrap().as_secs_f64() - end0).abs() < 0.002);
+    let total = mpd.mediaPresentationDuration.unwrap().as_secs_f64();
+    assert!((total - end0 - p1.duration.unwrap().as_secs_f64()).abs() < 0.002);
+    // Every recorded segment of each run decodes after that run's init segment, and the
+    // frames add up to the Period's duration.
+    for p in &mpd.periods {
+        let dir = library
+            .path()
+            .join(&asset)
+            .join(format!("{}-v0", p.id.as_deref().unwrap()));
+        let mut numbers: Vec<u64> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".m4s")?.parse().ok()
+            })
+            .collect();
+        numbers.sort();
+        let start = p.adaptations[0].representations[0]
+            .SegmentTemplate
+            .as_ref()
+            .and_then(|t| t.startNumber)
+            .unwrap();
+        assert_eq!(numbers[0], start, "{numbers:?}");
+        let mut all = std::fs::read(dir.join("init.mp4")).unwrap();
+        for n in &numbers {
+            all.extend(std::fs::read(dir.join(format!("{n}.m4s"))).unwrap());
+        }
+        let joined = library.path().join("joined.mp4");
+        std::fs::write(&joined, all).unwrap();
+        let (errors, frames) = decode(&joined);
+        assert!(errors.is_empty(), "ffmpeg: {errors}");
+        let seconds = frames as f64 / 25.0;
+        let duration = p.duration.unwrap().as_secs_f64();
+        assert!(
+            (seconds - duration).abs() <= 0.2,
+            "{:?}: {frames} frames, Period duration {duration:.2} s",
+            p.id
+        );
+        std::fs::remove_file(&joined).unwrap();
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -35,6 +35,13 @@ pub enum LiveError {
         name: String,
         input: String,
         reason: String,
+    },
+    #[error("live channel {name:?}: cannot record into the library {}", library.display())]
+    Record {
+        name: String,
+        library: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("live channel {name:?}: starting ffmpeg")]
     Spawn {
@@ -65,12 +72,31 @@ impl Drop for Channel {
 }
 
 impl Channel {
-    pub(crate) async fn start(config: LiveConfig) -> Result<Channel, LiveError> {
+    /// Starts the encoder; with `config.record`, records into `library`.
+    pub(crate) async fn start(
+        config: LiveConfig,
+        library: Option<&Path>,
+    ) -> Result<Channel, LiveError> {
         let store = Arc::new(Store::new(Timing {
             segment: config.segment_duration,
             chunk: config.chunk_duration,
             window: config.window,
         }));
+        if config.record {
+            let Some(library) = library else {
+                return Err(LiveError::Config {
+                    name: config.name.clone(),
+                    why: "record = true needs a library to record into",
+                });
+            };
+            let recorder =
+                super::record::start(&config, library).map_err(|source| LiveError::Record {
+                    name: config.name.clone(),
+                    library: library.to_owned(),
+                    source,
+                })?;
+            store.record_to(recorder);
+        }
         let mut run = Run::spawn(&config, &store)?;
         let waited = if config.input.waits_for_publisher() {
             // A listener waits for its publisher: only an immediate failure is an error.
@@ -96,6 +122,26 @@ impl Channel {
             store,
             supervisor,
         })
+    }
+
+    /// Stops the encoder and, when recording, publishes the recording; returns the
+    /// asset's folder.
+    pub(crate) async fn stop(&self) -> Option<PathBuf> {
+        self.supervisor.abort();
+        // The abort drops the run, which kills ffmpeg; what its segmenters already read
+        // is in the recording, and the segment in progress ends where the encoder stopped.
+        for _ in 0..200 {
+            if self.supervisor.is_finished() {
+                break;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        self.store.end_run();
+        let answer = self.store.finish_recording()?;
+        tokio::task::spawn_blocking(move || answer.recv().ok().flatten())
+            .await
+            .ok()
+            .flatten()
     }
 }
 

@@ -10,6 +10,7 @@
 //! chunk_duration = 0.5
 //! window = 120
 //! target_latency = 1.5
+//! record = false               # true: the event becomes /vod/NAME-<start time>/ at the end
 //! ```
 
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub(crate) struct RawLive {
     chunk_duration: Option<f64>,
     window: Option<f64>,
     target_latency: Option<f64>,
+    record: Option<bool>,
 }
 
 fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
@@ -99,6 +101,7 @@ impl RawLive {
         c.chunk_duration = seconds("chunk_duration", self.chunk_duration, c.chunk_duration)?;
         c.window = seconds("window", self.window, c.window)?;
         c.target_latency = seconds("target_latency", self.target_latency, c.target_latency)?;
+        c.record = self.record.unwrap_or(false);
         c.validate()
             .map_err(|e| ConfigError::field(format!("live.{}", c.name), &c.name, e.to_string()))?;
         Ok(c)
@@ -123,13 +126,15 @@ mod tests {
     fn the_doc_example_parses() {
         let c = parse(
             "[[live]]\nname = \"news\"\ninput = \"testsrc\"\nladder = \"360p:800k,240p:400k,144p:150k\"\n\
-             segment_duration = 2\nchunk_duration = 0.5\nwindow = 120\ntarget_latency = 1.5\n",
+             segment_duration = 2\nchunk_duration = 0.5\nwindow = 120\ntarget_latency = 1.5\n\
+             record = true\n",
         )
         .unwrap();
         assert_eq!(c.ladder.len(), 4);
         assert_eq!(c.ladder[0], Rung::video("v0", 640, 360, 800));
         assert_eq!(c.ladder[2], Rung::video("v2", 256, 144, 150));
         assert_eq!(c.chunk_duration, Duration::from_millis(500));
+        assert!(c.record);
     }
 
     #[test]

@@ -103,6 +103,54 @@ pub(crate) fn moof_decode_time(moof: &[u8]) -> Option<u64> {
     }
 }
 
+/// Sum of the sample durations of the first track fragment in a whole `moof` box, in the
+/// track's timescale: `trun` per-sample durations, else `tfhd`'s default (ISO/IEC 14496-12
+/// §8.8.7, §8.8.8). `None` when neither is present (the default then lives in `trex`).
+pub(crate) fn moof_duration(moof: &[u8]) -> Option<u64> {
+    let traf = find(moof.get(8..)?, &[b"traf"])?;
+    let u32_at = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let mut default = None;
+    if let Some(tfhd) = find(traf, &[b"tfhd"]) {
+        let flags = u32_at(tfhd, 0)? & 0x00ff_ffff;
+        // track_ID, then the optional fields in order.
+        let mut at = 8;
+        if flags & 0x01 != 0 {
+            at += 8; // base_data_offset
+        }
+        if flags & 0x02 != 0 {
+            at += 4; // sample_description_index
+        }
+        if flags & 0x08 != 0 {
+            default = Some(u32_at(tfhd, at)?);
+        }
+    }
+    let trun = find(traf, &[b"trun"])?;
+    let flags = u32_at(trun, 0)? & 0x00ff_ffff;
+    let count = u32_at(trun, 4)? as usize;
+    if flags & 0x100 == 0 {
+        return default.map(|d| u64::from(d) * count as u64);
+    }
+    let mut at = 8;
+    if flags & 0x01 != 0 {
+        at += 4; // data_offset
+    }
+    if flags & 0x04 != 0 {
+        at += 4; // first_sample_flags
+    }
+    let per_sample = [0x100, 0x200, 0x400, 0x800]
+        .iter()
+        .filter(|f| flags & *f != 0)
+        .count()
+        * 4;
+    let mut total = 0u64;
+    for i in 0..count {
+        total += u64::from(u32_at(trun, at + i * per_sample)?);
+    }
+    Some(total)
+}
+
 /// What the MPD needs from an init segment (`ftyp`+`moov`).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct InitInfo {
@@ -214,6 +262,26 @@ mod tests {
         let tfdt0 = [0, 0, 0, 0, 0, 0, 0, 7];
         let moof = in_box(b"moof", &in_box(b"traf", &in_box(b"tfdt", &tfdt0)));
         assert_eq!(moof_decode_time(&moof), Some(7));
+    }
+
+    #[test]
+    fn moof_duration_from_trun_or_tfhd_default() {
+        // trun: flags duration|size, 2 samples of 512 and 488.
+        let mut trun = vec![0, 0, 0x03, 0x00, 0, 0, 0, 2];
+        for (d, s) in [(512u32, 9u32), (488, 7)] {
+            trun.extend(d.to_be_bytes());
+            trun.extend(s.to_be_bytes());
+        }
+        let moof = in_box(b"moof", &in_box(b"traf", &in_box(b"trun", &trun)));
+        assert_eq!(moof_duration(&moof), Some(1000));
+        // tfhd default-sample-duration 1024 (after sample_description_index), trun of 3.
+        let mut tfhd = vec![0, 0, 0, 0x0a, 0, 0, 0, 1, 0, 0, 0, 1];
+        tfhd.extend(1024u32.to_be_bytes());
+        let trun = [0, 0, 0, 0, 0, 0, 0, 3];
+        let mut traf = in_box(b"tfhd", &tfhd);
+        traf.extend(in_box(b"trun", &trun));
+        let moof = in_box(b"moof", &in_box(b"traf", &traf));
+        assert_eq!(moof_duration(&moof), Some(3072));
     }
 
     #[test]

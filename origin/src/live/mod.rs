@@ -25,6 +25,7 @@ mod fmp4;
 mod http;
 mod input;
 mod mpd;
+mod record;
 mod store;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,9 @@ pub struct LiveConfig {
     pub window: Duration,
     /// `ServiceDescription` latency target the player steers to.
     pub target_latency: Duration,
+    /// Keep every segment and, when the event ends, publish it as the VOD asset
+    /// `/vod/NAME-<start time>/` (see `record`).
+    pub record: bool,
 }
 
 impl LiveConfig {
@@ -73,6 +77,7 @@ impl LiveConfig {
             chunk_duration: Duration::from_millis(500),
             window: Duration::from_secs(120),
             target_latency: Duration::from_millis(1500),
+            record: false,
         }
     }
 
@@ -164,8 +169,18 @@ pub struct Channels {
 
 impl Channels {
     /// Starts every channel; fails, naming the channel and its INPUT, if ffmpeg cannot
-    /// open an input (a file or `testsrc`) or produce its first segments.
+    /// open an input (a file or `testsrc`) or produce its first segments. A channel with
+    /// `record` needs [`Channels::start_in`].
     pub async fn start(configs: &[LiveConfig]) -> Result<Channels, LiveError> {
+        Channels::start_in(configs, None).await
+    }
+
+    /// [`Channels::start`], recording the channels with `record` into `library` (the
+    /// origin's media library: the recording appears there as a VOD asset).
+    pub async fn start_in(
+        configs: &[LiveConfig],
+        library: Option<&std::path::Path>,
+    ) -> Result<Channels, LiveError> {
         let mut by_name = BTreeMap::new();
         for config in configs {
             config.validate()?;
@@ -175,7 +190,7 @@ impl Channels {
                     why: "two channels with this name",
                 });
             }
-            let ch = channel::Channel::start(config.clone()).await?;
+            let ch = channel::Channel::start(config.clone(), library).await?;
             by_name.insert(config.name.clone(), Arc::new(ch));
         }
         Ok(Channels {
@@ -186,6 +201,17 @@ impl Channels {
     /// Channel names, sorted.
     pub fn names(&self) -> Vec<String> {
         self.by_name.keys().cloned().collect()
+    }
+
+    /// Stops every channel's encoder and publishes the recordings of those with
+    /// `record`; returns the recorded assets' folders. The server calls this on a
+    /// graceful shutdown.
+    pub async fn stop(&self) -> Vec<std::path::PathBuf> {
+        let mut published = Vec::new();
+        for ch in self.by_name.values() {
+            published.extend(ch.stop().await);
+        }
+        published
     }
 
     fn get(&self, name: &str) -> Option<&Arc<channel::Channel>> {

@@ -6,7 +6,8 @@
 //! Nothing here touches the disk: a live window of 120 s at 3 rungs is a few tens of MB.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::fmp4::{self, InitInfo};
+use super::record::Event;
 use super::Rung;
 
 /// Timing shared by the segmenter, the MPD and the handlers.
@@ -80,6 +82,9 @@ pub(crate) struct Store {
     inner: Mutex<Inner>,
     /// Bumped on every chunk, init and period change; handlers wait on it.
     changed: watch::Sender<u64>,
+    /// `record = true`: every period, init and chunk also goes to the recorder
+    /// ([`super::record`]); taken when the recording is finished.
+    recorder: Mutex<Option<mpsc::Sender<Event>>>,
 }
 
 impl Store {
@@ -88,7 +93,34 @@ impl Store {
             timing,
             inner: Mutex::new(Inner::default()),
             changed: watch::Sender::new(0),
+            recorder: Mutex::new(None),
         }
+    }
+
+    /// Sends every period, init and chunk from now on to `recorder` too.
+    pub(crate) fn record_to(&self, recorder: mpsc::Sender<Event>) {
+        *self.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
+    }
+
+    fn record(&self, event: impl FnOnce() -> Event) {
+        let recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = recorder.as_ref() {
+            // A gone recorder (it failed or finished) just stops getting events.
+            let _ = r.send(event());
+        }
+    }
+
+    /// Ends the recording, if any: the recorder publishes the asset and answers with its
+    /// folder (`None`: nothing to publish).
+    pub(crate) fn finish_recording(&self) -> Option<mpsc::Receiver<Option<PathBuf>>> {
+        let recorder = self
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        let (tx, rx) = mpsc::channel();
+        recorder.send(Event::Finish(tx)).ok()?;
+        Some(rx)
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -121,6 +153,11 @@ impl Store {
             start_number,
             tracks: Vec::new(),
         });
+        self.record(|| Event::Period {
+            id,
+            start_number,
+            began,
+        });
         // Close whatever the previous run left open: its encoder is gone.
         for segments in inner.segments.values_mut() {
             if let Some(last) = segments.back_mut() {
@@ -134,6 +171,10 @@ impl Store {
 
     pub(crate) fn set_init(&self, period: u32, track: Track) {
         let mut inner = self.lock();
+        self.record(|| Event::Init {
+            period,
+            track: track.clone(),
+        });
         if let Some(p) = inner.periods.iter_mut().find(|p| p.id == period) {
             p.tracks.retain(|t| t.rung.id != track.rung.id);
             p.tracks.push(track);
@@ -179,10 +220,33 @@ impl Store {
         let keep = (self.timing.window.as_secs_f64() / self.timing.segment.as_secs_f64()).ceil()
             as u64
             + 2;
+        let recorded = |first: bool, prft: &Bytes, chunk: &Bytes| {
+            self.record(|| {
+                let samples = fmp4::moof_duration(chunk).unwrap_or_else(|| {
+                    (self.timing.chunk.as_secs_f64() * f64::from(track.timescale)) as u64
+                });
+                let mut bytes = Vec::with_capacity(3);
+                if first {
+                    bytes.push(fmp4::styp());
+                }
+                bytes.extend([prft.clone(), chunk.clone()]);
+                Event::Chunk {
+                    period,
+                    rep: rep.to_owned(),
+                    number,
+                    bytes,
+                    end: (decode_time + samples) as f64 / f64::from(track.timescale.max(1)),
+                }
+            })
+        };
         let segments = inner.segments.entry(rep.to_owned()).or_default();
         match segments.back_mut() {
-            Some(last) if last.number == number => last.chunks.extend([prft, chunk]),
+            Some(last) if last.number == number => {
+                recorded(false, &prft, &chunk);
+                last.chunks.extend([prft, chunk]);
+            }
             _ => {
+                recorded(true, &prft, &chunk);
                 if let Some(last) = segments.back_mut() {
                     last.complete = true;
                 }
