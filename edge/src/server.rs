@@ -1,7 +1,7 @@
-//! The edge's lifecycle: health checks, the plain listener on the shared accept loop
-//! (`dashcdn_http::serve`: connection caps, header/idle/send timeouts, 431, graceful
-//! shutdown, the same as the origin's), the HTTPS listener beside it, and the handler that
-//! turns a request into an admin answer or a proxied one.
+//! The edge's lifecycle: health checks, the plain listener
+//! and the HTTPS listener beside it, both on the shared accept loop (`dashcdn_http::serve`:
+//! connection caps, header/idle/send timeouts, 431, graceful shutdown, the same as the
+//! origin's), and the handler that turns a request into an admin answer or a proxied one.
 //!
 //! The handler is one function (a cache lookup on every path) rather than a router: it
 //! gains nothing from routing.
@@ -63,34 +63,12 @@ pub async fn run(
         .build()
         .map_err(|e| EdgeError::Setup(dashcdn_config::chain(&e)))?;
     let http01 = https.as_ref().map(|h| h.http01()).unwrap_or_default();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let tls_task = match https {
-        None => None,
-        Some(https) => {
-            let tls_listener = TcpListener::bind(https.listen).await.map_err(|e| {
-                EdgeError::Setup(format!("cannot listen on {} ({e})", https.listen))
-            })?;
-            let tls_sh = sh.clone();
-            let mut stopped = stopped.clone();
-            Some(tokio::spawn(https.serve(
-                tls_listener,
-                move |peer| {
-                    let sh = tls_sh.clone();
-                    service_fn(move |req: Request<Incoming>| {
-                        let sh = sh.clone();
-                        async move { Ok::<_, Infallible>(handle(&sh, req, peer).await) }
-                    })
-                },
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            )))
-        }
-    };
+    // One accept loop for plain HTTP and HTTPS: the same caps, timeouts and metrics.
+    let (listeners, _upkeep) = sh.config.tls.listeners(listener, https).await?;
     let limits = sh.limits.clone();
     let observer = sh.fill.metrics.clone();
-    dashcdn_http::serve::serve(
-        listener,
+    dashcdn_http::serve::serve_listeners(
+        listeners,
         limits,
         observer,
         move |peer| {
@@ -99,6 +77,7 @@ pub async fn run(
             service_fn(move |req: Request<Incoming>| {
                 let sh = sh.clone();
                 // ACME HTTP-01 (only while a validation runs): before the proxy, never cached.
+                // (Answered on the HTTPS listener too: harmless, the CA asks over port 80.)
                 let acme = http01.respond(req.uri().path());
                 async move {
                     if let Some(answer) = acme {
@@ -108,15 +87,9 @@ pub async fn run(
                 }
             })
         },
-        async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        },
+        shutdown,
     )
     .await;
-    if let Some(task) = tls_task {
-        let _ = task.await;
-    }
     health.abort();
     Ok(())
 }
@@ -147,10 +120,7 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> R
     if let Some(started) = started {
         body.access = Some(Box::new(Access {
             method: parts.method,
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.to_string(), |pq| pq.as_str().to_string()),
+            target: parts.uri,
             peer,
             status,
             cache: served.cache.as_str(),

@@ -1,27 +1,28 @@
-//! `--tls-*` and `--acme-*` for the origin and the edge (flatten [`TlsArgs`] into a clap
-//! parser; the same keys in a `[tls]` table of the TOML config), and [`Https`]: what they
-//! build — the certificate set, the reload watcher, ACME, and the HTTPS accept loop.
+//! `--tls-*`, `--acme-*`, `--redirect-https` and `--h2c` for the origin and the edge
+//! (flatten [`TlsArgs`] into a clap parser; the same keys in a `[tls]` table of the TOML
+//! config), and [`Https`]: what they build — the certificate set, the reload watcher and
+//! ACME. [`TlsArgs::listeners`] turns them into the [`Listener`]s a server hands to the one
+//! accept loop, [`crate::serve::serve_listeners`], so HTTPS has the plain listener's caps,
+//! timeouts and metrics.
 //!
 //! ```text
 //! dashcdn edge ... --tls-listen 0.0.0.0:8443 \
 //!     --tls-cert site.pem --tls-key site.key --tls-cert other.pem --tls-key other.key
 //! dashcdn edge ... --tls-listen 0.0.0.0:443 --acme-directory URL --acme-domain cdn.example \
 //!     --acme-dir /var/lib/dashcdn/acme [--acme-challenge http-01|tls-alpn-01|dns-01]
+//! dashcdn edge ... --tls-listen 0.0.0.0:443 ... --redirect-https --h2c
 //! ```
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::{Body, Incoming};
-use hyper::service::Service;
-use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
 use crate::acme::{Acme, AcmeConfig, Challenge, Http01Answers, HttpTxtPublisher};
-use crate::tls::{serve_tls, CertPair, Limits, TlsConfig, TlsError, TlsServer};
+use crate::serve::Listener;
+use crate::tls::{CertPair, TlsConfig, TlsError, TlsServer};
 
 /// TLS listener and ACME settings (CLI flags and `[tls]` in the config file).
 #[derive(
@@ -69,6 +70,13 @@ pub struct TlsArgs {
         env = "DASHCDN_ACME_DNS_TOKEN"
     )]
     pub acme_dns_token: Option<String>,
+    /// Plain HTTP answers 308 to the same URL on https:// (the --tls-listen port), except
+    /// /.well-known/acme-challenge/, /healthz, /metrics, /_edge/healthz and /_edge/metrics
+    #[arg(long = "redirect-https")]
+    pub redirect_https: bool,
+    /// Also accept cleartext HTTP/2 (h2c, prior knowledge) on the plain listener
+    #[arg(long = "h2c")]
+    pub h2c: bool,
 }
 
 /// Errors in the TLS settings themselves (before any file is read).
@@ -84,6 +92,8 @@ pub enum TlsArgsError {
     Challenge(String),
     #[error("--acme-challenge dns-01 needs --acme-dns-url and --acme-dns-token")]
     Dns01Incomplete,
+    #[error("--redirect-https needs --tls-listen (the HTTPS listener to send clients to)")]
+    RedirectWithoutTls,
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -116,12 +126,17 @@ impl TlsArgs {
             acme_challenge: self.acme_challenge.or(file.acme_challenge),
             acme_dns_url: self.acme_dns_url.or(file.acme_dns_url),
             acme_dns_token: self.acme_dns_token.or(file.acme_dns_token),
+            redirect_https: self.redirect_https || file.redirect_https,
+            h2c: self.h2c || file.h2c,
         }
     }
 
     /// Check and load: `None` when no `--tls-listen`. Certificate errors name the file.
     pub fn build(&self) -> Result<Option<Https>, TlsArgsError> {
         let Some(listen) = self.listen else {
+            if self.redirect_https {
+                return Err(TlsArgsError::RedirectWithoutTls);
+            }
             return Ok(None);
         };
         if self.cert.len() != self.key.len() {
@@ -175,12 +190,46 @@ impl TlsArgs {
                 Some(Arc::new(acme))
             }
         };
-        Ok(Some(Https {
-            listen,
-            tls,
-            acme,
-            limits: Limits::default(),
-        }))
+        Ok(Some(Https { listen, tls, acme }))
+    }
+
+    /// The listeners for the shared accept loop: `plain` with `--h2c` and
+    /// `--redirect-https` applied, and `https`'s TLS listener bound on `--tls-listen`
+    /// (first, so the redirect names its real port); with the HTTPS upkeep (certificate
+    /// reload on SIGHUP and file change, ACME), which runs until the [`Upkeep`] is dropped.
+    pub async fn listeners(
+        &self,
+        plain: TcpListener,
+        https: Option<Https>,
+    ) -> std::io::Result<(Vec<Listener>, Upkeep)> {
+        let mut listeners = Vec::with_capacity(2);
+        let mut upkeep = Upkeep(Vec::new());
+        let mut https_port = None;
+        if let Some(https) = https {
+            let tcp = TcpListener::bind(https.listen).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {} ({e})", https.listen))
+            })?;
+            https_port = Some(tcp.local_addr()?.port());
+            upkeep = https.spawn_upkeep();
+            listeners.push(Listener::tls(tcp, https.tls.server_config()));
+        }
+        let plain = Listener::plain(plain)
+            .h2c(self.h2c)
+            .redirect_https(https_port.filter(|_| self.redirect_https));
+        listeners.insert(0, plain);
+        Ok((listeners, upkeep))
+    }
+}
+
+/// Background work of an HTTPS listener (certificate reload, ACME); stopped on drop.
+#[derive(Debug)]
+pub struct Upkeep(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -190,7 +239,6 @@ pub struct Https {
     pub listen: SocketAddr,
     pub tls: Arc<TlsServer>,
     pub acme: Option<Arc<Acme>>,
-    pub limits: Limits,
 }
 
 impl Https {
@@ -200,63 +248,15 @@ impl Https {
         self.acme.as_ref().map(|a| a.http01()).unwrap_or_default()
     }
 
-    /// Bind `listen` and serve (see [`Https::serve`]).
-    pub async fn bind_and_serve<M, S, B>(
-        self,
-        make_service: M,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()>
-    where
-        M: Fn(SocketAddr) -> S,
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let listener = TcpListener::bind(self.listen).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {} ({e})", self.listen))
-        })?;
-        self.serve(listener, make_service, shutdown).await
-    }
-
-    /// Serve HTTPS on `listener` until `shutdown`; meanwhile reload certificates on SIGHUP
-    /// and file change, and run ACME when configured.
-    pub async fn serve<M, S, B>(
-        self,
-        listener: TcpListener,
-        make_service: M,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()>
-    where
-        M: Fn(SocketAddr) -> S,
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        let watcher = self.tls.watch(Duration::from_secs(5), stopped());
-        let acme = self.acme.clone().map(|a| a.spawn(stopped()));
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        });
-        let result = serve_tls(listener, self.tls, self.limits, make_service, stopped()).await;
-        watcher.abort();
-        if let Some(a) = acme {
-            a.abort();
+    /// Start the certificate reload watcher (SIGHUP, file change) and ACME when configured.
+    pub fn spawn_upkeep(&self) -> Upkeep {
+        let mut tasks = vec![self
+            .tls
+            .watch(Duration::from_secs(5), std::future::pending())];
+        if let Some(acme) = &self.acme {
+            tasks.push(acme.clone().spawn(std::future::pending()));
         }
-        result
+        Upkeep(tasks)
     }
 }
 

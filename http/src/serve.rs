@@ -1,5 +1,15 @@
-//! The one accept loop of origin and edge: hyper's HTTP/1 connection with the
-//! protections `axum::serve` lacks, so both servers hold the same promises.
+//! The one accept loop of origin and edge, for plain HTTP and HTTPS alike: hyper's HTTP/1
+//! and HTTP/2 connections with the protections `axum::serve` lacks, so both servers, and
+//! both their listeners, hold the same promises.
+//!
+//! A server hands [`serve_listeners`] its [`Listener`]s: plain ones (HTTP/1.1, plus
+//! prior-knowledge HTTP/2 when [`Listener::h2c`] is on, optionally answering 308 to HTTPS,
+//! [`Listener::redirect_https`]) and TLS ones ([`Listener::tls`]). One loop accepts on all of
+//! them; TLS is only a different connection type: the handshake runs inside the
+//! connection's own task under `handshake_timeout` and the watchdog, never in the accept
+//! loop, then ALPN picks HTTP/2 or HTTP/1.1. Caps, timeouts and [`Observer`] events are the
+//! same for every listener (the per-client cap counts a client's plain and TLS connections
+//! together).
 //!
 //! - **Connection cap** (`max_connections`) and **per-client cap**
 //!   (`max_connections_per_client`, by source address): beyond either, a short 503 with
@@ -12,6 +22,14 @@
 //!   dropped with its connection (nginx's and Varnish's `send_timeout`), so slow readers
 //!   cannot pin response bodies in memory.
 //! - **Head size**: a request head over `max_header_bytes` gets 431 (hyper).
+//! - **TLS handshake**: a client that has not finished it within `handshake_timeout` (and
+//!   the header timeout, counted from the accept) is closed; counted as a header timeout.
+//!   A refused TLS connection is closed without a 503: it has no channel to read one on.
+//! - **HTTP/2** (TLS ALPN `h2`, or h2c): hyper's flood limits (rapid reset, CONTINUATION,
+//!   stream count, header list size, keep-alive PING), see [`Limits`]. The header timeout
+//!   covers the first request; after it an HTTP/2 connection with no stream open is timed
+//!   by `idle_timeout` (its frames are not request heads, so they do not restart a header
+//!   clock), and the send timeout applies as for HTTP/1.
 //! - **HTTP/1 strictness** (RFC 9112 §3.2, §6.1): an HTTP/1.1 request without exactly one
 //!   `Host`, or with `Transfer-Encoding` sent twice, gets 400 and the connection closes.
 //!
@@ -31,23 +49,25 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, HOST, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_TYPE, HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -72,11 +92,30 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// The body of the 503 a refused connection gets, e.g. `edge at capacity`.
     pub busy_text: &'static str,
+    /// TLS: a client that has not finished the handshake by then is closed.
+    pub handshake_timeout: Duration,
+    /// HTTP/2: streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: bytes of one decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE); h2 also
+    /// counts CONTINUATION frames against it, which bounds a CONTINUATION flood
+    /// (CVE-2024-27316 family).
+    pub h2_max_header_list_size: u32,
+    /// HTTP/2: remotely reset streams queued before the connection is closed with
+    /// ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2: streams the server resets because of client errors before closing
+    /// ("MadeYouReset").
+    pub h2_max_local_error_reset_streams: usize,
+    /// HTTP/2: PING interval on a quiet connection, and how long to wait for the answer
+    /// (SETTINGS and PING floods are bounded inside h2 itself).
+    pub h2_keepalive_interval: Duration,
+    pub h2_keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
     /// A cap derived from the open-file limit, a quarter of it per client, 10 s for a
-    /// head, 60 s idle, 30 s without send progress, 16 KiB heads.
+    /// head (and for a TLS handshake), 60 s idle, 30 s without send progress, 16 KiB heads,
+    /// 128 HTTP/2 streams per connection.
     fn default() -> Self {
         let (_, max_connections) = fd_limits();
         Limits {
@@ -88,6 +127,13 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             drain_timeout: Duration::from_secs(10),
             busy_text: "at capacity",
+            handshake_timeout: Duration::from_secs(10),
+            h2_max_concurrent_streams: 128,
+            h2_max_header_list_size: 32 * 1024,
+            h2_max_pending_accept_reset_streams: 32,
+            h2_max_local_error_reset_streams: 256,
+            h2_keepalive_interval: Duration::from_secs(30),
+            h2_keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -169,10 +215,83 @@ impl Observer for ConnStats {
     }
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown`, then lets open connections finish (up
-/// to `limits.drain_timeout`). `make_service` is called once per connection with the
-/// peer's address; for an axum `Router`, wrap it in
-/// `hyper_util::service::TowerToHyperService`.
+/// One listening socket and how its connections are spoken.
+pub struct Listener {
+    tcp: TcpListener,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    /// Cleartext HTTP/1.1; `h2c`: prior-knowledge HTTP/2 too; `redirect`: the HTTPS port
+    /// every request not exempt ([`redirect_exempt`]) is sent to with 308.
+    Plain { h2c: bool, redirect: Option<u16> },
+    /// TLS, then HTTP/2 or HTTP/1.1 by ALPN.
+    Tls(TlsAcceptor),
+}
+
+impl Listener {
+    /// Cleartext HTTP/1.1.
+    pub fn plain(tcp: TcpListener) -> Listener {
+        Listener {
+            tcp,
+            kind: Kind::Plain {
+                h2c: false,
+                redirect: None,
+            },
+        }
+    }
+
+    /// TLS with `config` (its ALPN list decides what is offered: `h2`, `http/1.1`; a
+    /// connection that negotiates anything else, e.g. TLS-ALPN-01's `acme-tls/1`, ends after
+    /// the handshake, RFC 8737 §3).
+    pub fn tls(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Listener {
+        Listener {
+            tcp,
+            kind: Kind::Tls(TlsAcceptor::from(config)),
+        }
+    }
+
+    /// Plain listeners: also accept cleartext HTTP/2 with prior knowledge (RFC 9113 §3.3).
+    /// There is no `Upgrade: h2c` (RFC 9113 removed it).
+    pub fn h2c(mut self, on: bool) -> Listener {
+        if let Kind::Plain { h2c, .. } = &mut self.kind {
+            *h2c = on;
+        }
+        self
+    }
+
+    /// Plain listeners: answer 308 with the same URL on `https://` and `port`, except for
+    /// the paths [`redirect_exempt`] keeps on plain HTTP.
+    pub fn redirect_https(mut self, port: Option<u16>) -> Listener {
+        if let Kind::Plain { redirect, .. } = &mut self.kind {
+            *redirect = port;
+        }
+        self
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, Kind::Tls(_))
+    }
+}
+
+/// Paths a plain listener keeps serving under [`Listener::redirect_https`]: ACME HTTP-01
+/// (RFC 8555 §8.3: the CA fetches it over port 80, and a redirect would only cost it a
+/// round trip), and the health and metrics probes of geodns, Prometheus and load
+/// balancers, which speak plain HTTP.
+pub fn redirect_exempt(path: &str) -> bool {
+    path.starts_with("/.well-known/acme-challenge/")
+        || matches!(
+            path,
+            "/healthz" | "/metrics" | "/_edge/healthz" | "/_edge/metrics"
+        )
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` (see [`serve_listeners`]).
 pub async fn serve<M, S, B>(
     listener: TcpListener,
     limits: Limits,
@@ -189,22 +308,109 @@ pub async fn serve<M, S, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_header_size(limits.max_header_bytes)
-        .max_buf_size((limits.max_header_bytes * 2).max(8192))
-        .keep_alive(true);
+    serve_listeners(
+        vec![Listener::plain(listener)],
+        limits,
+        observer,
+        make_service,
+        shutdown,
+    )
+    .await
+}
+
+/// The connection builders, made once per [`serve_listeners`] from its [`Limits`].
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// HTTP/1.1 or prior-knowledge HTTP/2 (h2c), told apart by the connection preface.
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: &Limits) -> Builders {
+        let max_buf = (limits.max_header_bytes * 2).max(8192);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(max_buf)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(limits.h2_max_header_list_size)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+            .keep_alive_interval(limits.h2_keepalive_interval)
+            .keep_alive_timeout(limits.h2_keepalive_timeout);
+        // hyper-util's auto builder holds its own copies of both; the same settings.
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        // (No max_header_size there: its read buffer bounds the head, hyper answers 431.)
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(limits.h2_max_header_list_size)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+            .keep_alive_interval(limits.h2_keepalive_interval)
+            .keep_alive_timeout(limits.h2_keepalive_timeout);
+        Builders { http1, http2, auto }
+    }
+}
+
+/// Serves every listener until `shutdown`, then lets open connections finish (up to
+/// `limits.drain_timeout`). `make_service` is called once per connection with the peer's
+/// address; for an axum `Router`, wrap it in `hyper_util::service::TowerToHyperService`.
+pub async fn serve_listeners<M, S, B>(
+    listeners: Vec<Listener>,
+    limits: Limits,
+    observer: Arc<dyn Observer>,
+    make_service: M,
+    shutdown: impl Future<Output = ()>,
+) where
+    M: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    for l in listeners.iter().filter(|l| l.is_tls()) {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "tls: listening on {addr}");
+        }
+    }
+    let builders = Arc::new(Builders::new(&limits));
     let limits = Arc::new(limits);
     let slots = Arc::new(Slots::default());
     let graceful = GracefulShutdown::new();
+    // Which listener is polled first turns over, so a flood on one cannot starve another.
+    let mut first = 0usize;
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let accept = std::future::poll_fn(|cx| {
+            let n = listeners.len();
+            for i in 0..n {
+                let at = (first + i) % n;
+                if let Poll::Ready(r) = listeners[at].tcp.poll_accept(cx) {
+                    return Poll::Ready((at, r));
+                }
+            }
+            Poll::Pending
+        });
+        let (at, stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+            (at, accepted) = accept => match accepted {
+                Ok((stream, peer)) => (at, stream, peer),
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning. The derived cap
                     // keeps descriptors in reserve, so this means something else holds them.
@@ -214,12 +420,16 @@ pub async fn serve<M, S, B>(
                 }
             },
         };
+        first = first.wrapping_add(1);
+        let kind = listeners[at].kind.clone();
         let slot = match slots.take(peer.ip(), &limits) {
             Ok(slot) => slot,
             Err(event) => {
                 observer.event(event);
                 debug!(%peer, ?event, "connection refused");
-                tokio::spawn(reject(stream, limits.busy_text));
+                if let Kind::Plain { .. } = kind {
+                    tokio::spawn(reject(stream, limits.busy_text));
+                }
                 continue;
             }
         };
@@ -228,42 +438,106 @@ pub async fn serve<M, S, B>(
             debug!(%error, "cannot set TCP_NODELAY");
         }
         let state = Arc::new(ConnState::new());
+        let redirect = match kind {
+            Kind::Plain { redirect, .. } => redirect,
+            Kind::Tls(_) => None,
+        };
         let service = {
             let state = Arc::clone(&state);
             let inner = Arc::new(make_service(peer));
             hyper::service::service_fn(move |request: Request<Incoming>| {
                 let state = Arc::clone(&state);
                 let inner = Arc::clone(&inner);
-                async move { Ok::<_, Infallible>(handle(&*inner, state, request).await) }
+                async move { Ok::<_, Infallible>(handle(&*inner, state, redirect, request).await) }
             })
         };
-        let io = TokioIo::new(Watched {
+        let io = Watched {
             inner: stream,
             state: Arc::clone(&state),
-        });
-        let conn = graceful.watch(builder.serve_connection(io, service));
+        };
+        let watcher = graceful.watcher();
         let observer = Arc::clone(&observer);
         let limits = Arc::clone(&limits);
+        let builders = Arc::clone(&builders);
         tokio::spawn(async move {
-            tokio::select! {
-                ended = conn => if let Err(error) = ended {
-                    debug!(%peer, %error, "connection ended with an error");
-                },
-                event = watchdog(&state, &limits) => {
-                    debug!(%peer, ?event, "closing connection");
-                    observer.event(event);
+            let watchdog = watchdog(&state, &limits);
+            tokio::pin!(watchdog);
+            let ended = match kind {
+                Kind::Plain { h2c: false, .. } => {
+                    let conn = builders.http1.serve_connection(TokioIo::new(io), service);
+                    drive(watcher.watch(conn), &mut watchdog).await
                 }
+                Kind::Plain { h2c: true, .. } => {
+                    state.sniff_preface.store(true, Ordering::Relaxed);
+                    let conn = builders.auto.serve_connection(TokioIo::new(io), service);
+                    drive(watcher.watch(conn), &mut watchdog).await
+                }
+                Kind::Tls(acceptor) => {
+                    let shake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(io));
+                    let tls = tokio::select! {
+                        event = &mut watchdog => Err(Some(event)),
+                        shaken = shake => match shaken {
+                            Ok(Ok(tls)) => Ok(tls),
+                            Ok(Err(error)) => {
+                                debug!(%peer, %error, "tls: handshake failed");
+                                Err(None)
+                            }
+                            Err(_) => Err(Some(ConnEvent::HeaderTimeout)),
+                        },
+                    };
+                    match tls {
+                        Err(event) => event,
+                        Ok(tls) => match tls.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => {
+                                state.multiplexed.store(true, Ordering::Relaxed);
+                                let conn =
+                                    builders.http2.serve_connection(TokioIo::new(tls), service);
+                                drive(watcher.watch(conn), &mut watchdog).await
+                            }
+                            None | Some(b"http/1.1") => {
+                                let conn =
+                                    builders.http1.serve_connection(TokioIo::new(tls), service);
+                                drive(watcher.watch(conn), &mut watchdog).await
+                            }
+                            Some(other) => {
+                                // RFC 8737 §3: a TLS-ALPN-01 validation is the handshake itself.
+                                tracing::info!(%peer, alpn = %String::from_utf8_lossy(other), "tls: answered a handshake-only validation");
+                                None
+                            }
+                        },
+                    }
+                }
+            };
+            if let Some(event) = ended {
+                debug!(%peer, ?event, "closing connection");
+                observer.event(event);
             }
             observer.event(ConnEvent::Closed);
             drop(slot);
         });
     }
-    drop(listener);
+    drop(listeners);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(limits.drain_timeout) => {
             warn!("connections still open after {:?}; closing", limits.drain_timeout);
         }
+    }
+}
+
+/// Runs a connection until it ends or its watchdog fires; `Some(why)` for the latter.
+async fn drive<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    watchdog: &mut Pin<&mut impl Future<Output = ConnEvent>>,
+) -> Option<ConnEvent> {
+    tokio::select! {
+        ended = conn => {
+            if let Err(error) = ended {
+                debug!(%error, "connection ended with an error");
+            }
+            None
+        }
+        event = watchdog => Some(event),
     }
 }
 
@@ -281,11 +555,13 @@ async fn reject(mut stream: TcpStream, busy_text: &'static str) {
     .await;
 }
 
-/// One request: the HTTP/1 checks hyper leaves to the server, then the service; the
-/// response body is wrapped so the watchdog knows when it is done.
+/// One request: the HTTP/1 checks hyper leaves to the server, the HTTPS redirect when the
+/// listener has one, then the service; the response body is wrapped so the watchdog knows
+/// when it is done.
 async fn handle<S, B>(
     service: &S,
     state: Arc<ConnState>,
+    redirect: Option<u16>,
     request: Request<Incoming>,
 ) -> Response<Served<B>>
 where
@@ -293,17 +569,47 @@ where
 {
     state.request_started();
     let guard = InFlight(Arc::clone(&state));
-    if let Some(reason) = strictness(&request) {
-        debug!(reason, "bad request");
-        let mut response = Response::new(Served::Refused {
-            body: Full::new(Bytes::from(format!("bad request: {reason}\n"))),
+    let own = |status: StatusCode, text: String, guard: InFlight| {
+        let mut response = Response::new(Served::Own {
+            body: Full::new(Bytes::from(text)),
             _guard: guard,
         });
-        *response.status_mut() = StatusCode::BAD_REQUEST;
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        response
+    };
+    if let Some(reason) = strictness(&request) {
+        debug!(reason, "bad request");
+        let mut response = own(
+            StatusCode::BAD_REQUEST,
+            format!("bad request: {reason}\n"),
+            guard,
+        );
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
         return response;
+    }
+    if let Some(port) = redirect.filter(|_| !redirect_exempt(request.uri().path())) {
+        return match https_location(&request, port) {
+            // RFC 9110 §15.4.9: 308 keeps the method and body, unlike 301.
+            Some(location) => {
+                let mut response = own(
+                    StatusCode::PERMANENT_REDIRECT,
+                    "use https\n".to_string(),
+                    guard,
+                );
+                response.headers_mut().insert(LOCATION, location);
+                response
+            }
+            None => own(
+                StatusCode::BAD_REQUEST,
+                "bad request: no Host to redirect to https\n".to_string(),
+                guard,
+            ),
+        };
     }
     let response = match service.call(request).await {
         Ok(response) => response,
@@ -313,6 +619,32 @@ where
         body,
         _guard: guard,
     })
+}
+
+/// `https://HOST[:PORT]/path?query` for a plain request: the host from the request target
+/// or `Host` without its port, the HTTPS listener's port unless it is 443.
+fn https_location<T>(request: &Request<T>, port: u16) -> Option<HeaderValue> {
+    let authority = match request.uri().authority() {
+        Some(a) => a.clone(),
+        None => request
+            .headers()
+            .get(HOST)?
+            .to_str()
+            .ok()?
+            .parse::<http::uri::Authority>()
+            .ok()?,
+    };
+    let host = authority.host();
+    if host.is_empty() {
+        return None;
+    }
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    HeaderValue::from_str(&location).ok()
 }
 
 /// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
@@ -401,6 +733,11 @@ struct ConnState {
     head_started: AtomicU64,
     /// Since when a write has been waiting for the client to accept bytes.
     write_blocked: AtomicU64,
+    /// HTTP/2: reads are frames of any stream (or PINGs), not a request head, so they do
+    /// not start the header clock; a quiet connection is timed by `idle_timeout`.
+    multiplexed: AtomicBool,
+    /// h2c listeners: look at the first bytes for the HTTP/2 connection preface.
+    sniff_preface: AtomicBool,
 }
 
 impl ConnState {
@@ -412,6 +749,8 @@ impl ConnState {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NEVER),
             write_blocked: AtomicU64::new(NEVER),
+            multiplexed: AtomicBool::new(false),
+            sniff_preface: AtomicBool::new(false),
         }
     }
 
@@ -440,13 +779,14 @@ impl ConnState {
                 since => (since + ms(limits.send_timeout), ConnEvent::SendTimeout),
             };
         }
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            // A fresh connection owes its first request head from the accept (for TLS,
+            // the handshake included), however slowly its first bytes came.
+            return (ms(limits.header_timeout), ConnEvent::HeaderTimeout);
+        }
         let head = self.head_started.load(Ordering::Relaxed);
         if head != NEVER {
             return (head + ms(limits.header_timeout), ConnEvent::HeaderTimeout);
-        }
-        if self.requests.load(Ordering::Relaxed) == 0 {
-            // A fresh connection owes its first request head from the accept.
-            return (ms(limits.header_timeout), ConnEvent::HeaderTimeout);
         }
         let idle = self.idle_since.load(Ordering::Relaxed);
         (idle + ms(limits.idle_timeout), ConnEvent::IdleTimeout)
@@ -483,11 +823,11 @@ impl Drop for InFlight {
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request [`InFlight`] until hyper drops it: the
-    /// service's own body, or the server's 400 for a request it refused.
+    /// service's own body, or the server's own answer (a 400, an HTTPS redirect).
     #[project = ServedProj]
     pub enum Served<B> {
         Inner { #[pin] body: B, _guard: InFlight },
-        Refused { #[pin] body: Full<Bytes>, _guard: InFlight },
+        Own { #[pin] body: Full<Bytes>, _guard: InFlight },
     }
 }
 
@@ -505,21 +845,21 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project() {
             ServedProj::Inner { body, .. } => body.poll_frame(cx).map_err(Into::into),
-            ServedProj::Refused { body, .. } => body.poll_frame(cx).map_err(|never| match never {}),
+            ServedProj::Own { body, .. } => body.poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Served::Inner { body, .. } => body.is_end_stream(),
-            Served::Refused { body, .. } => body.is_end_stream(),
+            Served::Own { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Served::Inner { body, .. } => body.size_hint(),
-            Served::Refused { body, .. } => body.size_hint(),
+            Served::Own { body, .. } => body.size_hint(),
         }
     }
 }
@@ -540,7 +880,13 @@ impl AsyncRead for Watched {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             let state = &self.state;
-            if state.in_flight.load(Ordering::Relaxed) == 0
+            if state.sniff_preface.swap(false, Ordering::Relaxed)
+                && buf.filled()[before..].starts_with(b"PRI * HTTP/2.0")
+            {
+                state.multiplexed.store(true, Ordering::Relaxed);
+            }
+            if !state.multiplexed.load(Ordering::Relaxed)
+                && state.in_flight.load(Ordering::Relaxed) == 0
                 && state.head_started.load(Ordering::Relaxed) == NEVER
             {
                 state.head_started.store(state.now(), Ordering::Relaxed);
@@ -642,6 +988,7 @@ mod tests {
             max_header_bytes: 16 * 1024,
             drain_timeout: Duration::from_secs(10),
             busy_text: "busy",
+            ..Limits::default()
         }
     }
 

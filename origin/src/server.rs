@@ -83,11 +83,10 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let state = AppState::new(&config)?;
-    let live = crate::live::Channels::start_in(&config.live, Some(state.library().root()))
+    let live = crate::live::Channels::start(&config.live)
         .await
         .map_err(io::Error::other)?;
-    let state = state.with_live(live.clone());
+    let state = AppState::new(&config)?.with_live(live);
     let addr = listener.local_addr()?;
     let (nofile, derived) = serve::fd_limits();
     let max_connections = config.limits.max_connections.unwrap_or(derived);
@@ -114,7 +113,7 @@ pub async fn run(
     state.web().log_startup();
     let metrics = Arc::clone(state.metrics());
     metrics.set_connections_max(max_connections);
-    // HTTPS beside plain HTTP (docs/tls.md): the same router, HTTP/2 by ALPN.
+    // HTTPS beside plain HTTP (docs/tls.md): the same router, HTTP/2 by ALPN (or h2c).
     let https = config
         .tls
         .build()
@@ -135,42 +134,16 @@ pub async fn run(
             }),
         );
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let tls_task = match https {
-        None => None,
-        Some(https) => {
-            let tls_listener = TcpListener::bind(https.listen).await.map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {} ({e})", https.listen))
-            })?;
-            let svc = hyper_util::service::TowerToHyperService::new(router.clone());
-            let mut stopped = stopped.clone();
-            Some(tokio::spawn(https.serve(
-                tls_listener,
-                move |_| svc.clone(),
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            )))
-        }
-    };
-    serve::serve(
-        listener,
+    // One accept loop for plain HTTP and HTTPS: the same caps, timeouts and metrics.
+    let (listeners, _upkeep) = config.tls.listeners(listener, https).await?;
+    serve::serve_listeners(
+        listeners,
         limits,
         metrics,
         move |_peer| hyper_util::service::TowerToHyperService::new(router.clone()),
-        async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        },
+        shutdown,
     )
     .await;
-    if let Some(task) = tls_task {
-        let _ = task.await;
-    }
-    // The live events end with the server: recordings become VOD assets.
-    for asset in live.stop().await {
-        info!(asset = %asset.display(), "live recording saved");
-    }
     Ok(())
 }
 
