@@ -131,6 +131,16 @@ pub struct StreamFlags {
     /// Stop after this many seconds of media.
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
+    /// Live (dynamic MPD): stop after S seconds of wall time (else --duration of media
+    /// played, else Ctrl-C).
+    #[arg(long, value_name = "S")]
+    pub live_seconds: Option<f64>,
+    /// Play the audio AdaptationSet whose @lang is LANG (e.g. fra, en).
+    #[arg(long, value_name = "LANG")]
+    pub audio_lang: Option<String>,
+    /// Fetch the subtitle (text) track whose @lang is LANG and count its cues.
+    #[arg(long, value_name = "LANG")]
+    pub subtitles: Option<String>,
     /// Shape downloads to a bandwidth trace (sabre JSON or `time Mbps` text).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
@@ -313,6 +323,16 @@ async fn stream_cmd(url: String, f: StreamFlags) -> Result<()> {
     opts.abr = f.abr;
     opts.session = session_config(&f.model)?;
     opts.duration_s = f.duration;
+    if let Some(l) = f.live_seconds {
+        if !(l.is_finite() && l > 0.0) {
+            bail!("--live-seconds {l}: must be a positive number of seconds");
+        }
+    }
+    opts.live_seconds = f.live_seconds;
+    opts.tracks = crate::tracks::TrackPrefs {
+        audio_lang: f.audio_lang.clone(),
+        subtitles: f.subtitles.clone(),
+    };
     opts.trace = f.trace.as_deref().map(Trace::load).transpose()?;
     opts.dns = f.dns.as_deref().map(parse_dns).transpose()?;
     opts.client_subnet = f.client_subnet.clone();
@@ -441,6 +461,42 @@ fn print_summary(s: &crate::qoe::Summary, json: bool) -> Result<()> {
             "failures          {} retries, {} failovers",
             s.retries, s.failovers
         )?;
+    }
+    if s.integrity_failures > 0 {
+        writeln!(
+            o,
+            "integrity         {} segment downloads refused (boxes did not add up) and fetched again",
+            s.integrity_failures
+        )?;
+    }
+    if let (Some(mean), Some(p95)) = (s.live_latency_s, s.live_latency_p95_s) {
+        writeln!(o, "live latency      {mean:.3} s mean, {p95:.3} s p95")?;
+    }
+    if let Some(l) = &s.live {
+        writeln!(
+            o,
+            "live              target {:.2} s, {} in-progress segments, catch-up {:.1} s, {} skips, {} MPD refreshes, {} periods",
+            l.target_latency_s, l.in_progress_segments, l.catchup_s, l.skips, l.mpd_refreshes, l.periods
+        )?;
+    }
+    if let Some(t) = &s.tracks {
+        let list = |v: &[crate::tracks::TrackInfo]| {
+            v.iter().map(|t| t.lang.as_str()).collect::<Vec<_>>().join(", ")
+        };
+        if let Some(a) = &t.audio {
+            writeln!(o, "audio             {} (available: {})", a.lang, list(&t.audio_available))?;
+        }
+        if let Some(st) = &t.subtitles {
+            writeln!(
+                o,
+                "subtitles         {} ({} cues; available: {})",
+                st.lang,
+                t.subtitle_cues.unwrap_or(0),
+                list(&t.subtitles_available)
+            )?;
+        } else if !t.subtitles_available.is_empty() {
+            writeln!(o, "subtitles         off (available: {})", list(&t.subtitles_available))?;
+        }
     }
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! Layout (all private): `session` is one playback session as a state machine, shared by
 //! streaming and simulation; `buffer`, `estimate`, `qoe` its model and metrics; `abr` the
 //! algorithms; `content`, `trace`, `movie` the lab's inputs; `sim` the lab (sabre's network
-//! model); `stream`, `mpd`, `net`, `dns`, `shape` streaming; `plot` the `--plot` SVG;
+//! model); `stream`, `mpd`, `net`, `dns`, `shape` streaming; `live` dynamic MPDs (live
+//! and low-latency: clock, catch-up, chunk-wise playback); `tracks` audio language and
+//! subtitle choice; `plot` the `--plot` SVG;
 //! `log` the `--log` writer thread.
 
 #![warn(unreachable_pub)]
@@ -21,6 +23,7 @@ mod content;
 mod dns;
 mod estimate;
 mod lab;
+mod live;
 mod log;
 mod movie;
 mod mpd;
@@ -33,6 +36,7 @@ mod sim;
 mod stream;
 mod trace;
 mod tracegen;
+mod tracks;
 
 pub use abr::{robust::RobustConfig, AbrKind};
 pub use content::Content;
@@ -42,9 +46,10 @@ pub use log::LogSink;
 pub use movie::content_from_mpd;
 pub use mpd::{parse as parse_mpd, MpdError, Resource};
 pub use net::{Net, NetConfig, NetError, ResolveOverride};
-pub use qoe::Summary;
+pub use qoe::{LiveStats, Summary};
 pub use session::SessionConfig;
 pub use sim::{run_all, simulate, SimResult, Variant};
 pub use stream::{stream_many, stream_report, PlayerError, Report, StreamOptions};
 pub use trace::{Period, Trace};
 pub use tracegen::{generate, write_sabre, Family, Split};
+pub use tracks::{TrackInfo, TrackPrefs, Tracks};

@@ -15,6 +15,8 @@
 use dash_mpd_core::{AdaptationSet, Period, Representation, SegmentTemplate, SegmentTimeline, MPD};
 use url::Url;
 
+use crate::tracks::{pick_audio, pick_text, TrackPrefs};
+
 #[derive(Debug, thiserror::Error)]
 pub enum MpdError {
     #[error("{url} is not an MPD: {reason}")]
@@ -27,6 +29,13 @@ pub enum MpdError {
     NoVideo { url: String },
     #[error("{url}: bad sidx: {problem}")]
     Sidx { url: String, problem: String },
+    #[error("{url}: no {kind} track in language `{lang}`; the presentation has: {available}")]
+    NoTrack {
+        url: String,
+        kind: &'static str,
+        lang: String,
+        available: String,
+    },
 }
 
 /// One fetchable piece: a URL and maybe a byte range (inclusive, as in HTTP).
@@ -88,7 +97,8 @@ pub struct PeriodPlan {
     pub duration_s: f64,
     /// Video representations, lowest bandwidth first.
     pub video: Vec<Rep>,
-    /// The audio representation played (audio has no ABR: the highest bandwidth one).
+    /// The audio representation played (audio has no ABR: the highest bandwidth one of
+    /// the chosen language's AdaptationSet).
     pub audio: Option<Rep>,
 }
 
@@ -97,16 +107,20 @@ pub struct Presentation {
     pub url: Url,
     pub duration_s: f64,
     pub periods: Vec<PeriodPlan>,
+    /// Audio and subtitle tracks chosen and on offer (first period).
+    pub tracks: crate::tracks::Tracks,
+    /// The chosen subtitle track's WebVTT file (`--subtitles`).
+    pub subtitle_url: Option<Url>,
 }
 
-fn unsupported(url: &Url, feature: impl Into<String>) -> MpdError {
+pub(crate) fn unsupported(url: &Url, feature: impl Into<String>) -> MpdError {
     MpdError::Unsupported {
         url: url.to_string(),
         feature: feature.into(),
     }
 }
 
-fn invalid(url: &Url, problem: impl Into<String>) -> MpdError {
+pub(crate) fn invalid(url: &Url, problem: impl Into<String>) -> MpdError {
     MpdError::Invalid {
         url: url.to_string(),
         problem: problem.into(),
@@ -155,7 +169,7 @@ fn init_resource(
     })
 }
 
-fn join(base: &Url, rel: &str, mpd_url: &Url) -> Result<Url, MpdError> {
+pub(crate) fn join(base: &Url, rel: &str, mpd_url: &Url) -> Result<Url, MpdError> {
     base.join(rel.trim()).map_err(|e| {
         invalid(
             mpd_url,
@@ -164,7 +178,7 @@ fn join(base: &Url, rel: &str, mpd_url: &Url) -> Result<Url, MpdError> {
     })
 }
 
-fn base_of(base: &Url, urls: &[dash_mpd_core::BaseURL], mpd_url: &Url) -> Result<Url, MpdError> {
+pub(crate) fn base_of(base: &Url, urls: &[dash_mpd_core::BaseURL], mpd_url: &Url) -> Result<Url, MpdError> {
     // Several BaseURLs are alternatives (DVB failover); the first is used.
     match urls.first() {
         Some(b) => join(base, &b.base, mpd_url),
@@ -240,7 +254,7 @@ pub(crate) fn expand_template(
 }
 
 /// Template fields merged Period → AdaptationSet → Representation (the lower level wins).
-fn merge_template(levels: &[Option<&SegmentTemplate>]) -> Option<SegmentTemplate> {
+pub(crate) fn merge_template(levels: &[Option<&SegmentTemplate>]) -> Option<SegmentTemplate> {
     let mut out: Option<SegmentTemplate> = None;
     for t in levels.iter().flatten() {
         let t = (*t).clone();
@@ -540,6 +554,11 @@ fn secs(d: &Option<std::time::Duration>) -> Option<f64> {
 
 /// Parses MPD text fetched from `url`.
 pub fn parse(xml: &str, url: &Url) -> Result<Presentation, MpdError> {
+    plan(&parse_doc(xml, url)?, url, &TrackPrefs::default())
+}
+
+/// The MPD document, before planning (live and on-demand plan differently).
+pub(crate) fn parse_doc(xml: &str, url: &Url) -> Result<MPD, MpdError> {
     let trimmed = xml.trim_start_matches('\u{feff}').trim_start();
     if !trimmed.starts_with('<') {
         return Err(MpdError::NotMpd {
@@ -547,15 +566,30 @@ pub fn parse(xml: &str, url: &Url) -> Result<Presentation, MpdError> {
             reason: "the document is not XML".into(),
         });
     }
-    let mpd: MPD = dash_mpd_core::parse(xml).map_err(|e| MpdError::NotMpd {
+    dash_mpd_core::parse(xml).map_err(|e| MpdError::NotMpd {
         url: url.to_string(),
         reason: e.to_string(),
-    })?;
-    plan(&mpd, url)
+    })
 }
 
-/// Builds the playlist of a parsed MPD.
-pub(crate) fn plan(mpd: &MPD, url: &Url) -> Result<Presentation, MpdError> {
+/// The sidecar WebVTT file of a text AdaptationSet: its (first) Representation's BaseURL.
+pub(crate) fn text_url(set: &AdaptationSet, base: &Url, mpd_url: &Url) -> Result<Url, MpdError> {
+    let base = base_of(base, &set.BaseURL, mpd_url)?;
+    let rep = set
+        .representations
+        .first()
+        .ok_or_else(|| invalid(mpd_url, "a text AdaptationSet has no Representation"))?;
+    if rep.BaseURL.is_empty() {
+        return Err(unsupported(
+            mpd_url,
+            "segmented subtitles (only a sidecar text/vtt Representation with a BaseURL is fetched)",
+        ));
+    }
+    base_of(&base, &rep.BaseURL, mpd_url)
+}
+
+/// Builds the playlist of a parsed MPD, with the tracks `prefs` asks for.
+pub(crate) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<Presentation, MpdError> {
     if mpd.mpdtype.as_deref() == Some("dynamic") {
         return Err(unsupported(
             url,
@@ -572,6 +606,8 @@ pub(crate) fn plan(mpd: &MPD, url: &Url) -> Result<Presentation, MpdError> {
     let base = base_of(url, &mpd.base_url, url)?;
     let mut periods = Vec::new();
     let mut start = 0.0;
+    let mut tracks = crate::tracks::Tracks::default();
+    let mut subtitle_url = None;
     for (i, p) in mpd.periods.iter().enumerate() {
         if p.href.is_some() {
             return Err(unsupported(url, "xlink on Period (remote periods)"));
@@ -593,10 +629,28 @@ pub(crate) fn plan(mpd: &MPD, url: &Url) -> Result<Presentation, MpdError> {
                 url: url.to_string(),
             });
         };
-        let aset = p
+        let audio_sets: Vec<&AdaptationSet> = p
             .adaptations
             .iter()
-            .find(dash_mpd_core::is_audio_adaptation);
+            .filter(dash_mpd_core::is_audio_adaptation)
+            .collect();
+        let aset = pick_audio(&audio_sets, prefs.audio_lang.as_deref(), url)?;
+        if i == 0 {
+            let text_sets: Vec<&AdaptationSet> = p
+                .adaptations
+                .iter()
+                .filter(dash_mpd_core::is_subtitle_adaptation)
+                .collect();
+            tracks.audio = aset.map(crate::tracks::info);
+            tracks.audio_available = audio_sets.iter().map(|s| crate::tracks::info(s)).collect();
+            tracks.subtitles_available =
+                text_sets.iter().map(|s| crate::tracks::info(s)).collect();
+            if let Some(want) = &prefs.subtitles {
+                let t = pick_text(&text_sets, want, url)?;
+                tracks.subtitles = Some(crate::tracks::info(t));
+                subtitle_url = Some(text_url(t, &p_base, url)?);
+            }
+        }
         let set_plan = |set: &AdaptationSet| -> Result<Vec<Rep>, MpdError> {
             if set.href.is_some() {
                 return Err(unsupported(url, "xlink on AdaptationSet"));
@@ -643,6 +697,8 @@ pub(crate) fn plan(mpd: &MPD, url: &Url) -> Result<Presentation, MpdError> {
         url: url.clone(),
         duration_s,
         periods,
+        tracks,
+        subtitle_url,
     })
 }
 
@@ -674,9 +730,8 @@ impl Presentation {
         }
     }
 
-    /// Checks that every period has the same number of video rungs and that all rungs of a
-    /// period have the same segment count (segment alignment); the player switches between
-    /// rungs at segment boundaries.
+    /// [`Presentation::check_aligned`], and every period with the same number of video
+    /// rungs (what the ABR lab's movie model needs: one size table).
     pub fn validate(&self) -> Result<(), MpdError> {
         let rungs = self.periods[0].video.len();
         for (pi, p) in self.periods.iter().enumerate() {
@@ -689,6 +744,15 @@ impl Presentation {
                     ),
                 ));
             }
+        }
+        self.check_aligned()
+    }
+
+    /// Checks that all rungs of a period have the same segment count (segment alignment);
+    /// the player switches between rungs at segment boundaries. Periods may have ladders
+    /// of their own (see [`Presentation::rung`]).
+    pub fn check_aligned(&self) -> Result<(), MpdError> {
+        for p in &self.periods {
             let n = p.video[0].segments().len();
             if let Some(r) = p.video.iter().find(|r| r.segments().len() != n) {
                 return Err(unsupported(
@@ -703,6 +767,12 @@ impl Presentation {
             }
         }
         Ok(())
+    }
+
+    /// The rung of period `period` that plays quality `quality` of the session's ladder
+    /// (period 0's, see [`Presentation::content`]).
+    pub fn rung(&self, period: usize, quality: usize) -> usize {
+        rung_for(&self.periods[0].video, &self.periods[period].video, quality)
     }
 
     /// The video segments of the whole presentation in play order: (period, index in period).
@@ -730,9 +800,8 @@ impl Presentation {
         for p in &self.periods {
             for si in 0..p.video[0].segments().len() {
                 durations.push(p.video[0].segments()[si].duration_s * 1000.0);
-                let row: Vec<f64> = p
-                    .video
-                    .iter()
+                let row: Vec<f64> = (0..self.periods[0].video.len())
+                    .map(|q| &p.video[rung_for(&self.periods[0].video, &p.video, q)])
                     .map(|r| match r.segments()[si].resource.range_len() {
                         Some(n) => n as f64 * 8.0,
                         None => {
@@ -760,6 +829,17 @@ impl Presentation {
             sizes_bits: all_sized.then_some(sizes),
         }
     }
+}
+
+/// A quality of ladder `of` played from ladder `to` (another period's): the same index when
+/// the ladders have as many rungs, else the highest rung of `to` not above its bandwidth
+/// (the lowest when all are above).
+pub(crate) fn rung_for(of: &[Rep], to: &[Rep], quality: usize) -> usize {
+    if of.len() == to.len() {
+        return quality.min(to.len() - 1);
+    }
+    let want = of[quality.min(of.len() - 1)].bandwidth;
+    to.iter().rposition(|r| r.bandwidth <= want).unwrap_or(0)
 }
 
 /// Equal @bandwidth on two rungs would make them indistinguishable to the ABR: nudge.

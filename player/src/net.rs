@@ -131,6 +131,31 @@ impl Default for NetConfig {
     }
 }
 
+/// The body so far, as [`Net::fetch_with`] reports it while a download runs.
+pub(crate) struct Progress<'a> {
+    /// Bytes received so far.
+    pub bytes: u64,
+    /// Content-Length (or range length) when the server said it; `None` for a chunked
+    /// response (a live segment still being produced).
+    pub size: Option<u64>,
+    /// Request sent → now.
+    pub since: Duration,
+    /// Request sent → response headers.
+    pub ttfb: Duration,
+    /// The bytes that just arrived.
+    pub data: &'a [u8],
+}
+
+/// What to ask of a fetch beyond getting the bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Want {
+    /// Keep the body in [`Fetch::body`].
+    pub keep: bool,
+    /// A media segment: before it counts as fetched, its box structure must add up
+    /// (`dashcdn_http::cmaf::check`); one that does not is retried like a failed attempt.
+    pub verify: bool,
+}
+
 /// How one fetch went.
 #[derive(Debug, Clone)]
 pub struct Fetch {
@@ -150,8 +175,12 @@ pub struct Fetch {
     pub retries: u32,
     pub failovers: u32,
     pub status: u16,
+    /// Attempts refused because the body's box structure did not add up (a cut segment).
+    pub integrity_failures: u32,
     /// The body, when asked to keep it (indexes, MPDs).
     pub body: Option<Vec<u8>>,
+    /// The `Date` header of the response, when there is one.
+    pub date: Option<String>,
 }
 
 impl Fetch {
@@ -192,6 +221,17 @@ pub struct Net {
 enum Attempt {
     Fatal(NetError),
     Retry(String),
+    /// The body arrived but is not a whole segment (see [`Want::verify`]).
+    Integrity(String),
+}
+
+/// Whether `body` starts like an ISO BMFF file (a box type a segment begins with): only
+/// those are checked, so a WebM or MPEG-TS presentation is not refused for not being MP4.
+fn looks_mp4(body: &[u8]) -> bool {
+    matches!(
+        body.get(4..8),
+        Some(b"styp" | b"moof" | b"sidx" | b"ftyp" | b"prft" | b"emsg" | b"free" | b"mdat" | b"moov")
+    )
 }
 
 impl Net {
@@ -321,6 +361,22 @@ impl Net {
         keep: bool,
         mut on_progress: impl FnMut(u64, Option<u64>, Duration, Duration) -> bool,
     ) -> Result<Fetch, NetError> {
+        let want = Want {
+            keep,
+            verify: false,
+        };
+        self.fetch_with(res, want, |p| on_progress(p.bytes, p.size, p.since, p.ttfb))
+            .await
+    }
+
+    /// [`Net::fetch`] with the bytes themselves passed to `on_progress` as they arrive,
+    /// and the body checked when `want.verify`.
+    pub(crate) async fn fetch_with(
+        &mut self,
+        res: &Resource,
+        want: Want,
+        mut on_progress: impl FnMut(&Progress) -> bool,
+    ) -> Result<Fetch, NetError> {
         let url = &res.url;
         if url.scheme() != "http" {
             return Err(NetError::Scheme(url.to_string()));
@@ -333,6 +389,7 @@ impl Net {
         let mut tried_in_round = 0usize;
         let mut rounds = 0u32;
         let mut force = false;
+        let mut integrity_failures = 0u32;
         let mut last;
         loop {
             let cfg = self.cfg.clone();
@@ -343,7 +400,7 @@ impl Net {
             let client = Net::client(&cfg, pool, &host, addr)?;
             let attempt_start = Instant::now();
             match self
-                .attempt(&client, res, addr, keep, &mut on_progress)
+                .attempt(&client, res, addr, want, &mut on_progress)
                 .await
             {
                 Ok(mut f) => {
@@ -352,10 +409,18 @@ impl Net {
                     }
                     f.retries = retries;
                     f.failovers = failovers;
+                    f.integrity_failures = integrity_failures;
                     return Ok(f);
                 }
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => {
+                Err(attempt) => {
+                    let why = match attempt {
+                        Attempt::Fatal(e) => return Err(e),
+                        Attempt::Retry(why) => why,
+                        Attempt::Integrity(why) => {
+                            integrity_failures += 1;
+                            why
+                        }
+                    };
                     last = format!("{addr}: {why}");
                     retries += 1;
                     on_addr += 1;
@@ -402,8 +467,8 @@ impl Net {
         client: &reqwest::Client,
         res: &Resource,
         addr: SocketAddr,
-        keep: bool,
-        on_progress: &mut impl FnMut(u64, Option<u64>, Duration, Duration) -> bool,
+        want: Want,
+        on_progress: &mut impl FnMut(&Progress) -> bool,
     ) -> Result<Fetch, Attempt> {
         if let Some(s) = &self.shaper {
             let lat = s.latency();
@@ -442,6 +507,7 @@ impl Net {
             (!hops.is_empty()).then(|| hops.join(", "))
         };
         let x_cache = header("x-cache");
+        let date = header("date");
         let edge = via.clone().unwrap_or_else(|| addr.to_string());
         if resp.status().is_server_error() {
             return Err(Attempt::Retry(format!("HTTP {status} from {edge}")));
@@ -464,7 +530,7 @@ impl Net {
         let size = resp.content_length().or(res.range_len());
         let mut stream = resp.bytes_stream();
         let mut bytes = 0u64;
-        let mut body = keep.then(Vec::new);
+        let mut body = (want.keep || want.verify).then(Vec::new);
         let mut abandoned = false;
         loop {
             let chunk = match tokio::time::timeout(timeout, stream.next()).await {
@@ -492,7 +558,14 @@ impl Net {
                 if let Some(b) = &mut body {
                     b.extend_from_slice(piece);
                 }
-                if on_progress(bytes, size, start.elapsed(), ttfb) {
+                let p = Progress {
+                    bytes,
+                    size,
+                    since: start.elapsed(),
+                    ttfb,
+                    data: piece,
+                };
+                if on_progress(&p) {
                     abandoned = true;
                     break;
                 }
@@ -509,6 +582,19 @@ impl Net {
                     )));
                 }
             }
+            if want.verify {
+                let b = body.as_deref().unwrap_or_default();
+                if looks_mp4(b) {
+                    if let Err(e) = dashcdn_http::cmaf::check(b) {
+                        return Err(Attempt::Integrity(format!(
+                            "the segment's boxes do not add up ({bytes} bytes): {e}"
+                        )));
+                    }
+                }
+            }
+        }
+        if !want.keep {
+            body = None;
         }
         Ok(Fetch {
             bytes,
@@ -523,7 +609,9 @@ impl Net {
             retries: 0,
             failovers: 0,
             status,
+            integrity_failures: 0,
             body,
+            date,
         })
     }
 }

@@ -54,6 +54,47 @@ pub struct Summary {
     pub audio_segments: u32,
     pub failovers: u32,
     pub retries: u32,
+    /// Streaming only: segment downloads refused because their boxes did not add up (a
+    /// body cut short), each fetched again; none of them was played.
+    pub integrity_failures: u32,
+    /// Streaming only: the audio and subtitle tracks chosen and on offer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracks: Option<crate::tracks::Tracks>,
+    /// Live only: mean and 95th percentile of the live latency (server wall clock −
+    /// the presentation time being played), sampled every 250 ms of playback, s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_latency_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_latency_p95_s: Option<f64>,
+    /// Live only: how the session kept to the live edge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveStats>,
+}
+
+/// What a live session did to stay near the live edge.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LiveStats {
+    /// ServiceDescription `Latency@target` (or the default), s.
+    pub target_latency_s: f64,
+    pub latency_min_s: f64,
+    pub latency_max_s: f64,
+    /// Latency samples taken.
+    pub latency_samples: usize,
+    /// Wall time played faster than real time to catch up, and slower to hold back, s.
+    pub catchup_s: f64,
+    pub slowdown_s: f64,
+    /// Jumps to the live edge (latency past `Latency@max`), and the media they skipped, s.
+    pub skips: u32,
+    pub skipped_s: f64,
+    /// MPD refreshes (minimumUpdatePeriod), and the periods played.
+    pub mpd_refreshes: u32,
+    pub periods: usize,
+    /// Video segments fetched while still being produced (chunked transfer).
+    pub in_progress_segments: u32,
+    /// Server clock − local clock from UTCTiming, s (0 when the MPD has none).
+    pub clock_offset_s: f64,
+    /// Wall time of the session, s.
+    pub wall_s: f64,
 }
 
 /// Yin et al.'s linear QoE over played bitrates (kbit/s) and rebuffer seconds.

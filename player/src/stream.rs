@@ -22,11 +22,12 @@ use crate::abr::{AbrKind, Progress};
 use crate::dns::{parse_subnet, DnsClient, DnsError};
 use crate::log::LogSink;
 use crate::mpd::{self, Addressing, MpdError, Presentation, Resource};
-use crate::net::{Fetch, Net, NetConfig, NetError, ResolveOverride};
+use crate::net::{Fetch, Net, NetConfig, NetError, ResolveOverride, Want};
 use crate::qoe::{Aggregate, Summary};
 use crate::session::{Fetched, SegmentRecord, Session, SessionConfig, Step};
 use crate::shape::Shaper;
 use crate::trace::Trace;
+use crate::tracks::TrackPrefs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlayerError {
@@ -70,6 +71,11 @@ pub struct StreamOptions {
     pub log: Option<LogSink>,
     /// Tags log lines when several clients share a log.
     pub client: usize,
+    /// `--audio-lang`, `--subtitles`.
+    pub tracks: TrackPrefs,
+    /// Live (dynamic MPD): stop after this much wall time (s); `duration_s` bounds the
+    /// media played instead when this is unset.
+    pub live_seconds: Option<f64>,
 }
 
 impl StreamOptions {
@@ -87,6 +93,8 @@ impl StreamOptions {
             progress: false,
             log: None,
             client: 0,
+            tracks: TrackPrefs::default(),
+            live_seconds: None,
         }
     }
 }
@@ -126,7 +134,7 @@ pub struct Report {
     pub log: Vec<LogEntry>,
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -135,7 +143,7 @@ fn ms(d: Duration) -> f64 {
 /// took less time than the headers it was already in the socket buffer when the headers
 /// were read (a fast link, or a server that sent headers late): timing only the copy out of
 /// the buffer would report tens of Gbit/s. Then the whole request counts as transfer.
-fn latency_part(ttfb: Duration, total: Duration) -> f64 {
+pub(crate) fn latency_part(ttfb: Duration, total: Duration) -> f64 {
     let body = total.saturating_sub(ttfb);
     if body < ttfb {
         0.0
@@ -144,27 +152,30 @@ fn latency_part(ttfb: Duration, total: Duration) -> f64 {
     }
 }
 
-struct Driver {
-    opts: StreamOptions,
-    net: Net,
-    log: Vec<LogEntry>,
-    edges: BTreeMap<String, u32>,
-    cache: BTreeMap<String, u32>,
-    failovers: u32,
-    retries: u32,
-    audio_segments: u32,
+/// Who served what, and what it cost: the per-download log and the counters of the
+/// summary (shared by on-demand and live sessions).
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub log: Vec<LogEntry>,
+    pub edges: BTreeMap<String, u32>,
+    pub cache: BTreeMap<String, u32>,
+    pub failovers: u32,
+    pub retries: u32,
+    pub audio_segments: u32,
+    pub integrity_failures: u32,
 }
 
-impl Driver {
+impl Tally {
     /// Logs one download: `what` is (kind, period, representation id).
-    fn record(
+    pub(crate) fn record(
         &mut self,
+        opts: &StreamOptions,
         (kind, period, rep): (&'static str, usize, &str),
         res: &Resource,
         f: &Fetch,
         at_s: f64,
         video: Option<SegmentRecord>,
-    ) -> Result<(), PlayerError> {
+    ) {
         let edge = f.edge();
         *self.edges.entry(edge.clone()).or_insert(0) += 1;
         if let Some(x) = &f.x_cache {
@@ -177,8 +188,15 @@ impl Driver {
         }
         self.failovers += f.failovers;
         self.retries += f.retries;
+        self.integrity_failures += f.integrity_failures;
+        if f.integrity_failures > 0 {
+            warn!(url = %res.url, attempts = f.integrity_failures, "refused a segment whose boxes did not add up; fetched it again");
+        }
+        if kind == "audio" {
+            self.audio_segments += 1;
+        }
         let e = LogEntry {
-            client: self.opts.client,
+            client: opts.client,
             kind,
             period,
             representation: rep.into(),
@@ -196,11 +214,40 @@ impl Driver {
             lost_ms: ms(f.lost),
             video,
         };
-        if let Some(sink) = &self.opts.log {
+        if let Some(sink) = &opts.log {
             let line = serde_json::to_string(&e).expect("log entries serialise");
             sink.line(line);
         }
         self.log.push(e);
+    }
+
+    /// Copies the counters into `summary`.
+    pub(crate) fn fill(&self, summary: &mut Summary) {
+        summary.edges = self.edges.clone();
+        summary.cache = self.cache.clone();
+        summary.failovers = self.failovers;
+        summary.retries = self.retries;
+        summary.audio_segments = self.audio_segments;
+        summary.integrity_failures = self.integrity_failures;
+    }
+}
+
+struct Driver {
+    opts: StreamOptions,
+    net: Net,
+    tally: Tally,
+}
+
+impl Driver {
+    fn record(
+        &mut self,
+        what: (&'static str, usize, &str),
+        res: &Resource,
+        f: &Fetch,
+        at_s: f64,
+        video: Option<SegmentRecord>,
+    ) -> Result<(), PlayerError> {
+        self.tally.record(&self.opts, what, res, f, at_s, video);
         Ok(())
     }
 
@@ -213,11 +260,12 @@ impl Driver {
         rep: &str,
         res: &Resource,
     ) -> Result<(), PlayerError> {
-        let f = self.net.fetch(res, false, |_, _, _, _| false).await?;
+        let want = Want {
+            keep: false,
+            verify: kind != "init",
+        };
+        let f = self.net.fetch_with(res, want, |_| false).await?;
         session.idle(ms(f.lost + f.total));
-        if kind == "audio" {
-            self.audio_segments += 1;
-        }
         let at = session.elapsed_ms() / 1000.0;
         self.record((kind, period, rep), res, &f, at, None)
     }
@@ -232,22 +280,39 @@ pub(crate) async fn load_presentation(
         url: url.to_string(),
         source,
     })?;
-    Ok(load(net, &url).await?.0)
+    let (doc, retries, failovers) = fetch_doc(net, &url).await?;
+    Ok(plan_vod(net, &doc, &url, &TrackPrefs::default(), retries, failovers)
+        .await?
+        .0)
 }
 
-/// The MPD and its indexes; also the (retries, failovers) these fetches cost.
-async fn load(net: &mut Net, url: &Url) -> Result<(Presentation, u32, u32), PlayerError> {
+/// The MPD document at `url`; also the (retries, failovers) its fetch cost.
+pub(crate) async fn fetch_doc(
+    net: &mut Net,
+    url: &Url,
+) -> Result<(dash_mpd_core::MPD, u32, u32), PlayerError> {
     let res = Resource {
         url: url.clone(),
         range: None,
     };
     let f = net.fetch(&res, true, |_, _, _, _| false).await?;
-    let (mut retries, mut failovers) = (f.retries, f.failovers);
     let body = f.body.unwrap_or_default();
     let text = String::from_utf8(body).map_err(|_| PlayerError::NotText {
         url: url.to_string(),
     })?;
-    let mut pres = mpd::parse(&text, url)?;
+    Ok((mpd::parse_doc(&text, url)?, f.retries, f.failovers))
+}
+
+/// The on-demand playlist of `doc` and its indexes; also the (retries, failovers) so far.
+async fn plan_vod(
+    net: &mut Net,
+    doc: &dash_mpd_core::MPD,
+    url: &Url,
+    prefs: &TrackPrefs,
+    mut retries: u32,
+    mut failovers: u32,
+) -> Result<(Presentation, u32, u32), PlayerError> {
+    let mut pres = mpd::plan(doc, url, prefs)?;
     for (pi, vi) in pres.needs_index() {
         let rep = pres.rep_mut(pi, vi);
         let Addressing::Sidx { media, index } = rep.addressing.clone() else {
@@ -268,8 +333,21 @@ async fn load(net: &mut Net, url: &Url) -> Result<(Presentation, u32, u32), Play
         let segs = mpd::parse_sidx(&f.body.unwrap_or_default(), &media, index)?;
         rep.addressing = Addressing::Segments(segs);
     }
-    pres.validate()?;
+    pres.check_aligned()?;
     Ok((pres, retries, failovers))
+}
+
+/// `--subtitles`: fetches the chosen WebVTT file and counts its cues.
+pub(crate) async fn subtitle_cues(net: &mut Net, url: &Url) -> Result<u32, PlayerError> {
+    let res = Resource {
+        url: url.clone(),
+        range: None,
+    };
+    let f = net.fetch(&res, true, |_, _, _, _| false).await?;
+    let text = String::from_utf8(f.body.unwrap_or_default()).map_err(|_| PlayerError::NotText {
+        url: url.to_string(),
+    })?;
+    Ok(crate::tracks::count_cues(&text))
 }
 
 fn progress_bar(n: usize) -> indicatif::ProgressBar {
@@ -294,13 +372,9 @@ pub(crate) async fn stream(opts: StreamOptions) -> Result<Summary, PlayerError> 
     Ok(stream_report(opts).await?.summary)
 }
 
-/// Streams one session; the summary and the per-download log.
-pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
-    let url = Url::parse(&opts.url).map_err(|source| PlayerError::Url {
-        url: opts.url.clone(),
-        source,
-    })?;
-    let dns = match opts.dns {
+/// The `--dns` resolver of a session, if any.
+pub(crate) fn dns_client(opts: &StreamOptions) -> Result<Option<DnsClient>, PlayerError> {
+    Ok(match opts.dns {
         Some(server) => {
             let subnet = opts
                 .client_subnet
@@ -310,10 +384,27 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
             Some(DnsClient::new(server, subnet))
         }
         None => None,
-    };
+    })
+}
+
+/// Streams one session; the summary and the per-download log.
+pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
+    let url = Url::parse(&opts.url).map_err(|source| PlayerError::Url {
+        url: opts.url.clone(),
+        source,
+    })?;
+    let dns = dns_client(&opts)?;
     let shaper = opts.trace.clone().map(Shaper::new);
     let mut net = Net::new(opts.net.clone(), dns, opts.resolve.clone(), shaper);
-    let (pres, load_retries, load_failovers) = load(&mut net, &url).await?;
+    let (doc, r0, f0) = fetch_doc(&mut net, &url).await?;
+    if doc.mpdtype.as_deref() == Some("dynamic") {
+        return crate::live::play(opts, net, doc, url, (r0, f0)).await;
+    }
+    let (mut pres, load_retries, load_failovers) =
+        plan_vod(&mut net, &doc, &url, &opts.tracks, r0, f0).await?;
+    if let Some(u) = pres.subtitle_url.clone() {
+        pres.tracks.subtitle_cues = Some(subtitle_cues(&mut net, &u).await?);
+    }
 
     let mut order = pres.video_segments();
     let mut content = pres.content();
@@ -363,12 +454,11 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
     let mut d = Driver {
         opts: opts.clone(),
         net,
-        log: Vec::new(),
-        edges: BTreeMap::new(),
-        cache: BTreeMap::new(),
-        failovers: load_failovers,
-        retries: load_retries,
-        audio_segments: 0,
+        tally: Tally {
+            failovers: load_failovers,
+            retries: load_retries,
+            ..Tally::default()
+        },
     };
     let mut inits: HashSet<(usize, Option<usize>)> = HashSet::new();
     let mut audio_next = vec![(0usize, 0.0f64); pres.periods.len()];
@@ -387,19 +477,25 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
                 abandonable,
             } => {
                 let (pi, si) = order[segment];
-                let rep = &pres.periods[pi].video[quality];
-                if !inits.contains(&(pi, Some(quality))) {
+                let rung = pres.rung(pi, quality);
+                let rep = &pres.periods[pi].video[rung];
+                if !inits.contains(&(pi, Some(rung))) {
                     if let Some(init) = &rep.init {
                         d.fetch_plain(&mut session, "init", pi, &rep.id, init)
                             .await?;
                     }
-                    inits.insert((pi, Some(quality)));
+                    inits.insert((pi, Some(rung)));
                 }
                 let res = &rep.segments()[si].resource;
                 let mut abandon_to = None;
+                let want = Want {
+                    keep: false,
+                    verify: true,
+                };
                 let f = d
                     .net
-                    .fetch(res, false, |bytes, size, t, ttfb| {
+                    .fetch_with(res, want, |p| {
+                        let (bytes, size, t, ttfb) = (p.bytes, p.size, p.since, p.ttfb);
                         let (Some(size), true) = (size, abandonable) else {
                             return false;
                         };
@@ -477,17 +573,14 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
         pb.finish_and_clear();
     }
     let mut summary = session.finish();
-    summary.edges = d.edges;
-    summary.cache = d.cache;
-    summary.failovers = d.failovers;
-    summary.retries = d.retries;
-    summary.audio_segments = d.audio_segments;
+    d.tally.fill(&mut summary);
+    summary.tracks = Some(pres.tracks.clone());
     if let Some(sink) = &d.opts.log {
         sink.flush().await.map_err(PlayerError::Log)?;
     }
     Ok(Report {
         summary,
-        log: d.log,
+        log: d.tally.log,
     })
 }
 

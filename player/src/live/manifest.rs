@@ -1,0 +1,368 @@
+//! A dynamic MPD → what a live session needs: the timing (`availabilityStartTime`,
+//! `minimumUpdatePeriod`, `timeShiftBufferDepth`), the ServiceDescription (latency target,
+//! playback-rate bounds), the UTCTiming sources and, per Period, the video ladder and the
+//! audio track with their `SegmentTemplate` (`$Number$` / `$Time$` with `@duration`, and
+//! `availabilityTimeOffset` for segments that can be read while they are produced).
+//!
+//! Times are seconds on the MPD timeline: 0 is `availabilityStartTime`, a Period starts
+//! at `Period@start`, and segment `n` of a Period covers
+//! `start + (n − startNumber) × duration` onwards (ISO/IEC 23009-1 §5.3.9.5.3). A live
+//! SegmentTimeline is refused by name: the origin, ffmpeg's `-ldash` and the DASH-IF
+//! low-latency guidelines all use `@duration` with `$Number$`.
+
+use dash_mpd_core::{AdaptationSet, Representation, MPD};
+use url::Url;
+
+use crate::mpd::{base_of, expand_template, invalid, join, merge_template, unsupported, MpdError};
+use crate::tracks::{self, TrackPrefs, Tracks};
+
+/// One representation of a live Period.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LiveRep {
+    pub(super) id: String,
+    pub(super) bandwidth: u64,
+    media: String,
+    init: Option<String>,
+    base: Url,
+    timescale: u64,
+    /// Segment duration in `timescale` units.
+    duration: u64,
+    pub(super) start_number: u64,
+    pto: u64,
+    /// `availabilityTimeOffset`, s (0 when absent).
+    pub(super) ato_s: f64,
+}
+
+impl LiveRep {
+    pub(super) fn seg_s(&self) -> f64 {
+        self.duration as f64 / self.timescale as f64
+    }
+
+    /// The chunk a low-latency segment is delivered in: the DASH-IF convention is
+    /// `availabilityTimeOffset` = segment − chunk. Without an offset the segment is one
+    /// chunk (playable only when whole).
+    pub(super) fn chunk_s(&self) -> f64 {
+        let seg = self.seg_s();
+        if self.ato_s > 0.0 && self.ato_s < seg {
+            seg - self.ato_s
+        } else {
+            seg
+        }
+    }
+
+    fn expand(&self, tpl: &str, number: u64, mpd_url: &Url) -> Result<Url, MpdError> {
+        let time = self.pto + number.saturating_sub(self.start_number) * self.duration;
+        let s = expand_template(tpl, &self.id, number, time, self.bandwidth)
+            .map_err(|e| invalid(mpd_url, e))?;
+        join(&self.base, &s, mpd_url)
+    }
+
+    pub(super) fn url(&self, number: u64, mpd_url: &Url) -> Result<Url, MpdError> {
+        self.expand(&self.media, number, mpd_url)
+    }
+
+    pub(super) fn init_url(&self, mpd_url: &Url) -> Result<Option<Url>, MpdError> {
+        self.init
+            .as_deref()
+            .map(|i| self.expand(i, self.start_number, mpd_url))
+            .transpose()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LivePeriod {
+    /// `Period@id`, else its position: how a refreshed MPD's Period is recognised.
+    pub(super) id: String,
+    pub(super) start_s: f64,
+    /// The next Period's start, or `start + Period@duration`; `None`: still going.
+    pub(super) end_s: Option<f64>,
+    /// Lowest bandwidth first.
+    pub(super) video: Vec<LiveRep>,
+    pub(super) audio: Option<LiveRep>,
+}
+
+impl LivePeriod {
+    pub(super) fn seg_s(&self) -> f64 {
+        self.video[0].seg_s()
+    }
+
+    pub(super) fn start_number(&self) -> u64 {
+        self.video[0].start_number
+    }
+
+    /// The segment covering MPD time `t` (the first one before the Period starts).
+    pub(super) fn number_at(&self, rep: &LiveRep, t: f64) -> u64 {
+        let k = ((t - self.start_s) / rep.seg_s() + 1e-9).floor().max(0.0) as u64;
+        rep.start_number + k
+    }
+
+    pub(super) fn seg_start(&self, rep: &LiveRep, number: u64) -> f64 {
+        self.start_s + number.saturating_sub(rep.start_number) as f64 * rep.seg_s()
+    }
+
+    /// Whether segment `number` begins at or after the Period's end.
+    pub(super) fn past_end(&self, rep: &LiveRep, number: u64) -> bool {
+        self.end_s
+            .is_some_and(|e| self.seg_start(rep, number) >= e - 1e-3)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LiveManifest {
+    /// `availabilityStartTime`, Unix seconds.
+    pub(super) ast: f64,
+    pub(super) min_update_s: Option<f64>,
+    pub(super) time_shift_s: Option<f64>,
+    /// ServiceDescription `Latency` target / min / max, s.
+    pub(super) target_s: Option<f64>,
+    pub(super) latency_max_s: Option<f64>,
+    /// ServiceDescription `PlaybackRate` min / max.
+    pub(super) rate_min: Option<f64>,
+    pub(super) rate_max: Option<f64>,
+    /// `suggestedPresentationDelay`, s: the latency target when there is no
+    /// ServiceDescription.
+    pub(super) suggested_delay_s: Option<f64>,
+    /// (schemeIdUri, value) of every UTCTiming, in the MPD's order of preference.
+    pub(super) utc_timing: Vec<(String, String)>,
+    pub(super) periods: Vec<LivePeriod>,
+    pub(super) tracks: Tracks,
+}
+
+fn secs(d: &Option<std::time::Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64())
+}
+
+fn rep_plan(
+    mpd_url: &Url,
+    period: &dash_mpd_core::Period,
+    set: &AdaptationSet,
+    rep: &Representation,
+    base: &Url,
+) -> Result<LiveRep, MpdError> {
+    let id = rep.id.clone().unwrap_or_default();
+    let bandwidth = rep
+        .bandwidth
+        .ok_or_else(|| invalid(mpd_url, format!("Representation `{id}` has no @bandwidth")))?;
+    if !rep.ContentProtection.is_empty() || !set.ContentProtection.is_empty() {
+        return Err(unsupported(mpd_url, "encrypted content (ContentProtection)"));
+    }
+    let t = merge_template(&[
+        period.SegmentTemplate.as_ref(),
+        set.SegmentTemplate.as_ref(),
+        rep.SegmentTemplate.as_ref(),
+    ])
+    .ok_or_else(|| {
+        unsupported(
+            mpd_url,
+            format!("live Representation `{id}` without a SegmentTemplate (SegmentList/SegmentBase in a dynamic MPD)"),
+        )
+    })?;
+    if t.SegmentTimeline.is_some() {
+        return Err(unsupported(
+            mpd_url,
+            "SegmentTimeline in a dynamic MPD (live needs SegmentTemplate@duration with $Number$)",
+        ));
+    }
+    let timescale = t.timescale.unwrap_or(1).max(1);
+    let duration = t
+        .duration
+        .filter(|d| *d > 0.0)
+        .ok_or_else(|| invalid(mpd_url, format!("live SegmentTemplate of `{id}` has no @duration")))?
+        .round() as u64;
+    let media = t
+        .media
+        .clone()
+        .ok_or_else(|| invalid(mpd_url, format!("SegmentTemplate of `{id}` has no @media")))?;
+    // availabilityTimeOffset adds up from the BaseURL and SegmentTemplate levels
+    // (§5.3.9.5.3); only the template's is written in practice.
+    let ato_s = [
+        period.SegmentTemplate.as_ref(),
+        set.SegmentTemplate.as_ref(),
+        rep.SegmentTemplate.as_ref(),
+    ]
+    .iter()
+    .flatten()
+    .filter_map(|t| t.availabilityTimeOffset)
+    .last()
+    .filter(|a| a.is_finite() && *a > 0.0)
+    .unwrap_or(0.0);
+    Ok(LiveRep {
+        id,
+        bandwidth,
+        media,
+        init: t
+            .initialization
+            .clone()
+            .or_else(|| t.Initialization.as_ref().and_then(|i| i.sourceURL.clone())),
+        base: base_of(base, &rep.BaseURL, mpd_url)?,
+        timescale,
+        duration,
+        start_number: t.startNumber.unwrap_or(1),
+        pto: t.presentationTimeOffset.unwrap_or(0),
+        ato_s,
+    })
+}
+
+/// The live plan of a dynamic MPD fetched from `url`.
+pub(super) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<LiveManifest, MpdError> {
+    let ast = mpd
+        .availabilityStartTime
+        .ok_or_else(|| invalid(url, "a dynamic MPD without @availabilityStartTime"))?
+        .timestamp_millis() as f64
+        / 1000.0;
+    if mpd.periods.is_empty() {
+        return Err(invalid(url, "the MPD has no Period"));
+    }
+    let base = base_of(url, &mpd.base_url, url)?;
+    let sd = mpd.ServiceDescription.first();
+    let latency = sd.and_then(|s| s.Latency.first());
+    let rate = sd.and_then(|s| s.PlaybackRate.first());
+    let mut periods = Vec::new();
+    let mut tracks = Tracks::default();
+    let mut start = 0.0;
+    for (i, p) in mpd.periods.iter().enumerate() {
+        if p.href.is_some() {
+            return Err(unsupported(url, "xlink on Period (remote periods)"));
+        }
+        let p_start = secs(&p.start).unwrap_or(start);
+        let p_base = base_of(&base, &p.BaseURL, url)?;
+        let Some(vset) = p.adaptations.iter().find(dash_mpd_core::is_video_adaptation) else {
+            return Err(MpdError::NoVideo {
+                url: url.to_string(),
+            });
+        };
+        let audio_sets: Vec<&AdaptationSet> = p
+            .adaptations
+            .iter()
+            .filter(dash_mpd_core::is_audio_adaptation)
+            .collect();
+        let aset = tracks::pick_audio(&audio_sets, prefs.audio_lang.as_deref(), url)?;
+        if i == 0 {
+            let text: Vec<&AdaptationSet> = p
+                .adaptations
+                .iter()
+                .filter(dash_mpd_core::is_subtitle_adaptation)
+                .collect();
+            tracks.audio = aset.map(tracks::info);
+            tracks.audio_available = audio_sets.iter().map(|s| tracks::info(s)).collect();
+            tracks.subtitles_available = text.iter().map(|s| tracks::info(s)).collect();
+            if let Some(want) = &prefs.subtitles {
+                tracks.subtitles = Some(tracks::info(tracks::pick_text(&text, want, url)?));
+            }
+        }
+        let reps = |set: &AdaptationSet| -> Result<Vec<LiveRep>, MpdError> {
+            let sbase = base_of(&p_base, &set.BaseURL, url)?;
+            let mut v = set
+                .representations
+                .iter()
+                .map(|r| rep_plan(url, p, set, r, &sbase))
+                .collect::<Result<Vec<_>, _>>()?;
+            v.sort_by_key(|r| r.bandwidth);
+            Ok(v)
+        };
+        let video = reps(vset)?;
+        if video.is_empty() {
+            return Err(MpdError::NoVideo {
+                url: url.to_string(),
+            });
+        }
+        let audio = match aset {
+            Some(a) => reps(a)?.pop(),
+            None => None,
+        };
+        let end = secs(&p.duration).map(|d| p_start + d);
+        periods.push(LivePeriod {
+            id: p.id.clone().unwrap_or_else(|| format!("#{i}")),
+            start_s: p_start,
+            end_s: end,
+            video,
+            audio,
+        });
+        start = end.unwrap_or(p_start);
+    }
+    // A Period ends where the next begins (§5.3.2.1).
+    for i in 1..periods.len() {
+        let next = periods[i].start_s;
+        let prev = &mut periods[i - 1];
+        prev.end_s = Some(prev.end_s.map_or(next, |e| e.min(next)));
+    }
+    Ok(LiveManifest {
+        ast,
+        min_update_s: secs(&mpd.minimumUpdatePeriod),
+        time_shift_s: secs(&mpd.timeShiftBufferDepth),
+        target_s: latency.and_then(|l| l.target).map(|ms| ms / 1000.0),
+        latency_max_s: latency.and_then(|l| l.max).map(|ms| ms / 1000.0),
+        rate_min: rate.and_then(|r| r.min),
+        rate_max: rate.and_then(|r| r.max),
+        suggested_delay_s: secs(&mpd.suggestedPresentationDelay),
+        utc_timing: mpd
+            .UTCTiming
+            .iter()
+            .map(|u| (u.schemeIdUri.clone(), u.value.clone().unwrap_or_default()))
+            .collect(),
+        periods,
+        tracks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: &str = r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="2026-01-01T00:00:00.000Z" publishTime="2026-01-01T00:01:00.000Z" minimumUpdatePeriod="PT2S" timeShiftBufferDepth="PT30S" maxSegmentDuration="PT2S" minBufferTime="PT1S">
+  <ServiceDescription id="0"><Latency referenceId="0" target="1500" min="750" max="3000"/><PlaybackRate min="0.96" max="1.04"/></ServiceDescription>
+  <Period id="p0" start="PT0S">
+    <AdaptationSet contentType="video" mimeType="video/mp4"><Representation id="v0" bandwidth="800000"><SegmentTemplate timescale="12800" duration="25600" startNumber="0" availabilityTimeOffset="1.5" availabilityTimeComplete="false" initialization="$RepresentationID$/init-0.mp4" media="$RepresentationID$/$Number$.m4s"/></Representation>
+    <Representation id="v1" bandwidth="400000"><SegmentTemplate timescale="12800" duration="25600" startNumber="0" availabilityTimeOffset="1.5" initialization="$RepresentationID$/init-0.mp4" media="$RepresentationID$/$Number$.m4s"/></Representation></AdaptationSet>
+    <AdaptationSet contentType="audio" mimeType="audio/mp4" lang="und"><Representation id="a0" bandwidth="64000"><SegmentTemplate timescale="48000" duration="96000" startNumber="0" availabilityTimeOffset="1.5" initialization="$RepresentationID$/init-0.mp4" media="$RepresentationID$/$Number$.m4s"/></Representation></AdaptationSet>
+  </Period>
+  <Period id="p1" start="PT100S">
+    <AdaptationSet contentType="video" mimeType="video/mp4"><Representation id="v0" bandwidth="800000"><SegmentTemplate timescale="12800" duration="25600" startNumber="48" availabilityTimeOffset="1.5" initialization="$RepresentationID$/init-1.mp4" media="$RepresentationID$/$Number$.m4s"/></Representation></AdaptationSet>
+  </Period>
+  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="/time"/>
+</MPD>"#;
+
+    #[test]
+    fn a_live_mpd_plans_its_timeline_and_periods() {
+        let url = Url::parse("http://e/live/t/manifest.mpd").unwrap();
+        let doc = crate::mpd::parse_doc(LIVE, &url).unwrap();
+        let m = plan(&doc, &url, &TrackPrefs::default()).unwrap();
+        assert_eq!(m.ast, 1_767_225_600.0);
+        assert_eq!(m.target_s, Some(1.5));
+        assert_eq!(m.latency_max_s, Some(3.0));
+        assert_eq!((m.rate_min, m.rate_max), (Some(0.96), Some(1.04)));
+        assert_eq!(m.min_update_s, Some(2.0));
+        assert_eq!(m.utc_timing[0].1, "/time");
+        let p0 = &m.periods[0];
+        assert_eq!(p0.end_s, Some(100.0));
+        assert_eq!(p0.video[0].id, "v1");
+        let v = &p0.video[1];
+        assert_eq!(v.seg_s(), 2.0);
+        assert_eq!(v.chunk_s(), 0.5);
+        assert_eq!(p0.number_at(v, 7.9), 3);
+        assert_eq!(p0.seg_start(v, 3), 6.0);
+        assert!(p0.past_end(v, 50));
+        assert_eq!(
+            v.url(3, &url).unwrap().as_str(),
+            "http://e/live/t/v0/3.m4s"
+        );
+        assert_eq!(
+            v.init_url(&url).unwrap().unwrap().as_str(),
+            "http://e/live/t/v0/init-0.mp4"
+        );
+        let p1 = &m.periods[1];
+        assert_eq!((p1.end_s, p1.video.len(), p1.audio.is_none()), (None, 1, true));
+        assert_eq!(p1.number_at(&p1.video[0], 103.0), 49);
+        assert_eq!(m.tracks.audio.as_ref().unwrap().lang, "und");
+        let e = plan(
+            &doc,
+            &url,
+            &TrackPrefs {
+                audio_lang: Some("fra".into()),
+                subtitles: None,
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`fra`") && e.to_string().contains("und"), "{e}");
+    }
+}
