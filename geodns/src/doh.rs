@@ -9,15 +9,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::answer::Reply;
+use crate::cache::answer_stream;
+use crate::state::State;
+use crate::wire;
 use axum::body::Bytes;
 use axum::extract::{Query, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hickory_proto::op::Message;
-
-use crate::answer::{answer, Reply, Transport};
-use crate::state::State;
 
 /// RFC 8484 §6.
 const DNS_MESSAGE: &str = "application/dns-message";
@@ -75,25 +75,16 @@ fn respond(ctx: &Ctx, msg: &[u8]) -> Response {
         )
             .into_response();
     }
-    let mut out = Vec::new();
-    match answer(
-        &ctx.state,
-        msg,
-        ctx.peer,
-        Transport::Stream,
-        &mut out,
-        &mut None,
-    ) {
+    let mut out = Vec::with_capacity(512);
+    match answer_stream(&ctx.state, msg, ctx.peer, &mut out) {
         Reply::Nothing => (StatusCode::BAD_REQUEST, "not a DNS query\n").into_response(),
         Reply::Answer | Reply::Malformed => {
-            let mut r = (StatusCode::OK, out.clone()).into_response();
+            // §5.1: freshness no longer than the smallest TTL of the answer (read off the
+            // wire: no second parse of our own answer).
+            let ttl = wire::min_ttl(&out).unwrap_or(0);
+            let mut r = (StatusCode::OK, out).into_response();
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
-            // §5.1: freshness no longer than the smallest TTL of the answer.
-            let ttl = Message::from_vec(&out)
-                .ok()
-                .and_then(|m| m.answers.iter().chain(&m.authorities).map(|r| r.ttl).min())
-                .unwrap_or(0);
             if let Ok(v) = HeaderValue::from_str(&format!("max-age={ttl}")) {
                 h.insert(header::CACHE_CONTROL, v);
             }

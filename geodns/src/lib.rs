@@ -25,6 +25,7 @@
 
 mod acme;
 mod answer;
+mod cache;
 pub mod cli;
 mod config;
 mod dnssec;

@@ -68,9 +68,15 @@ impl Rrl {
         })
     }
 
+    /// `client` is in an `exempt` network: never limited (checked before the clock is
+    /// read, so exempt resolvers pay only this).
+    pub(crate) fn exempt(&self, client: IpAddr) -> bool {
+        self.exempt.iter().any(|n| n.contains(&client))
+    }
+
     /// Charges `response` (about to go to `client`) to its bucket.
     pub(crate) fn check(&self, client: IpAddr, response: &[u8], now: Instant) -> Verdict {
-        if self.exempt.iter().any(|n| n.contains(&client)) {
+        if self.exempt(client) {
             return Verdict::Send;
         }
         let key = self.key(client, response);

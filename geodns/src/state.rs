@@ -33,7 +33,13 @@ pub(crate) struct Snapshot {
     /// `answers_by_pop_total` handles, indexed like `config.pops`, plus the all-PoPs one.
     pop_counters: Vec<Counter>,
     all_counter: Counter,
+    /// Unique per snapshot built in this process: what answer caches are stamped with (an
+    /// address could be reused by a later snapshot once this one is freed).
+    pub(crate) generation: u64,
 }
+
+/// Source of [`Snapshot::generation`].
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Snapshot {
     /// Opens the MaxMind database (blocking file I/O: call off the async workers) and
@@ -76,6 +82,7 @@ impl Snapshot {
             pop_counters,
             all_counter: metrics.pop_counter("all"),
             config,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 

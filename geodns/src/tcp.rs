@@ -23,7 +23,8 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::debug;
 
-use crate::answer::{answer, Reply, Transport};
+use crate::answer::Reply;
+use crate::cache::answer_stream;
 use crate::state::State;
 
 /// How long a connection may wait for its next query, or take to send one.
@@ -103,7 +104,7 @@ pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         out.clear();
         out.extend_from_slice(&[0, 0]);
         let mut body = Vec::new();
-        let reply = answer(state, &msg, peer, Transport::Stream, &mut body, &mut None);
+        let reply = answer_stream(state, &msg, peer, &mut body);
         if reply == Reply::Nothing {
             debug!(%peer, "not a query: connection closed");
             break;

@@ -7,20 +7,17 @@
 //! the gdnsd/Knot layout) and its own answer cache ([`AnswerCache`]); on Linux it moves up
 //! to 32 datagrams per `recvmmsg`/`sendmmsg` (nix's safe wrappers).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
 use tracing::debug;
 
-use crate::answer::{answer, Reply, Transport};
+use crate::answer::{Reply, Transport};
+use crate::cache::{answer_cached, AnswerCache};
 use crate::rrl::{truncate, Verdict};
 use crate::state::State;
-use crate::zone::PopChoice;
 
 /// How often a blocked UDP thread wakes up to notice a shutdown.
 const UDP_POLL: Duration = Duration::from_millis(100);
@@ -184,13 +181,16 @@ fn respond(
     out: &mut Vec<u8>,
     cache: &mut AnswerCache,
 ) -> bool {
-    if !answer_cached(state, packet, src, out, cache) {
+    if answer_cached(state, packet, src, Transport::Udp, out, cache) == Reply::Nothing {
         return false;
     }
     let snap = state.current.load();
     let Some(rrl) = &snap.rrl else {
         return true;
     };
+    if rrl.exempt(src.ip()) {
+        return true;
+    }
     match rrl.check(src.ip(), out, Instant::now()) {
         Verdict::Send => true,
         Verdict::Slip => {
@@ -203,105 +203,6 @@ fn respond(
             false
         }
     }
-}
-
-/// [`answer`] through a per-thread answer cache.
-///
-/// The key is the whole query after its ID (question as sent, flags, EDNS options
-/// including ECS) plus the client address, so a hit is byte-for-byte the answer the
-/// full path would give; entries carry the snapshot and health epoch they were made
-/// under and are dropped when either changes. Per thread, so no locks. Resolvers
-/// repeat the same popular names from the same addresses, which is where this pays;
-/// PowerDNS has the same idea as its packet cache.
-fn answer_cached(
-    state: &State,
-    packet: &[u8],
-    src: SocketAddr,
-    out: &mut Vec<u8>,
-    cache: &mut AnswerCache,
-) -> bool {
-    if packet.len() < 12 || packet[2] & 0x80 != 0 {
-        return answer(state, packet, src, Transport::Udp, out, &mut None) != Reply::Nothing;
-    }
-    let started = Instant::now();
-    let snap = state.current.load();
-    let stamp = (Arc::as_ptr(&*snap) as usize, snap.health.epoch());
-    let old = cache
-        .born
-        .is_none_or(|b| started.duration_since(b) > ANSWER_CACHE_AGE);
-    if cache.stamp != stamp || old {
-        cache.entries.clear();
-        cache.stamp = stamp;
-        cache.born = Some(started);
-    }
-    cache.key.clear();
-    cache.key.extend_from_slice(&packet[2..]);
-    match src.ip() {
-        IpAddr::V4(a) => cache.key.extend_from_slice(&a.octets()),
-        IpAddr::V6(a) => cache.key.extend_from_slice(&a.octets()),
-    }
-    if let Some(hit) = cache.entries.get(cache.key.as_slice()) {
-        out.clear();
-        out.extend_from_slice(&packet[..2]);
-        out.extend_from_slice(&hit.answer);
-        if let Some(choice) = hit.geo {
-            snap.count_geo(choice);
-        }
-        state
-            .metrics
-            .query(hit.qtype, hit.rcode, hit.ecs, started.elapsed());
-        return true;
-    }
-    drop(snap);
-    let mut info = None;
-    let answered = answer(state, packet, src, Transport::Udp, out, &mut info) != Reply::Nothing;
-    if let Some((qtype, rcode, ecs, geo)) = info {
-        if out.len() >= 2 {
-            if cache.entries.len() >= ANSWER_CACHE_ENTRIES {
-                cache.entries.clear();
-            }
-            let key = cache.key.clone().into_boxed_slice();
-            cache.entries.insert(
-                key,
-                CachedAnswer {
-                    answer: out[2..].into(),
-                    qtype,
-                    rcode,
-                    ecs,
-                    geo,
-                },
-            );
-        }
-    }
-    answered
-}
-
-/// Entries per UDP thread; the cache is emptied when full (cheap, and a hot set refills
-/// it within a few hundred queries).
-const ANSWER_CACHE_ENTRIES: usize = 8192;
-
-/// Longest an answer stays in a thread's cache (signatures are valid for days).
-const ANSWER_CACHE_AGE: Duration = Duration::from_secs(3600);
-
-struct CachedAnswer {
-    /// The encoded answer without its 2-byte ID.
-    answer: Box<[u8]>,
-    qtype: Option<RecordType>,
-    rcode: ResponseCode,
-    ecs: bool,
-    geo: Option<PopChoice>,
-}
-
-#[derive(Default)]
-struct AnswerCache {
-    /// (snapshot address, health epoch) the entries were answered under.
-    stamp: (usize, u64),
-    /// When the entries were first made: they are dropped after [`ANSWER_CACHE_AGE`], so
-    /// a cached DNSSEC signature is never served near its expiry.
-    born: Option<Instant>,
-    entries: HashMap<Box<[u8]>, CachedAnswer>,
-    /// Reused key buffer.
-    key: Vec<u8>,
 }
 
 pub(crate) fn default_threads() -> usize {

@@ -106,6 +106,29 @@ pub(crate) fn find_opt(p: &[u8]) -> Option<RawOpt> {
     None
 }
 
+/// The smallest TTL in the answer and authority sections (RFC 8484 §5.1 bounds a DoH
+/// response's freshness by it); `None` when they are empty or cannot be read.
+pub(crate) fn min_ttl(p: &[u8]) -> Option<u32> {
+    let qd = u16_at(p, 4)?;
+    let records = u32::from(u16_at(p, 6)?) + u32::from(u16_at(p, 8)?);
+    let mut at = 12;
+    for _ in 0..qd {
+        at = skip_name(p, at)?.0 + 4;
+    }
+    let mut min: Option<u32> = None;
+    for _ in 0..records {
+        at = skip_name(p, at)?.0;
+        let ttl = u32::from(u16_at(p, at + 4)?) << 16 | u32::from(u16_at(p, at + 6)?);
+        let end = at + 10 + usize::from(u16_at(p, at + 8)?);
+        if end > p.len() {
+            return None;
+        }
+        min = Some(min.map_or(ttl, |m| m.min(ttl)));
+        at = end;
+    }
+    min
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +167,24 @@ mod tests {
         let opt = find_opt(&hex(exact)).unwrap();
         assert!(!opt.dnssec_ok);
         assert!(!opt.ecs_bad_length);
+    }
+
+    #[test]
+    fn min_ttl_reads_answer_and_authority_not_additional() {
+        // a.test A: answer a.test 30 A 127.0.0.1 (name by pointer), authority a.test 20 A,
+        // additional OPT (its "TTL" is flags, large, and must not count).
+        let r = "000181000001000100010001016104746573740000010001\
+                 c00c00010001\
+                 0000001e00047f000001\
+                 c00c00010001000000140004\
+                 7f000002\
+                 00002904d0ffffffff0000";
+        assert_eq!(min_ttl(&hex(r)), Some(20));
+        // No records: no TTL; a record cut short: unreadable.
+        assert_eq!(
+            min_ttl(&hex("00018100000100000000000001610474657374000001000100")[..]),
+            None
+        );
+        assert_eq!(min_ttl(&hex(&r[..r.len() - 30])), None);
     }
 }

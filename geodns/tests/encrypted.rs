@@ -196,3 +196,93 @@ async fn garbage_over_tls_or_http_does_not_disturb_udp() {
     .await;
     assert_eq!(d.values("A"), [EU]);
 }
+
+/// POSTs `q` to the DoH listener from `iface` with curl over HTTP/2 → (headers, body).
+async fn doh_post(e: &Encrypted, q: &[u8], iface: &str) -> (String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (qf, hf) = (dir.path().join("q.bin"), dir.path().join("headers"));
+    std::fs::write(&qf, q).unwrap();
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--fail", "--http2", "--interface", iface])
+        .args([
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", e.doh.port()),
+        ])
+        .arg("--cacert")
+        .arg(&e.ca)
+        .args(["-H", "content-type: application/dns-message"])
+        .arg("--data-binary")
+        .arg(format!("@{}", qf.display()))
+        .arg("-D")
+        .arg(&hf)
+        .args(["-o", "-"])
+        .arg(format!("https://localhost:{}/dns-query", e.doh.port()));
+    let out = tokio::task::spawn_blocking(move || c.output())
+        .await
+        .unwrap()
+        .expect("curl runs (geodns/tests/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (std::fs::read_to_string(&hf).unwrap(), out.stdout)
+}
+
+/// The stream transports answer repeated queries from a per-thread answer cache: a
+/// repeat must carry its own ID, and a reload must not leave the old answer in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_stream_queries_keep_their_ids_and_follow_a_reload() {
+    let e = spawn_encrypted().await;
+    // TCP: one connection, the same question under three IDs.
+    let mut tcp = tokio::net::TcpStream::connect(e.dns.addr).await.unwrap();
+    let mut first: Option<Vec<u8>> = None;
+    for id in [0x1234u16, 0xbeef, 0x0001] {
+        let mut q = query("a1105.kingcdn.test");
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        tcp.write_all(&framed).await.unwrap();
+        let mut len = [0u8; 2];
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut len)
+            .await
+            .unwrap();
+        let mut r = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut r)
+            .await
+            .unwrap();
+        assert_eq!(
+            r[..2],
+            id.to_be_bytes(),
+            "each answer carries its query's ID"
+        );
+        let m = Message::from_vec(&r).unwrap();
+        assert_eq!(
+            ipv4s(&m),
+            [US],
+            "127.0.0.1 is in no coverage zone: the default PoP"
+        );
+        match &first {
+            None => first = Some(r),
+            Some(f) => assert_eq!(f[2..], r[2..], "the same answer apart from the ID"),
+        }
+    }
+
+    // DoH from ap-east's network: ap-east, fresh for the geo TTL (RFC 8484 §5.1).
+    let q = query("a1105.kingcdn.test");
+    let (headers, body) = doh_post(&e, &q, "127.0.3.1").await;
+    assert_eq!(ipv4s(&Message::from_vec(&body).unwrap()), ["127.0.3.1"]);
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("cache-control: max-age=30"),
+        "max-age is the answer's TTL: {headers}"
+    );
+    let (_, again) = doh_post(&e, &q, "127.0.3.1").await;
+    assert_eq!(again, body, "a repeat gets the same answer");
+    // Pin 127.0.3.0/25 to eu-west and reload: the next answer must follow.
+    let pinned = "[[coverage]]\ncidr = \"127.0.3.0/25\"\npop = \"eu-west\"\n";
+    e.dns.dns.reload(config(pinned)).await.unwrap();
+    let (_, after) = doh_post(&e, &q, "127.0.3.1").await;
+    assert_eq!(ipv4s(&Message::from_vec(&after).unwrap()), [EU]);
+}
