@@ -633,3 +633,415 @@ fn edge_gets_certificates_from_pebble_by_http01_tls_alpn01_and_dns01_through_geo
     assert!(log.contains("acme: TXT record changed"), "{log}");
     assert!(log.contains("DELETE"), "{log}");
 }
+
+/// The TLS listener is on the shared accept loop: the plain listener's protections hold for
+/// HTTPS on both servers — slowloris closed at the header timeout, a stalled handshake
+/// closed, the per-client cap, a slow reader dropped at the send timeout — each seen in the
+/// server's own connection metrics. Clients: `openssl s_client` and raw sockets.
+mod protections {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use dashcdn_http::https::TlsArgs;
+    use dashcdn_testkit::{eventually, origin, spawn_edge, Server};
+
+    use crate::util::free_port_on;
+
+    /// 500 ms to send a head (and finish a handshake), 500 ms of send stall, 2 connections
+    /// per client address.
+    const LIMIT: Duration = Duration::from_millis(500);
+
+    struct Site {
+        server: Server,
+        tls: SocketAddr,
+        /// `(family, label)` of the counters: header/send timeouts, per-client refusals.
+        timeouts: &'static str,
+        refused: &'static str,
+    }
+
+    fn tls_args(dir: &Path, stem: &str) -> (TlsArgs, SocketAddr) {
+        let ca = dashcdn_http::tls::local_ca(&dir.join("ca")).unwrap();
+        let pair = ca.issue(stem, &["localhost", "127.0.0.1"]).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port_on(&["127.0.0.1"]))
+            .parse()
+            .unwrap();
+        let args = TlsArgs {
+            listen: Some(addr),
+            cert: vec![pair.cert],
+            key: vec![pair.key],
+            ..Default::default()
+        };
+        (args, addr)
+    }
+
+    /// A library with a 64 MB file (more than loopback and pipe buffers hold).
+    fn big_library(dir: &Path) -> std::path::PathBuf {
+        let lib = dir.join("lib");
+        std::fs::create_dir_all(lib.join("a/v0")).unwrap();
+        std::fs::write(lib.join("a/v0/2.m4s"), vec![7u8; 64 << 20]).unwrap();
+        lib
+    }
+
+    async fn tls_origin(dir: &Path) -> Site {
+        let (args, tls) = tls_args(dir, "origin");
+        let server = origin(&big_library(dir))
+            .config(|c| {
+                c.tls = args;
+                c.limits.max_connections_per_client = Some(2);
+                c.limits.header_timeout = LIMIT;
+                c.limits.send_timeout = LIMIT;
+            })
+            .await;
+        Site {
+            server,
+            tls,
+            timeouts: "dashcdn_origin_connections_total",
+            refused: "dashcdn_origin_connections_total",
+        }
+    }
+
+    async fn tls_edge(dir: &Path, upstream: SocketAddr) -> Site {
+        let (args, tls) = tls_args(dir, "edge");
+        let server = spawn_edge()
+            .upstream(upstream)
+            .config(|c| {
+                c.tls = args;
+                c.max_connections_per_client = Some(2);
+                c.header_read_timeout_ms = LIMIT.as_millis() as u64;
+                c.send_timeout_ms = LIMIT.as_millis() as u64;
+            })
+            .await;
+        Site {
+            server,
+            tls,
+            timeouts: "dashcdn_edge_connection_timeouts_total",
+            refused: "dashcdn_edge_rejected_connections",
+        }
+    }
+
+    /// Sum of the samples of `family` whose labels contain `label` (empty: all).
+    async fn count(site: &Site, family: &str, label: &str) -> f64 {
+        let path = if family.starts_with("dashcdn_edge") {
+            "/_edge/metrics"
+        } else {
+            "/metrics"
+        };
+        let text = site.server.get(path).await.text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(family) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn s_client(tls: SocketAddr) -> Child {
+        Command::new("openssl")
+            .args(["s_client", "-quiet", "-servername", "localhost", "-connect"])
+            .arg(tls.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client (scripts/setup.sh installs openssl)")
+    }
+
+    /// Waits (bounded) for a child to exit; how long it took.
+    fn exits_within(child: &mut Child, within: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if child.try_wait().unwrap().is_some() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    async fn check_all(site: &Site, label: &str) {
+        // --- slowloris over TLS: handshake done, then half a request head, never finished.
+        let before = count(site, site.timeouts, "header_timeout").await;
+        let mut slow = s_client(site.tls);
+        let mut stdin = slow.stdin.take().unwrap();
+        stdin
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let took = tokio::task::block_in_place(|| exits_within(&mut slow, Duration::from_secs(10)));
+        drop(stdin);
+        assert!(
+            took.is_some(),
+            "{label}: a TLS slowloris is still connected after 10 s (header timeout {LIMIT:?})"
+        );
+        eventually(
+            &format!("{label}: header_timeout counted"),
+            Duration::from_secs(3),
+            || async { count(site, site.timeouts, "header_timeout").await > before },
+        )
+        .await;
+
+        // --- a client that opens TCP and stalls the handshake (half a record header).
+        let before = count(site, site.timeouts, "header_timeout").await;
+        let closed = tokio::task::block_in_place(|| {
+            let mut s = TcpStream::connect(site.tls).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(&[0x16, 0x03, 0x01]).unwrap();
+            let mut buf = [0u8; 64];
+            matches!(s.read(&mut buf), Ok(0) | Err(_))
+                && !matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        assert!(closed, "{label}: a stalled handshake was not closed");
+        eventually(
+            &format!("{label}: stalled handshake counted"),
+            Duration::from_secs(3),
+            || async { count(site, site.timeouts, "header_timeout").await > before },
+        )
+        .await;
+
+        // --- per-client cap: two connections held, the third is refused at once.
+        let refused_label = if site.refused.starts_with("dashcdn_origin") {
+            "refused_per_client"
+        } else {
+            ""
+        };
+        let before_refused = count(site, site.refused, refused_label).await;
+        tokio::task::block_in_place(|| {
+            // The metrics client's connections (same address) close first.
+            std::thread::sleep(Duration::from_millis(200));
+            let held: Vec<TcpStream> = (0..2)
+                .map(|_| TcpStream::connect(site.tls).unwrap())
+                .collect();
+            std::thread::sleep(Duration::from_millis(100));
+            for mut h in &held {
+                h.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                let still_open = matches!(
+                    h.read(&mut [0u8; 8]),
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+                );
+                assert!(still_open, "{label}: a connection under the cap was closed");
+            }
+            let mut extra = TcpStream::connect(site.tls).unwrap();
+            extra
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let started = Instant::now();
+            let mut buf = [0u8; 64];
+            let n = extra.read(&mut buf).unwrap_or(0);
+            assert_eq!(n, 0, "{label}: the connection over the cap got bytes");
+            assert!(
+                started.elapsed() < LIMIT,
+                "{label}: the connection over the cap was not refused at once ({:?})",
+                started.elapsed()
+            );
+            drop(held);
+            // The server sees them close before the metrics request below asks for a slot.
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        eventually(
+            &format!("{label}: per-client refusal counted"),
+            Duration::from_secs(3),
+            || async { count(site, site.refused, refused_label).await > before_refused },
+        )
+        .await;
+
+        // --- slow reader: asks for 64 MB over TLS and reads nothing.
+        let before = count(site, site.timeouts, "send_timeout").await;
+        let mut reader = s_client(site.tls);
+        let mut stdin = reader.stdin.take().unwrap();
+        stdin
+            .write_all(b"GET /vod/a/v0/2.m4s HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        eventually(
+            &format!("{label}: send_timeout counted"),
+            Duration::from_secs(15),
+            || async { count(site, site.timeouts, "send_timeout").await > before },
+        )
+        .await;
+        drop(stdin);
+        let _ = reader.kill();
+        let _ = reader.wait();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn https_has_the_plain_listeners_protections_on_origin_and_edge() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = tls_origin(&dir.path().join("o")).await;
+        check_all(&origin, "origin").await;
+        let edge = tls_edge(&dir.path().join("e"), origin.server.addr).await;
+        check_all(&edge, "edge").await;
+        edge.server.join().await;
+        origin.server.join().await;
+    }
+}
+
+/// `--redirect-https` and `--h2c` on origin and edge, checked with curl: plain HTTP answers
+/// 308 to the HTTPS listener's port except ACME HTTP-01 and health/metrics paths; h2c only
+/// when asked for.
+mod redirect_and_h2c {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::process::Command;
+
+    use dashcdn_http::https::TlsArgs;
+    use dashcdn_testkit::{origin, spawn_edge};
+
+    use crate::util::{free_port_on, run};
+
+    fn tls_args(
+        dir: &Path,
+        redirect: bool,
+        h2c: bool,
+    ) -> (TlsArgs, SocketAddr, std::path::PathBuf) {
+        let ca = dashcdn_http::tls::local_ca(&dir.join("ca")).unwrap();
+        let pair = ca.issue("site", &["localhost", "127.0.0.1"]).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port_on(&["127.0.0.1"]))
+            .parse()
+            .unwrap();
+        let args = TlsArgs {
+            listen: Some(addr),
+            cert: vec![pair.cert],
+            key: vec![pair.key],
+            redirect_https: redirect,
+            h2c,
+            ..Default::default()
+        };
+        (args, addr, ca.ca_cert())
+    }
+
+    /// curl → "`%{http_code} %{http_version} %{redirect_url}`", and its exit code.
+    fn curl(args: &[&str]) -> (i32, String) {
+        let out = run(Command::new("curl")
+            .args(["-s", "--max-time", "10", "-o", "/dev/null", "-w"])
+            .arg("%{http_code} %{http_version} %{redirect_url}")
+            .args(args));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn check(label: &str, plain: SocketAddr, tls: SocketAddr, ca: &Path, health: &[&str]) {
+        let seg = "/vod/a/v0/1.m4s?x=1";
+        let (_, out) = curl(&[&format!("http://localhost:{}{seg}", plain.port())]);
+        assert_eq!(
+            out,
+            format!("308 1.1 https://localhost:{}{seg}", tls.port()),
+            "{label}: a plain request is sent to HTTPS on its port"
+        );
+        // Following it lands on HTTPS over HTTP/2.
+        let (code, out) = curl(&[
+            "-L",
+            "--cacert",
+            ca.to_str().unwrap(),
+            &format!("http://localhost:{}{seg}", plain.port()),
+        ]);
+        assert!(code == 0 && out.starts_with("200 2 "), "{label}: -L: {out}");
+        for path in health {
+            let (_, out) = curl(&[&format!("http://127.0.0.1:{}{path}", plain.port())]);
+            assert!(
+                out.starts_with("200 1.1"),
+                "{label}: {path} stays on plain HTTP: {out}"
+            );
+        }
+        let (_, out) = curl(&[&format!(
+            "http://127.0.0.1:{}/.well-known/acme-challenge/token",
+            plain.port()
+        )]);
+        assert!(
+            !out.starts_with("308"),
+            "{label}: ACME HTTP-01 is not redirected: {out}"
+        );
+        // h2c: prior-knowledge HTTP/2 on the plain listener (health is not redirected).
+        let (code, out) = curl(&[
+            "--http2-prior-knowledge",
+            &format!("http://127.0.0.1:{}{}", plain.port(), health[0]),
+        ]);
+        assert!(
+            code == 0 && out.starts_with("200 2 "),
+            "{label}: h2c: {out}"
+        );
+    }
+
+    fn library(dir: &Path) -> std::path::PathBuf {
+        let lib = dir.join("lib");
+        std::fs::create_dir_all(lib.join("a/v0")).unwrap();
+        std::fs::write(lib.join("a/v0/1.m4s"), vec![7u8; 1000]).unwrap();
+        lib
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn plain_http_redirects_to_https_and_speaks_h2c_when_asked_on_origin_and_edge() {
+        let dir = tempfile::tempdir().unwrap();
+        let (args, tls, ca) = tls_args(&dir.path().join("o"), true, true);
+        let o = origin(&library(dir.path())).config(|c| c.tls = args).await;
+        tokio::task::block_in_place(|| {
+            check("origin", o.addr, tls, &ca, &["/healthz", "/metrics"])
+        });
+
+        // The edges' upstream: an origin on plain HTTP only (a redirecting one would send
+        // the edge its 308s).
+        let plain = origin(&library(dir.path())).await;
+        let (args, tls, ca) = tls_args(&dir.path().join("e"), true, true);
+        let e = spawn_edge()
+            .upstream(plain.addr)
+            .config(|c| c.tls = args)
+            .await;
+        tokio::task::block_in_place(|| {
+            check(
+                "edge",
+                e.addr,
+                tls,
+                &ca,
+                &["/_edge/healthz", "/_edge/metrics"],
+            )
+        });
+
+        // Without --h2c the plain listener speaks HTTP/1.1 only.
+        let (args, _, _) = tls_args(&dir.path().join("p"), false, false);
+        let p = spawn_edge()
+            .upstream(plain.addr)
+            .config(|c| c.tls = args)
+            .await;
+        tokio::task::block_in_place(|| {
+            let (code, out) = curl(&[
+                "--http2-prior-knowledge",
+                &format!("http://127.0.0.1:{}/_edge/healthz", p.addr.port()),
+            ]);
+            assert!(
+                code != 0 || !out.starts_with("200 2"),
+                "h2c without --h2c: {out}"
+            );
+            let (_, out) = curl(&[&format!(
+                "http://127.0.0.1:{}/vod/a/v0/1.m4s",
+                p.addr.port()
+            )]);
+            assert!(
+                out.starts_with("200 1.1"),
+                "no redirect without --redirect-https: {out}"
+            );
+        });
+        p.join().await;
+        e.join().await;
+        plain.join().await;
+        o.join().await;
+    }
+
+    #[test]
+    fn redirect_https_without_a_tls_listener_is_refused_at_start() {
+        let out = run(crate::util::dashcdn().args([
+            "edge",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--redirect-https",
+        ]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("--redirect-https needs --tls-listen"),
+            "{err}"
+        );
+    }
+}
