@@ -277,6 +277,71 @@ pub(crate) struct ListingEntry {
     pub duration_secs: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub representations: Option<Vec<RepresentationSummary>>,
+    /// Audio and subtitle tracks (one per AdaptationSet of the first Period), read from
+    /// the MPD, so the listing can offer languages before a player loads anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<TrackEntry>,
+}
+
+/// An audio or text AdaptationSet of an asset, as listed by `GET /vod/`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TrackEntry {
+    /// `"audio"` or `"text"`.
+    pub kind: String,
+    /// ISO 639 language (`und` when the MPD names none).
+    pub lang: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// `Role` values (main, alternate, commentary, subtitle, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Channel counts of the audio Representations (e.g. `[6, 2]` for 5.1 + stereo).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<u32>,
+}
+
+/// The audio and text tracks of the MPD at `path`; none if it does not parse (the asset
+/// is still listed: players report what is wrong with it).
+fn tracks_of(path: &Path) -> Vec<TrackEntry> {
+    let Ok(xml) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(mpd) = dash_mpd_core::parse(&xml) else {
+        return Vec::new();
+    };
+    let Some(period) = mpd.periods.first() else {
+        return Vec::new();
+    };
+    period
+        .adaptations
+        .iter()
+        .filter_map(|set| {
+            let kind = set.contentType.clone().or_else(|| {
+                let mime = set.mimeType.as_deref()?;
+                Some(mime.split('/').next()?.to_owned())
+            })?;
+            if kind != "audio" && kind != "text" {
+                return None;
+            }
+            let channels_of = |c: &[dash_mpd_core::AudioChannelConfiguration]| {
+                c.iter()
+                    .filter_map(|c| c.value.as_deref()?.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            };
+            let mut channels = channels_of(&set.AudioChannelConfiguration);
+            for r in &set.representations {
+                channels.extend(channels_of(&r.AudioChannelConfiguration));
+            }
+            channels.dedup();
+            Some(TrackEntry {
+                kind,
+                lang: set.lang.clone().unwrap_or_else(|| "und".into()),
+                label: set.Label.first().map(|l| l.content.clone()),
+                roles: set.Role.iter().filter_map(|r| r.value.clone()).collect(),
+                channels,
+            })
+        })
+        .collect()
 }
 
 /// The media library: its canonical root and a cache of parsed asset.json files.
@@ -519,20 +584,21 @@ impl Library {
             let manifest = MediaPath::Manifest {
                 asset: name.clone(),
             };
-            match self.resolve(&manifest) {
-                Ok(path) if path.is_file() => {}
+            let manifest_path = match self.resolve(&manifest) {
+                Ok(path) if path.is_file() => path,
                 Ok(_) | Err(ResolveError::NotFound) => continue,
                 Err(error @ ResolveError::Escapes { .. }) => {
                     warn!(%error, "not listing asset outside the library");
                     continue;
                 }
                 Err(error) => return Err(io::Error::other(error.to_string())),
-            }
+            };
             let summary = self.summary(&name);
             entries.push(ListingEntry {
                 manifest: format!("/vod/{name}/{MANIFEST_FILE}"),
                 duration_secs: summary.as_ref().map(|s| s.duration_secs),
                 representations: summary.as_ref().map(|s| s.representations.clone()),
+                tracks: tracks_of(&manifest_path),
                 name,
             });
         }
@@ -578,6 +644,37 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn tracks_are_read_from_the_mpd() {
+        let dir = tempfile::tempdir().unwrap();
+        let mpd = dir.path().join("manifest.mpd");
+        fs::write(
+            &mpd,
+            r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"><Period>
+<AdaptationSet contentType="video" mimeType="video/mp4"/>
+<AdaptationSet contentType="audio" lang="eng"><Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/>
+ <Representation id="a6" bandwidth="1"><AudioChannelConfiguration schemeIdUri="urn:mpeg:mpegB:cicp:ChannelConfiguration" value="6"/></Representation>
+ <Representation id="a2" bandwidth="1"><AudioChannelConfiguration schemeIdUri="urn:mpeg:mpegB:cicp:ChannelConfiguration" value="2"/></Representation>
+</AdaptationSet>
+<AdaptationSet mimeType="text/vtt" lang="fra"><Label>Français</Label></AdaptationSet>
+</Period></MPD>"#,
+        )
+        .unwrap();
+        let tracks = tracks_of(&mpd);
+        assert_eq!(tracks.len(), 2, "{tracks:?}");
+        assert_eq!(
+            (tracks[0].kind.as_str(), tracks[0].lang.as_str()),
+            ("audio", "eng")
+        );
+        assert_eq!(tracks[0].channels, [6, 2]);
+        assert_eq!(tracks[0].roles, ["main"]);
+        assert_eq!(
+            (tracks[1].kind.as_str(), tracks[1].label.as_deref()),
+            ("text", Some("Français"))
+        );
+        assert!(tracks_of(&dir.path().join("missing.mpd")).is_empty());
     }
 
     #[test]

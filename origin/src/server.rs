@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `/vod/{asset}/manifest.mpd` | `application/dash+xml`, `Cache-Control: public, max-age=<mpd_max_age_secs>` |
 //! | `/vod/{asset}/{rep}/init.mp4`, `/vod/{asset}/{rep}/{n}.m4s` | `video/mp4` or `audio/mp4`, `public, max-age=<segment_max_age_secs>, immutable` |
-//! | `/vod/` | JSON `{"assets": [...]}` from each asset's `asset.json` |
+//! | `/vod/` | JSON `{"assets": [...], "live": [...]}`: each asset's `asset.json` and its audio/text tracks (from its MPD), and the live channels |
 //! | `/healthz` | `ok` |
 //! | `/metrics` | OpenMetrics text, see [`crate::metrics`] |
 //! | `/`, `/web/…`, `/time` | the dash.js watch page and its timing source, see [`crate::web`] |
@@ -34,7 +34,7 @@ use std::io;
 use std::sync::Arc;
 
 use axum::body::HttpBody;
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -83,10 +83,11 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let live = crate::live::Channels::start(&config.live)
+    let state = AppState::new(&config)?;
+    let live = crate::live::Channels::start_in(&config.live, Some(state.library().root()))
         .await
         .map_err(io::Error::other)?;
-    let state = AppState::new(&config)?.with_live(live);
+    let state = state.with_live(live.clone());
     let addr = listener.local_addr()?;
     let (nofile, derived) = serve::fd_limits();
     let max_connections = config.limits.max_connections.unwrap_or(derived);
@@ -144,6 +145,10 @@ pub async fn run(
         shutdown,
     )
     .await;
+    // The live events end with the server: recordings become VOD assets.
+    for asset in live.stop().await {
+        info!(asset = %asset.display(), "live recording saved");
+    }
     Ok(())
 }
 
@@ -204,17 +209,35 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
 #[derive(Debug, Serialize)]
 struct Listing {
     assets: Vec<ListingEntry>,
+    /// The live channels this origin serves (`/live/NAME/manifest.mpd`).
+    live: Vec<LiveEntry>,
 }
 
-async fn listing(State(files): State<Files>) -> Response {
+#[derive(Debug, Serialize)]
+struct LiveEntry {
+    name: String,
+    manifest: String,
+}
+
+async fn listing(State(state): State<AppState>) -> Response {
+    let files = Files::from_ref(&state);
     let listed = tokio::task::spawn_blocking(move || files.library().list())
         .await
         .unwrap_or_else(|join| Err(io::Error::other(join)));
+    let live = state
+        .live()
+        .names()
+        .into_iter()
+        .map(|name| LiveEntry {
+            manifest: format!("/live/{name}/manifest.mpd"),
+            name,
+        })
+        .collect();
     let response = match listed {
         Ok(assets) => (
             // Assets appear as they are packaged, so caches must revalidate.
             [(CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
-            Json(Listing { assets }),
+            Json(Listing { assets, live }),
         )
             .into_response(),
         Err(source) => AppError::Io {
@@ -384,6 +407,9 @@ mod tests {
         assert_eq!(assets[1]["manifest"], "/vod/demo/manifest.mpd");
         assert_eq!(assets[1]["duration_secs"], 4.0);
         assert_eq!(assets[1]["representations"][1]["kind"], "audio");
+        // No live channels in this state, and `<MPD/>` has no audio or text sets.
+        assert_eq!(json["live"], serde_json::json!([]));
+        assert!(assets[1].get("tracks").is_none());
 
         let response = get(&state, "/healthz", &[]).await;
         assert_eq!(response.status(), StatusCode::OK);

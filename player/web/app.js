@@ -30,6 +30,12 @@
     // The menus' view: {audio: [{index, lang, label, channels, roles}], text: [...],
     // audioCurrent, textCurrent (-1: off)}.
     tracks: { audio: [], text: [], audioCurrent: null, textCurrent: -1 },
+    // A dynamic MPD: {target, latency, rate, buffer, goToLive} (seconds; rate = the
+    // video's playbackRate, which dash.js moves within the ServiceDescription's bounds
+    // to catch up). null for VOD.
+    live: null,
+    // What /vod/ listed: {assets: [...], live: [...]}.
+    listing: null,
     startedAt: performance.now(),
   };
   window.dashcdn = state;
@@ -69,6 +75,10 @@
           },
         },
         cmcd: { enabled: false, applyParametersFromMpd: false },
+        // Live: dash.js takes the latency target and catch-up playback rates from the
+        // MPD's ServiceDescription (applyServiceDescription is on by default) and goes into
+        // low-latency mode for availabilityTimeComplete="false"; catch-up must be on.
+        liveCatchup: { enabled: true },
         cmsd: { enabled: false },
         applyContentSteering: false,
       },
@@ -253,6 +263,13 @@
   }
 
   function onStreamInitialized() {
+    const dynamic = player.isDynamic();
+    $('live-panel').hidden = !dynamic;
+    if (dynamic && !state.live) {
+      state.live = { target: player.getTargetLiveDelay(), latency: NaN, rate: 1, buffer: NaN, goToLive: 0 };
+      $('stat-target').textContent = `${state.live.target.toFixed(2)} s`;
+      log('info', `live stream: low-latency mode, target latency ${state.live.target.toFixed(2)} s (from the MPD)`);
+    }
     const reps = player.getRepresentationsByType('video') || [];
     const select = $('quality');
     select.replaceChildren(new Option('Auto (ABR)', 'auto'));
@@ -336,7 +353,8 @@
       return showError('Not a URL', `"${url}" is not an MPD address. Paste something like http://host/vod/asset/manifest.mpd.`);
     }
     clearError();
-    Object.assign(state, { mpd: absolute, failures: [], fragments: [], qualityRendered: [], samples: [], dashErrors: [] });
+    Object.assign(state, { mpd: absolute, failures: [], fragments: [], qualityRendered: [], samples: [], dashErrors: [], live: null });
+    $('live-panel').hidden = true;
     chartStart = performance.now();
     $('mpd-url').value = url;
     const params = new URLSearchParams(location.search);
@@ -448,7 +466,19 @@
       ? `${audioTrack && audioTrack.lang && audioTrack.lang !== 'und' ? audioTrack.lang + ' · ' : ''}${kbps(audioRep.bandwidth)}${video.muted ? ' (muted)' : ''}`
       : '—';
     const duration = Number.isFinite(video.duration) ? video.duration : 0;
-    $('stat-position').textContent = duration ? `${video.currentTime.toFixed(1)} / ${duration.toFixed(1)} s` : '—';
+    let latency = NaN;
+    if (state.live) {
+      try { latency = player.getCurrentLiveLatency(); } catch (_) { /* not ready */ }
+      Object.assign(state.live, { latency, rate: video.playbackRate, buffer });
+      const behind = Number.isFinite(latency) && latency > 2 * state.live.target;
+      $('live-panel').dataset.behind = String(behind);
+      $('stat-latency').textContent = Number.isFinite(latency) && latency > 0 ? `${latency.toFixed(2)} s` : '—';
+      $('stat-rate').textContent = `${video.playbackRate.toFixed(2)}×${video.playbackRate > 1.005 ? ' catching up' : video.playbackRate < 0.995 ? ' slowing' : ''}`;
+      $('stat-live-buffer').textContent = Number.isFinite(buffer) ? `${buffer.toFixed(2)} s` : '—';
+      $('stat-position').textContent = Number.isFinite(latency) && latency > 0 ? `live −${latency.toFixed(1)} s` : 'live';
+    } else {
+      $('stat-position').textContent = duration ? `${video.currentTime.toFixed(1)} / ${duration.toFixed(1)} s` : '—';
+    }
 
     state.samples.push({
       t: (performance.now() - chartStart) / 1000,
@@ -458,6 +488,8 @@
       throughput: throughput * 1000,
       dropped: q ? q.droppedVideoFrames : 0,
       decoded: q ? q.totalVideoFrames : 0,
+      latency,
+      rate: video.playbackRate,
     });
     if (state.samples.length > 2400) state.samples.shift();
     renderLadder();
@@ -572,7 +604,10 @@
     try {
       const response = await fetch('/vod/', { cache: 'no-cache' });
       if (!response.ok) throw new Error(httpReason(response.status));
-      const { assets } = await response.json();
+      const listing = await response.json();
+      state.listing = listing;
+      const { assets } = listing;
+      renderLive(listing.live || []);
       if (!assets.length) {
         list.innerHTML = '<li class="muted">No assets yet: <code>dashcdn origin package VIDEO --asset NAME</code></li>';
         return;
@@ -592,6 +627,7 @@
           a.duration_secs ? `${a.duration_secs.toFixed(0)} s` : null,
           top ? `up to ${top.height}p` : null,
           video.length ? `${video.length} rungs` : null,
+          tracksText(a.tracks || []),
         ].filter(Boolean).join(' · ');
         b.append(name, info);
         b.addEventListener('click', () => load(a.manifest));
@@ -606,6 +642,40 @@
       li.textContent = `No asset listing at /vod/ (${e.message}). Paste an MPD URL above.`;
       list.append(li);
     }
+  }
+
+  /** "audio eng, fra (5.1) · subtitles eng, fra" from the listing's tracks. */
+  function tracksText(tracks) {
+    const langs = (kind) => tracks.filter((t) => t.kind === kind).map((t) =>
+      t.lang + ((t.channels || []).includes(6) ? ' (5.1)' : ''));
+    const audio = langs('audio');
+    const text = langs('text');
+    return [
+      audio.length > 1 || (audio.length === 1 && audio[0] !== 'und') ? `audio ${audio.join(', ')}` : null,
+      text.length ? `subtitles ${text.join(', ')}` : null,
+    ].filter(Boolean).join(' · ');
+  }
+
+  function renderLive(channels) {
+    $('live-channels').replaceChildren(...channels.map((c) => {
+      const li = document.createElement('li');
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'asset';
+      b.dataset.manifest = c.manifest;
+      b.dataset.live = c.name;
+      const tag = document.createElement('span');
+      tag.className = 'live-tag';
+      tag.textContent = 'LIVE';
+      const name = document.createElement('span');
+      name.textContent = c.name;
+      const info = document.createElement('small');
+      info.textContent = 'low-latency DASH';
+      b.append(tag, name, info);
+      b.addEventListener('click', () => load(c.manifest));
+      li.append(b);
+      return li;
+    }));
   }
 
   function markCurrentAsset() {
@@ -623,6 +693,13 @@
   });
   $('error-retry').addEventListener('click', () => state.mpd && load(state.mpd));
   $('assets-refresh').addEventListener('click', loadAssets);
+  $('go-live').addEventListener('click', () => {
+    if (!player || !state.live) return;
+    state.live.goToLive += 1;
+    log('info', `go to live (latency was ${Number.isFinite(state.live.latency) ? state.live.latency.toFixed(2) + ' s' : 'unknown'})`);
+    player.seekToOriginalLive();
+    if (video.paused) video.play().catch(() => {});
+  });
 
   $('abr').addEventListener('change', (e) => {
     state.abr = e.target.value;

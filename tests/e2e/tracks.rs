@@ -99,6 +99,35 @@ async fn dashjs_switches_audio_language_and_shows_every_subtitle_track() {
         .unwrap();
     let origin = spawn_origin(library.path()).await;
     let base = origin.url("");
+    // The listing names the asset's audio and subtitle tracks before any player loads it.
+    let listing: serde_json::Value = reqwest::get(origin.url("/vod/"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tracks: Vec<(String, String)> = listing["assets"][0]["tracks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("tracks listed: {listing}"))
+        .iter()
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap().to_owned(),
+                t["lang"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("audio", "eng"),
+        ("audio", "fra"),
+        ("text", "eng"),
+        ("text", "fra"),
+    ] {
+        assert!(
+            tracks.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} in {tracks:?}"
+        );
+    }
     let artifacts = artifact_dir().with_file_name("browser-tracks");
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
