@@ -1045,3 +1045,114 @@ mod redirect_and_h2c {
         );
     }
 }
+
+/// dash.js in Chromium plays through an HTTPS edge over HTTP/2: `player/web/test/h2.mjs`
+/// checks each response's negotiated protocol in Chromium's network events (CDP
+/// `Network.responseReceived` → `response.protocol == "h2"`). Chromium trusts the test CA
+/// through `--ignore-certificate-errors-spki-list` (hashes of the CA's and the leaf's
+/// public keys), never the system store.
+#[ignore = "slow: packages a clip and runs headless Chromium"]
+#[tokio::test(flavor = "multi_thread")]
+async fn dashjs_plays_through_an_https_edge_over_http2_in_chromium() {
+    use std::net::SocketAddr;
+
+    use dashcdn_origin::{package, PackageOptions};
+    use dashcdn_testkit::{spawn_edge, spawn_origin, Clip};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    crate::browser::require_browser_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("lib");
+    let lib = library.clone();
+    tokio::task::spawn_blocking(move || {
+        let source = lib.join("clip.mp4");
+        std::fs::create_dir_all(&lib).unwrap();
+        Clip::new(10.0).write(&source).unwrap();
+        let mut opts = PackageOptions::new("abr", &lib);
+        opts.ladder = "240p:700k,144p:150k".parse().unwrap();
+        opts.segment_duration = 2.0;
+        opts.encode.progress = false;
+        package(&source, &opts).expect("packaging the clip");
+        std::fs::remove_file(&source).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let ca = dashcdn_http::tls::local_ca(&dir.path().join("ca")).unwrap();
+    let pair = ca.issue("edge", &["localhost", "127.0.0.1"]).unwrap();
+    let spki: Vec<String> = [ca.ca_cert(), pair.cert.clone()]
+        .iter()
+        .map(|pem| spki_sha256(pem))
+        .collect();
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port_on(&["127.0.0.1"]))
+        .parse()
+        .unwrap();
+    let origin = spawn_origin(&library).await;
+    let edge = spawn_edge()
+        .upstream(origin.addr)
+        .config(|c| {
+            c.tls = dashcdn_http::https::TlsArgs {
+                listen: Some(tls),
+                cert: vec![pair.cert.clone()],
+                key: vec![pair.key.clone()],
+                ..Default::default()
+            }
+        })
+        .await;
+
+    let artifacts = crate::browser::artifact_dir().with_file_name("browser-h2");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = tokio::process::Command::new("node")
+        .arg(repo.join("player/web/test/h2.mjs"))
+        .arg(format!("https://127.0.0.1:{}", tls.port()))
+        .arg(spki.join(","))
+        .arg(&artifacts)
+        .current_dir(repo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting node");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut report = Vec::new();
+    let status = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            println!("{line}");
+            report.push(line);
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("h2.mjs hung for 180 s");
+    edge.join().await;
+    origin.join().await;
+    let failed: Vec<&String> = report.iter().filter(|l| l.starts_with("not ok")).collect();
+    assert!(
+        status.success() && failed.is_empty(),
+        "h2.mjs failed ({status}):\n{}",
+        report.join("\n")
+    );
+    assert!(
+        report
+            .iter()
+            .any(|l| l.starts_with("ok - every response from the edge was HTTP/2")),
+        "the protocol check did not run:\n{}",
+        report.join("\n")
+    );
+}
+
+/// base64(SHA-256(SubjectPublicKeyInfo DER)) of a PEM certificate, as Chromium's
+/// `--ignore-certificate-errors-spki-list` wants it (openssl, as the CA tests use).
+fn spki_sha256(pem: &Path) -> String {
+    let out = run(Command::new("sh").arg("-c").arg(format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der \
+         | openssl dgst -sha256 -binary | openssl base64 -A",
+        pem.display()
+    )));
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
