@@ -481,10 +481,18 @@ fn print_summary(s: &crate::qoe::Summary, json: bool) -> Result<()> {
     }
     if let Some(t) = &s.tracks {
         let list = |v: &[crate::tracks::TrackInfo]| {
-            v.iter().map(|t| t.lang.as_str()).collect::<Vec<_>>().join(", ")
+            v.iter()
+                .map(|t| t.lang.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         if let Some(a) = &t.audio {
-            writeln!(o, "audio             {} (available: {})", a.lang, list(&t.audio_available))?;
+            writeln!(
+                o,
+                "audio             {} (available: {})",
+                a.lang,
+                list(&t.audio_available)
+            )?;
         }
         if let Some(st) = &t.subtitles {
             writeln!(
@@ -495,7 +503,11 @@ fn print_summary(s: &crate::qoe::Summary, json: bool) -> Result<()> {
                 list(&t.subtitles_available)
             )?;
         } else if !t.subtitles_available.is_empty() {
-            writeln!(o, "subtitles         off (available: {})", list(&t.subtitles_available))?;
+            writeln!(
+                o,
+                "subtitles         off (available: {})",
+                list(&t.subtitles_available)
+            )?;
         }
     }
     Ok(())

@@ -178,7 +178,11 @@ pub(crate) fn join(base: &Url, rel: &str, mpd_url: &Url) -> Result<Url, MpdError
     })
 }
 
-pub(crate) fn base_of(base: &Url, urls: &[dash_mpd_core::BaseURL], mpd_url: &Url) -> Result<Url, MpdError> {
+pub(crate) fn base_of(
+    base: &Url,
+    urls: &[dash_mpd_core::BaseURL],
+    mpd_url: &Url,
+) -> Result<Url, MpdError> {
     // Several BaseURLs are alternatives (DVB failover); the first is used.
     match urls.first() {
         Some(b) => join(base, &b.base, mpd_url),
@@ -643,8 +647,7 @@ pub(crate) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<Presentat
                 .collect();
             tracks.audio = aset.map(crate::tracks::info);
             tracks.audio_available = audio_sets.iter().map(|s| crate::tracks::info(s)).collect();
-            tracks.subtitles_available =
-                text_sets.iter().map(|s| crate::tracks::info(s)).collect();
+            tracks.subtitles_available = text_sets.iter().map(|s| crate::tracks::info(s)).collect();
             if let Some(want) = &prefs.subtitles {
                 let t = pick_text(&text_sets, want, url)?;
                 tracks.subtitles = Some(crate::tracks::info(t));

@@ -230,7 +230,9 @@ enum Attempt {
 fn looks_mp4(body: &[u8]) -> bool {
     matches!(
         body.get(4..8),
-        Some(b"styp" | b"moof" | b"sidx" | b"ftyp" | b"prft" | b"emsg" | b"free" | b"mdat" | b"moov")
+        Some(
+            b"styp" | b"moof" | b"sidx" | b"ftyp" | b"prft" | b"emsg" | b"free" | b"mdat" | b"moov"
+        )
     )
 }
 

@@ -49,6 +49,8 @@ pub enum PlayerError {
     NotText { url: String },
     #[error("session task ended early: {0}")]
     Task(String),
+    #[error("{url}: the live stream has had no segment for {secs:.0} s (each request: 404); is the channel's input running?")]
+    LiveStalled { url: String, secs: f64 },
 }
 
 /// Everything one streaming session needs.
@@ -281,9 +283,11 @@ pub(crate) async fn load_presentation(
         source,
     })?;
     let (doc, retries, failovers) = fetch_doc(net, &url).await?;
-    Ok(plan_vod(net, &doc, &url, &TrackPrefs::default(), retries, failovers)
-        .await?
-        .0)
+    Ok(
+        plan_vod(net, &doc, &url, &TrackPrefs::default(), retries, failovers)
+            .await?
+            .0,
+    )
 }
 
 /// The MPD document at `url`; also the (retries, failovers) its fetch cost.

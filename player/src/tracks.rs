@@ -127,7 +127,8 @@ mod tests {
         assert!(lang_matches("en-GB", "en"));
         assert!(lang_matches("FRA", "fra"));
         assert!(!lang_matches("eng", "en"));
-        let vtt = "WEBVTT\n\n00:00.500 --> 00:02.000\nHi\n\nNOTE x\n\n00:03.000 --> 00:04.000\nYo\n";
+        let vtt =
+            "WEBVTT\n\n00:00.500 --> 00:02.000\nHi\n\nNOTE x\n\n00:03.000 --> 00:04.000\nYo\n";
         assert_eq!(count_cues(vtt), 2);
     }
 }

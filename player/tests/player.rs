@@ -531,7 +531,7 @@ async fn unsupported_mpd_features_are_named() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("live.mpd"),
-        r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="2020-01-01T00:00:00Z"><Period start="PT0S"><AdaptationSet contentType="video" mimeType="video/mp4"><SegmentTemplate media="$Number$.m4s" duration="2" /><Representation id="v" bandwidth="1"/></AdaptationSet></Period></MPD>"#,
+        r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="2020-01-01T00:00:00Z"><Period start="PT0S"><AdaptationSet contentType="video" mimeType="video/mp4"><SegmentTemplate media="$Time$.m4s"><SegmentTimeline><S t="0" d="2" r="-1"/></SegmentTimeline></SegmentTemplate><Representation id="v" bandwidth="1"/></AdaptationSet></Period></MPD>"#,
     )
     .unwrap();
     let server = spawn_static(dir.path()).await;
@@ -539,8 +539,36 @@ async fn unsupported_mpd_features_are_named() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("unsupported MPD feature"), "{e}");
-    assert!(e.to_string().contains("dynamic"), "{e}");
+    assert!(
+        e.to_string().contains("SegmentTimeline in a dynamic MPD"),
+        "{e}"
+    );
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_live_stream_with_no_segments_is_an_error_not_an_endless_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    // Started a minute ago, so segments should exist; none does.
+    let ast = std::time::SystemTime::now() - Duration::from_secs(60);
+    let ast = chrono_like(ast);
+    std::fs::write(
+        dir.path().join("live.mpd"),
+        format!(r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="{ast}" minimumUpdatePeriod="PT2S"><Period id="p0" start="PT0S"><AdaptationSet contentType="video" mimeType="video/mp4"><SegmentTemplate media="$Number$.m4s" duration="2" startNumber="0"/><Representation id="v" bandwidth="1000"/></AdaptationSet></Period></MPD>"#),
+    )
+    .unwrap();
+    let server = spawn_static(dir.path()).await;
+    let mut o = opts(server.url("/live.mpd"));
+    o.net.timeout = Duration::from_millis(700);
+    let e = within(20, stream_report(o)).await.unwrap_err();
+    assert!(matches!(e, PlayerError::LiveStalled { .. }), "{e}");
+    assert!(e.to_string().contains("no segment for"), "{e}");
+    server.shutdown().await;
+}
+
+/// `t` as an xs:dateTime in UTC.
+fn chrono_like(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -807,4 +835,298 @@ async fn a_server_ignoring_range_is_warned_about_once() {
         1,
         "warned not exactly once:\n{text}"
     );
+}
+
+/// How many segments were cut, and which paths were already asked for.
+type CutState = (
+    Arc<AtomicUsize>,
+    Arc<Mutex<std::collections::HashSet<String>>>,
+);
+
+/// Serves the shared library like the origin, except that the first request for each
+/// media segment gets half of it, with the cut box's size and `Content-Length` both
+/// rewritten to match, so that HTTP alone cannot tell it from a whole segment.
+async fn spawn_cutting_server() -> (Server, Arc<AtomicUsize>) {
+    use axum::extract::{Path as AxPath, State};
+    use axum::response::IntoResponse;
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let state = (cuts.clone(), seen);
+    let app = axum::Router::new()
+        .route(
+            "/vod/{*path}",
+            axum::routing::get(
+                |State((cuts, seen)): State<CutState>, AxPath(path): AxPath<String>| async move {
+                    let file = library().root.join(&path);
+                    let Ok(mut body) = std::fs::read(&file) else {
+                        return (axum::http::StatusCode::NOT_FOUND, Vec::new()).into_response();
+                    };
+                    if path.ends_with(".m4s") && seen.lock().unwrap().insert(path.clone()) {
+                        let cut = body.len() / 2;
+                        // The box the cut falls in now ends at the cut.
+                        let (_, at, _) = *top_boxes(&body)
+                            .iter()
+                            .find(|(_, at, size)| *at < cut && at + size > cut)
+                            .expect("a box spans the middle");
+                        body.truncate(cut);
+                        let size = ((cut - at) as u32).to_be_bytes();
+                        body[at..at + 4].copy_from_slice(&size);
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                    }
+                    body.into_response()
+                },
+            ),
+        )
+        .with_state(state);
+    (serve_on("127.0.0.1:0", app).await, cuts)
+}
+
+#[tokio::test]
+async fn a_cut_segment_with_a_rewritten_length_is_retried_never_played() {
+    let (server, cuts) = spawn_cutting_server().await;
+    let log = Captured::default();
+    let mut o = opts(server.url(&manifest_path()));
+    o.log = Some(log.sink());
+    let report = within(60, stream_report(o))
+        .await
+        .expect("the session finishes despite the cut segments");
+    let s = &report.summary;
+    let cut = cuts.load(Ordering::SeqCst);
+    let media = report.log.iter().filter(|e| e.kind != "init").count();
+    assert_eq!(cut, media, "every media segment was cut once: {s:?}");
+    assert_eq!(s.integrity_failures as usize, cut, "{s:?}");
+    assert!(s.retries as usize >= cut, "{s:?}");
+    assert!((s.media_s - CLIP_SECONDS).abs() < 0.2, "{s:?}");
+    // What was kept is the whole segment, byte for byte the file on disk.
+    for l in log.lines().iter().filter(|l| l["kind"] != "init") {
+        let url = url::Url::parse(l["url"].as_str().unwrap()).unwrap();
+        let path = url.path().trim_start_matches("/vod/");
+        let on_disk = std::fs::metadata(library().root.join(path)).unwrap().len();
+        assert_eq!(l["bytes"].as_u64().unwrap(), on_disk, "{url}");
+    }
+    let json = serde_json::to_value(s).unwrap();
+    assert_eq!(json["integrity_failures"].as_u64().unwrap() as usize, cut);
+    server.shutdown().await;
+}
+
+/// The library's MPD as two Periods: the whole ladder, then the same media with the
+/// lowest rung only (a different ladder), each Period with an absolute BaseURL.
+fn two_ladders(origin: &Server) -> String {
+    let text = std::fs::read_to_string(library().root.join(ASSET).join("manifest.mpd")).unwrap();
+    let p0 = text.find("<Period").unwrap();
+    let p1 = text.find("</Period>").unwrap() + "</Period>".len();
+    let inner = &text[text[p0..].find('>').unwrap() + p0 + 1..p1];
+    let base = origin.url(&format!("/vod/{ASSET}/"));
+    let full =
+        format!(r#"<Period id="a" start="PT0S" duration="PT8S"><BaseURL>{base}</BaseURL>{inner}"#);
+    // Drop every video Representation but the last (the lowest, 180p).
+    let mut low = full.replace(r#"id="a" start="PT0S""#, r#"id="b" start="PT8S""#);
+    for id in ["360p", "240p"] {
+        let a = low.find(&format!(r#"<Representation id="{id}""#)).unwrap();
+        let b = a + low[a..].find("</Representation>").unwrap() + "</Representation>".len();
+        low.replace_range(a..b, "");
+    }
+    format!(
+        r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" profiles="urn:mpeg:dash:profile:isoff-live:2011" mediaPresentationDuration="PT16S" minBufferTime="PT2S">{full}{low}</MPD>"#
+    )
+}
+
+#[tokio::test]
+async fn periods_with_different_ladders_play_one_after_the_other() {
+    let origin = spawn_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("multi.mpd"), two_ladders(&origin)).unwrap();
+    let files = spawn_static(dir.path()).await;
+    let report = within(60, stream_report(opts(files.url("/multi.mpd"))))
+        .await
+        .expect("a two-ladder presentation plays");
+    let s = &report.summary;
+    assert!((s.media_s - 2.0 * CLIP_SECONDS).abs() < 0.3, "{s:?}");
+    let video: Vec<_> = report.log.iter().filter(|e| e.kind == "video").collect();
+    assert_eq!(video.len(), s.segments as usize);
+    assert!(video.iter().any(|e| e.period == 0));
+    let second: Vec<_> = video.iter().filter(|e| e.period == 1).collect();
+    assert!(!second.is_empty(), "the second period played");
+    assert!(
+        second.iter().all(|e| e.representation == "180p"),
+        "period 1 has one rung: {:?}",
+        second.iter().map(|e| &e.representation).collect::<Vec<_>>()
+    );
+    // Its init segment was fetched for the new period.
+    assert!(report
+        .log
+        .iter()
+        .any(|e| e.kind == "init" && e.period == 1 && e.representation == "180p"));
+    files.shutdown().await;
+    origin.shutdown().await;
+}
+
+/// 4 s of video with English and French audio and a French WebVTT sidecar (3 cues),
+/// packaged into `root` as asset `tracks`.
+fn tracks_library(root: &std::path::Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let vtt = dir.path().join("fra.vtt");
+    std::fs::write(
+        &vtt,
+        "WEBVTT\n\n00:00:00.500 --> 00:00:01.500\nBonjour\n\n00:00:02.000 --> 00:00:02.500\nle\n\n00:00:03.000 --> 00:00:03.500\nmonde\n",
+    )
+    .unwrap();
+    let src = dir.path().join("tracks.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-t",
+        "4",
+        "-i",
+        "testsrc2=size=320x180:rate=25",
+        "-f",
+        "lavfi",
+        "-t",
+        "4",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-f",
+        "lavfi",
+        "-t",
+        "4",
+        "-i",
+        "sine=frequency=660:sample_rate=48000",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-map",
+        "2:a",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-metadata:s:a:0",
+        "language=eng",
+        "-metadata:s:a:1",
+        "language=fra",
+        src.to_str().unwrap(),
+    ]);
+    let mut opts = dashcdn_origin::PackageOptions::new("tracks", root);
+    opts.ladder = "180p:300k".parse().unwrap();
+    opts.segment_duration = 2.0;
+    opts.encode.progress = false;
+    opts.encode.preset = "ultrafast".into();
+    opts.subtitles = vec![format!("{}:fra", vtt.display()).parse().unwrap()];
+    dashcdn_origin::package(&src, &opts).expect("packaging the two-language clip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_lang_picks_the_language_and_subtitles_are_fetched_and_counted() {
+    let lib = tempfile::tempdir().unwrap();
+    let root = lib.path().to_owned();
+    tokio::task::spawn_blocking(move || tracks_library(&root))
+        .await
+        .unwrap();
+    let origin = serve_on("127.0.0.1:0", origin_router(lib.path())).await;
+    let url = origin.url("/vod/tracks/manifest.mpd");
+
+    let mut o = opts(url.clone());
+    o.tracks.audio_lang = Some("fra".into());
+    o.tracks.subtitles = Some("FRA".into());
+    let report = within(60, stream_report(o)).await.expect("French plays");
+    let s = &report.summary;
+    let t = s.tracks.as_ref().expect("tracks reported");
+    assert_eq!(t.audio.as_ref().unwrap().lang, "fra");
+    let langs: Vec<&str> = t.audio_available.iter().map(|a| a.lang.as_str()).collect();
+    assert_eq!(langs, ["eng", "fra"]);
+    assert_eq!(t.subtitles.as_ref().unwrap().lang, "fra");
+    assert_eq!(t.subtitle_cues, Some(3));
+    // Every audio segment came from the French AdaptationSet's representation, which is
+    // not the English one.
+    let audio_reps: std::collections::BTreeSet<&str> = report
+        .log
+        .iter()
+        .filter(|e| e.kind == "audio")
+        .map(|e| e.representation.as_str())
+        .collect();
+    assert_eq!(audio_reps.len(), 1, "{audio_reps:?}");
+    let mpd = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let fra_set = &mpd[mpd.find(r#"lang="fra""#).expect("a French set")..];
+    let fra_rep = audio_reps.iter().next().unwrap();
+    assert!(
+        fra_set.contains(&format!(r#"id="{fra_rep}""#)),
+        "{fra_rep} is in the French AdaptationSet"
+    );
+    let json = serde_json::to_value(s).unwrap();
+    assert_eq!(json["tracks"]["audio"]["lang"], "fra");
+    assert_eq!(json["tracks"]["subtitle_cues"], 3);
+
+    // The default is the main (first) language; a missing one names what there is.
+    let report = within(60, stream_report(opts(url.clone()))).await.unwrap();
+    let t = report.summary.tracks.unwrap();
+    assert_eq!(t.audio.unwrap().lang, "eng");
+    assert!(t.subtitles.is_none() && t.subtitles_available.len() == 1);
+    let mut o = opts(url);
+    o.tracks.audio_lang = Some("deu".into());
+    let e = within(30, stream_report(o)).await.unwrap_err().to_string();
+    assert!(e.contains("`deu`") && e.contains("eng, fra"), "{e}");
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a real-time live encoder for about 15 s"]
+async fn plays_a_live_channel_chunk_by_chunk_and_reports_its_latency() {
+    use dashcdn_origin::live::{Input, LiveConfig, Rung};
+    let lib = tempfile::tempdir().unwrap();
+    let mut ch = LiveConfig::new("t", Input::Testsrc);
+    ch.ladder = vec![
+        Rung::video("v0", 426, 240, 400),
+        Rung::video("v1", 256, 144, 150),
+        Rung::audio("a0", 32),
+    ];
+    ch.window = Duration::from_secs(30);
+    let origin = dashcdn_testkit::origin(lib.path())
+        .config(|c| c.live = vec![ch])
+        .await;
+    let url = origin.url("/live/t/manifest.mpd");
+    dashcdn_testkit::eventually("the channel's MPD", Duration::from_secs(20), || async {
+        dashcdn_testkit::client()
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let log = Captured::default();
+    let mut o = opts(url);
+    o.live_seconds = Some(12.0);
+    o.log = Some(log.sink());
+    let report = within(40, stream_report(o)).await.expect("live plays");
+    let s = &report.summary;
+    let live = s.live.as_ref().expect("live stats");
+    let mean = s.live_latency_s.expect("latency measured");
+    let p95 = s.live_latency_p95_s.unwrap();
+    // Target 1.5 s (the ServiceDescription); chunks of 0.5 s arrive as they are made.
+    assert_eq!(live.target_latency_s, 1.5);
+    assert!(mean > 0.5 && mean < 3.0, "mean latency {mean}: {s:?}");
+    assert!(p95 >= mean && p95 < 4.0, "p95 {p95}");
+    assert!(live.latency_samples >= 30, "{live:?}");
+    // 12 s of 2 s segments: about 6, fetched while in progress (chunked transfer).
+    assert!(s.segments >= 4, "{s:?}");
+    assert!(live.in_progress_segments >= 4, "{live:?}");
+    assert!(s.media_s > 8.0 && s.media_s < 13.0, "{s:?}");
+    assert!(live.mpd_refreshes >= 2, "{live:?}");
+    assert!(s.audio_segments >= 4, "{s:?}");
+    // Throughput of chunked downloads is measured inside the bursts: on loopback it is
+    // far above the stream's own bitrate, which is all that wall time would show.
+    let lines = log.lines();
+    let tput: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["kind"] == "video" && l["download_ms"].as_f64().unwrap() > 1000.0)
+        .map(|l| l["throughput_kbps"].as_f64().unwrap())
+        .collect();
+    assert!(!tput.is_empty(), "some segments streamed for over a second");
+    assert!(
+        tput.iter().all(|t| *t > 2_000.0),
+        "burst throughput {tput:?} kbit/s, not the 150–400 kbit/s of the stream"
+    );
+    origin.join().await;
 }

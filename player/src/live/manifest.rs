@@ -144,7 +144,10 @@ fn rep_plan(
         .bandwidth
         .ok_or_else(|| invalid(mpd_url, format!("Representation `{id}` has no @bandwidth")))?;
     if !rep.ContentProtection.is_empty() || !set.ContentProtection.is_empty() {
-        return Err(unsupported(mpd_url, "encrypted content (ContentProtection)"));
+        return Err(unsupported(
+            mpd_url,
+            "encrypted content (ContentProtection)",
+        ));
     }
     let t = merge_template(&[
         period.SegmentTemplate.as_ref(),
@@ -167,23 +170,28 @@ fn rep_plan(
     let duration = t
         .duration
         .filter(|d| *d > 0.0)
-        .ok_or_else(|| invalid(mpd_url, format!("live SegmentTemplate of `{id}` has no @duration")))?
+        .ok_or_else(|| {
+            invalid(
+                mpd_url,
+                format!("live SegmentTemplate of `{id}` has no @duration"),
+            )
+        })?
         .round() as u64;
     let media = t
         .media
         .clone()
         .ok_or_else(|| invalid(mpd_url, format!("SegmentTemplate of `{id}` has no @media")))?;
-    // availabilityTimeOffset adds up from the BaseURL and SegmentTemplate levels
-    // (§5.3.9.5.3); only the template's is written in practice.
+    // availabilityTimeOffset: the lowest level that sets it. (§5.3.9.5.3 adds a
+    // BaseURL's to the template's; BaseURL offsets are not read here, and the origin,
+    // ffmpeg and the DASH-IF examples put it on the SegmentTemplate only.)
     let ato_s = [
-        period.SegmentTemplate.as_ref(),
-        set.SegmentTemplate.as_ref(),
         rep.SegmentTemplate.as_ref(),
+        set.SegmentTemplate.as_ref(),
+        period.SegmentTemplate.as_ref(),
     ]
-    .iter()
+    .into_iter()
     .flatten()
-    .filter_map(|t| t.availabilityTimeOffset)
-    .last()
+    .find_map(|t| t.availabilityTimeOffset)
     .filter(|a| a.is_finite() && *a > 0.0)
     .unwrap_or(0.0);
     Ok(LiveRep {
@@ -226,7 +234,11 @@ pub(super) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<LiveManif
         }
         let p_start = secs(&p.start).unwrap_or(start);
         let p_base = base_of(&base, &p.BaseURL, url)?;
-        let Some(vset) = p.adaptations.iter().find(dash_mpd_core::is_video_adaptation) else {
+        let Some(vset) = p
+            .adaptations
+            .iter()
+            .find(dash_mpd_core::is_video_adaptation)
+        else {
             return Err(MpdError::NoVideo {
                 url: url.to_string(),
             });
@@ -342,16 +354,16 @@ mod tests {
         assert_eq!(p0.number_at(v, 7.9), 3);
         assert_eq!(p0.seg_start(v, 3), 6.0);
         assert!(p0.past_end(v, 50));
-        assert_eq!(
-            v.url(3, &url).unwrap().as_str(),
-            "http://e/live/t/v0/3.m4s"
-        );
+        assert_eq!(v.url(3, &url).unwrap().as_str(), "http://e/live/t/v0/3.m4s");
         assert_eq!(
             v.init_url(&url).unwrap().unwrap().as_str(),
             "http://e/live/t/v0/init-0.mp4"
         );
         let p1 = &m.periods[1];
-        assert_eq!((p1.end_s, p1.video.len(), p1.audio.is_none()), (None, 1, true));
+        assert_eq!(
+            (p1.end_s, p1.video.len(), p1.audio.is_none()),
+            (None, 1, true)
+        );
         assert_eq!(p1.number_at(&p1.video[0], 103.0), 49);
         assert_eq!(m.tracks.audio.as_ref().unwrap().lang, "und");
         let e = plan(
@@ -363,6 +375,9 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("`fra`") && e.to_string().contains("und"), "{e}");
+        assert!(
+            e.to_string().contains("`fra`") && e.to_string().contains("und"),
+            "{e}"
+        );
     }
 }

@@ -44,7 +44,9 @@ use crate::mpd::Resource;
 use crate::net::{Fetch, Net, NetError, Want};
 use crate::qoe::LiveStats;
 use crate::session::SegmentRecord;
-use crate::stream::{dns_client, fetch_doc, latency_part, ms, PlayerError, Report, StreamOptions, Tally};
+use crate::stream::{
+    dns_client, fetch_doc, latency_part, ms, PlayerError, Report, StreamOptions, Tally,
+};
 use clock::Clock;
 use manifest::{LiveManifest, LivePeriod, LiveRep};
 use playback::{Kind, Playback};
@@ -212,7 +214,11 @@ struct Adapt {
 
 impl Adapt {
     fn new(opts: &StreamOptions, p: &LivePeriod) -> Adapt {
-        let rates: Vec<f64> = p.video.iter().map(|r| r.bandwidth as f64 / 1000.0).collect();
+        let rates: Vec<f64> = p
+            .video
+            .iter()
+            .map(|r| r.bandwidth as f64 / 1000.0)
+            .collect();
         let mut rates_dedup = rates.clone();
         for i in 1..rates_dedup.len() {
             if rates_dedup[i] <= rates_dedup[i - 1] {
@@ -310,7 +316,12 @@ pub(crate) async fn play(
         warn!("--subtitles: the live presentation's text tracks are listed, not fetched");
     }
     let clock = Clock::sync(&mut net, &man, &url).await;
-    let mut audio_net = Net::new(opts.net.clone(), dns_client(&opts)?, opts.resolve.clone(), None);
+    let mut audio_net = Net::new(
+        opts.net.clone(),
+        dns_client(&opts)?,
+        opts.resolve.clone(),
+        None,
+    );
     let target = man
         .target_s
         .or(man.suggested_delay_s)
@@ -371,6 +382,10 @@ pub(crate) async fn play(
     let mut bytes = 0u64;
     let mut period_index = 0usize;
     let mut misses = 0u32;
+    // Since when every request has been a 404: a channel whose input stopped for good
+    // is an error after three timeouts, not an endless wait.
+    let mut missing_since: Option<Instant> = None;
+    let give_up = opts.net.timeout * 3;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -380,9 +395,7 @@ pub(crate) async fn play(
             break "--live-seconds reached";
         }
         if opts.live_seconds.is_none()
-            && opts
-                .duration_s
-                .is_some_and(|d| shared.pb().played_s() >= d)
+            && opts.duration_s.is_some_and(|d| shared.pb().played_s() >= d)
         {
             break "--duration reached";
         }
@@ -405,7 +418,11 @@ pub(crate) async fn play(
         }
         // Past the end of this Period: into the next one.
         if cur.past_end(&cur.video[0], n) {
-            let Some(next) = man.periods.iter().find(|p| p.start_s > cur.start_s + 1e-6).cloned()
+            let Some(next) = man
+                .periods
+                .iter()
+                .find(|p| p.start_s > cur.start_s + 1e-6)
+                .cloned()
             else {
                 break "the presentation ended";
             };
@@ -445,7 +462,11 @@ pub(crate) async fn play(
             {
                 let to = edge - target;
                 let (p, m) = locate(&man, to);
-                info!(latency_s = behind, to_segment = m, "too far behind the live edge; skipping ahead");
+                info!(
+                    latency_s = behind,
+                    to_segment = m,
+                    "too far behind the live edge; skipping ahead"
+                );
                 pb.skip_to(to);
                 drop(pb);
                 if p.id != cur.id {
@@ -469,7 +490,10 @@ pub(crate) async fn play(
         for rep in std::iter::once(vrep).chain(cur.audio.iter()) {
             if let Some(u) = rep.init_url(&url)? {
                 if inits.insert(u.clone()) {
-                    let res = Resource { url: u, range: None };
+                    let res = Resource {
+                        url: u,
+                        range: None,
+                    };
                     let f = shared
                         .ticking(net.fetch(&res, false, |_, _, _, _| false))
                         .await?;
@@ -536,7 +560,14 @@ pub(crate) async fn play(
             match r {
                 Ok((f, _)) => {
                     let at = began.elapsed().as_secs_f64();
-                    tally.record(&opts, ("audio", period_index, &j.rep.id), &j.res, &f, at, None);
+                    tally.record(
+                        &opts,
+                        ("audio", period_index, &j.rep.id),
+                        &j.res,
+                        &f,
+                        at,
+                        None,
+                    );
                 }
                 Err(e) if is_404(&e) => {
                     // Missing audio plays as silence rather than stopping the picture.
@@ -552,6 +583,7 @@ pub(crate) async fn play(
         match v {
             Ok((f, tput)) => {
                 misses = 0;
+                missing_since = None;
                 if f.size.is_none() {
                     in_progress += 1;
                 }
@@ -573,16 +605,33 @@ pub(crate) async fn play(
                     abandoned: false,
                 };
                 debug!(segment = n, rep = %vrep.id, throughput_kbps = tput as u64, buffer_s, "segment in");
-                tally.record(&opts, ("video", period_index, &vrep.id), &vjob.res, &f, at, Some(rec));
+                tally.record(
+                    &opts,
+                    ("video", period_index, &vrep.id),
+                    &vjob.res,
+                    &f,
+                    at,
+                    Some(rec),
+                );
                 n += 1;
             }
             Err(e) if is_404(&e) => {
                 // Not there (yet): the encoder may be late, or its input dropped and a
                 // new Period is coming. The MPD is fetched again before the next try.
                 misses += 1;
+                let since = *missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > give_up {
+                    return Err(PlayerError::LiveStalled {
+                        url: vjob.res.url.to_string(),
+                        secs: since.elapsed().as_secs_f64(),
+                    });
+                }
                 let overdue = shared.clock.now() - (man.ast + seg_end) > seg_s;
                 if overdue {
-                    warn!(segment = n, "segment missing from the live stream; moving on");
+                    warn!(
+                        segment = n,
+                        "segment missing from the live stream; moving on"
+                    );
                     n += 1;
                 } else {
                     shared
@@ -604,7 +653,11 @@ pub(crate) async fn play(
     let lat = &pb.latencies;
     summary.live = Some(LiveStats {
         target_latency_s: target,
-        latency_min_s: lat.iter().copied().fold(f64::INFINITY, f64::min).min(f64::MAX),
+        latency_min_s: lat
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+            .min(f64::MAX),
         latency_max_s: lat.iter().copied().fold(0.0, f64::max),
         latency_samples: lat.len(),
         catchup_s: pb.catchup_s,
@@ -648,8 +701,15 @@ mod tests {
         let mut trun = 0x001u32.to_be_bytes().to_vec();
         trun.extend(n.to_be_bytes());
         trun.extend(0u32.to_be_bytes());
-        let traf = mp4box(b"traf", &[mp4box(b"tfhd", &tfhd), mp4box(b"trun", &trun)].concat());
-        [mp4box(b"moof", &traf), mp4box(b"mdat", &vec![0; 100 * n as usize])].concat()
+        let traf = mp4box(
+            b"traf",
+            &[mp4box(b"tfhd", &tfhd), mp4box(b"trun", &trun)].concat(),
+        );
+        [
+            mp4box(b"moof", &traf),
+            mp4box(b"mdat", &vec![0; 100 * n as usize]),
+        ]
+        .concat()
     }
 
     #[test]

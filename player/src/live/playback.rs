@@ -117,7 +117,9 @@ impl Playback {
     }
 
     fn end(&self) -> f64 {
-        let e = self.audio_end.map_or(self.video_end, |a| a.min(self.video_end));
+        let e = self
+            .audio_end
+            .map_or(self.video_end, |a| a.min(self.video_end));
         match self.jump {
             Some((from, _)) if self.playhead < from => e.min(from),
             _ => e,
@@ -299,7 +301,11 @@ impl Playback {
             switch_magnitude_kbps: self.switch_kbps,
             rebuffer_s: self.stall_s,
             rebuffer_count: self.stall_events,
-            rebuffer_ratio: if wall_s > 0.0 { self.stall_s / wall_s } else { 0.0 },
+            rebuffer_ratio: if wall_s > 0.0 {
+                self.stall_s / wall_s
+            } else {
+                0.0
+            },
             qoe_lin: qoe_lin(&self.played, self.stall_s),
             segments: self.played.len() as u32,
             media_s: self.played_s,
