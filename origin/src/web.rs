@@ -5,6 +5,7 @@
 //! | `/` | `index.html` of the watch page (`?mpd=URL` plays that MPD at once) |
 //! | `/web/app.js`, `/web/style.css` | the page's own script and style |
 //! | `/web/dash.all.min.js` (+ `.map`) | dash.js 5 from `{web_root}/node_modules/dashjs/dist/modern/umd/` |
+//! | `/web/shaka-player.compiled.js` | Shaka Player from `{web_root}/node_modules/shaka-player/dist/` (the second player the live tests run) |
 //! | `/time` | the current UTC time as ISO 8601 with milliseconds, e.g. `2026-11-23T23:20:01.123Z` |
 //!
 //! Why the origin serves it: a person opens one URL (`dashcdn demo` prints it), the page and
@@ -42,6 +43,13 @@ use tracing::{debug, error, info, warn};
 /// Where dash.js's browser build sits under the web root after `npm ci`. The "modern"
 /// UMD build targets current browsers and defines `window.dashjs`.
 pub(crate) const DASHJS_DIST: &str = "node_modules/dashjs/dist/modern/umd";
+
+/// Where Shaka Player's compiled build sits under the web root after `npm ci`.
+pub(crate) const SHAKA_DIST: &str = "node_modules/shaka-player/dist";
+
+/// What to tell a person (or a test log) when Shaka Player is not installed.
+pub(crate) const SHAKA_MISSING: &str = "Shaka Player is not installed on this server: \
+     run scripts/setup.sh (it runs `npm ci` in player/web)";
 
 /// What to tell a person (or a test log) when dash.js is not installed.
 pub(crate) const DASHJS_MISSING: &str = "dash.js is not installed on this server: \
@@ -137,6 +145,7 @@ pub(crate) enum Asset {
     Style,
     DashJs,
     DashJsMap,
+    Shaka,
 }
 
 impl Asset {
@@ -147,6 +156,7 @@ impl Asset {
             "style.css" => Asset::Style,
             "dash.all.min.js" => Asset::DashJs,
             "dash.all.min.js.map" => Asset::DashJsMap,
+            "shaka-player.compiled.js" => Asset::Shaka,
             _ => return None,
         })
     }
@@ -158,13 +168,14 @@ impl Asset {
             Asset::Style => "style.css",
             Asset::DashJs => "dash.all.min.js",
             Asset::DashJsMap => "dash.all.min.js.map",
+            Asset::Shaka => "shaka-player.compiled.js",
         }
     }
 
     fn content_type(self) -> &'static str {
         match self {
             Asset::Index => "text/html; charset=utf-8",
-            Asset::App | Asset::DashJs => "text/javascript; charset=utf-8",
+            Asset::App | Asset::DashJs | Asset::Shaka => "text/javascript; charset=utf-8",
             Asset::Style => "text/css; charset=utf-8",
             Asset::DashJsMap => "application/json",
         }
@@ -175,19 +186,27 @@ impl Asset {
             Asset::Index => Some(EMBEDDED_INDEX),
             Asset::App => Some(EMBEDDED_APP),
             Asset::Style => Some(EMBEDDED_STYLE),
-            Asset::DashJs | Asset::DashJsMap => None,
+            Asset::DashJs | Asset::DashJsMap | Asset::Shaka => None,
         }
     }
 
-    fn is_dashjs(self) -> bool {
-        matches!(self, Asset::DashJs | Asset::DashJsMap)
+    /// A player installed by `npm ci`, versioned by the lock file: never compiled in.
+    fn is_vendor(self) -> bool {
+        matches!(self, Asset::DashJs | Asset::DashJsMap | Asset::Shaka)
+    }
+
+    fn missing(self) -> &'static str {
+        match self {
+            Asset::Shaka => SHAKA_MISSING,
+            _ => DASHJS_MISSING,
+        }
     }
 
     fn path_in(self, root: &Path) -> PathBuf {
-        if self.is_dashjs() {
-            root.join(DASHJS_DIST).join(self.file())
-        } else {
-            root.join(self.file())
+        match self {
+            Asset::DashJs | Asset::DashJsMap => root.join(DASHJS_DIST).join(self.file()),
+            Asset::Shaka => root.join(SHAKA_DIST).join(self.file()),
+            _ => root.join(self.file()),
         }
     }
 }
@@ -230,16 +249,17 @@ async fn serve_asset(web: &WebRoot, asset: Asset) -> Response {
         (Some(bytes), _) => bytes,
         (None, Some(text)) => text.as_bytes().to_vec(),
         (None, None) => {
-            warn!(file = asset.file(), "{DASHJS_MISSING}");
+            let missing = asset.missing();
+            warn!(file = asset.file(), "{missing}");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-                format!("{DASHJS_MISSING}\n"),
+                format!("{missing}\n"),
             )
                 .into_response();
         }
     };
-    let cache = if asset.is_dashjs() {
+    let cache = if asset.is_vendor() {
         DASHJS_CACHE
     } else {
         NO_CACHE

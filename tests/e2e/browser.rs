@@ -52,7 +52,7 @@ pub(crate) fn require_browser_tools() {
         Path::new("/usr/bin/chromium").is_file(),
         "the browser test needs Debian's /usr/bin/chromium, which is missing; {SETUP}"
     );
-    for package in ["playwright-core", "dashjs"] {
+    for package in ["playwright-core", "dashjs", "shaka-player"] {
         let dir = repo().join("player/web/node_modules").join(package);
         assert!(
             dir.join("package.json").is_file(),

@@ -210,6 +210,43 @@ async fn dashjs_low_latency_through_shield_and_edge() {
     assert!(report.contains("ok - median live latency"), "{report}");
 }
 
+/// Shaka Player, the other DASH player people use, plays the same channel through a
+/// shield and an edge in its low-latency mode (`player/web/test/shaka-live.mjs`): the
+/// playhead advances with the clock, frames are decoded, no Shaka error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: headless Chromium for 20 s on a live channel"]
+async fn shaka_plays_the_live_channel_through_shield_and_edge() {
+    crate::browser::require_browser_tools();
+    let (origin, _library) = live_origin().await;
+    let shield = spawn_edge().pop("shield").upstream(origin.addr).await;
+    let edge = spawn_edge().pop("edge").parent(shield.addr).await;
+    let artifacts = crate::browser::artifact_dir().with_file_name("browser-shaka-live");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = tokio::process::Command::new("node")
+        .arg(repo.join("player/web/test/shaka-live.mjs"))
+        .arg(edge.url(""))
+        .arg("/live/t/manifest.mpd")
+        .arg(&artifacts)
+        .arg("--seconds=20")
+        .current_dir(repo)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the Shaka live test hung")
+        .expect("node runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    assert!(
+        out.status.success() && !report.contains("not ok"),
+        "Shaka live test failed ({}):\n{report}\n{}\nartifacts in {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        artifacts.display()
+    );
+    assert!(report.contains("ok - playback advances"), "{report}");
+}
+
 /// With `prefetch_segments = 1`, a viewer's request for segment n makes the edge ask the
 /// origin for n+1 at once; the origin holds that request open until the encoder starts
 /// n+1, so the viewer's own request for n+1 joins a fill that is already running.
