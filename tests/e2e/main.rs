@@ -10,6 +10,7 @@ mod geodns;
 mod interrupt;
 mod live;
 mod package;
+mod player_live;
 mod serve;
 mod tls;
 mod tracks;
