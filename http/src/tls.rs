@@ -9,13 +9,13 @@
 //! - Reload without dropping connections: [`TlsServer::reload`] reads every pair again and
 //!   swaps the set only when all of them load; otherwise the old set keeps serving and the
 //!   error names the file. [`TlsServer::watch`] calls it on SIGHUP and when a file changes.
-//! - [`serve_tls`]: the TLS accept loop; HTTP/1.1 and HTTP/2 by ALPN with hyper's HTTP/2
-//!   flood limits set ([`Limits`]).
+//! - [`serve_tls`]: one HTTPS listener on the shared accept loop ([`crate::serve`]);
+//!   HTTP/1.1 and HTTP/2 by ALPN with hyper's HTTP/2 flood limits set ([`Limits`]).
 //! - [`TlsArgs`]: `--tls-*`/`--acme-*` flags and `[tls]` config; [`Https`] runs all of it.
 //! - [`local_ca`]: a local CA and leaf certificates in a folder (demo, tests).
 //!
-//! Layout: `load` (PEM → checked pair), `resolve` (SNI choice), `serve` (accept loop and
-//! HTTP/2 limits), `local_ca`.
+//! Layout: `load` (PEM → checked pair), `resolve` (SNI choice), `serve` (`serve_tls`),
+//! `local_ca`.
 
 mod load;
 mod local_ca;
