@@ -1104,6 +1104,10 @@ async fn plays_a_live_channel_chunk_by_chunk_and_reports_its_latency() {
     let live = s.live.as_ref().expect("live stats");
     let mean = s.live_latency_s.expect("latency measured");
     let p95 = s.live_latency_p95_s.unwrap();
+    eprintln!(
+        "live: latency {mean:.3} s mean, {p95:.3} s p95, {} segments ({} in progress), {} stalls",
+        s.segments, live.in_progress_segments, s.rebuffer_count
+    );
     // Target 1.5 s (the ServiceDescription); chunks of 0.5 s arrive as they are made.
     assert_eq!(live.target_latency_s, 1.5);
     assert!(mean > 0.5 && mean < 3.0, "mean latency {mean}: {s:?}");
@@ -1128,5 +1132,84 @@ async fn plays_a_live_channel_chunk_by_chunk_and_reports_its_latency() {
         tput.iter().all(|t| *t > 2_000.0),
         "burst throughput {tput:?} kbit/s, not the 150–400 kbit/s of the stream"
     );
+    origin.join().await;
+}
+
+/// The ffmpeg of live channel `name` (its FIFOs sit in `dashcdn-live-NAME-*`), from /proc.
+fn encoder_pid(name: &str) -> Option<i32> {
+    let needle = format!("dashcdn-live-{name}-");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (cmd.starts_with("ffmpeg") && cmd.contains(&needle)).then_some(pid)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a live encoder killed mid-session and restarted, about 25 s"]
+async fn a_live_input_gap_continues_into_the_new_period() {
+    use dashcdn_origin::live::{Input, LiveConfig, Rung};
+    let lib = tempfile::tempdir().unwrap();
+    let mut ch = LiveConfig::new("pgap", Input::Testsrc);
+    ch.ladder = vec![Rung::video("v0", 256, 144, 150), Rung::audio("a0", 32)];
+    ch.window = Duration::from_secs(30);
+    let origin = dashcdn_testkit::origin(lib.path())
+        .config(|c| c.live = vec![ch])
+        .await;
+    let url = origin.url("/live/pgap/manifest.mpd");
+    dashcdn_testkit::eventually("the channel's MPD", Duration::from_secs(20), || async {
+        dashcdn_testkit::client()
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let mut o = opts(url);
+    o.live_seconds = Some(24.0);
+    let session = tokio::spawn(stream_report(o));
+    // The input goes away a few seconds in: the origin restarts its encoder into a new
+    // Period, and the player must carry on into it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pid = encoder_pid("pgap").expect("the channel's ffmpeg is running");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let report = within(60, session)
+        .await
+        .unwrap()
+        .expect("the session survives the gap");
+    let s = &report.summary;
+    let live = s.live.as_ref().unwrap();
+    assert!(live.periods >= 2, "played into the new Period: {live:?}");
+    assert!(
+        report
+            .log
+            .iter()
+            .any(|e| e.kind == "video" && e.period >= 1),
+        "segments of the new Period were fetched"
+    );
+    assert!(
+        report
+            .log
+            .iter()
+            .any(|e| e.kind == "init" && e.url.contains("init-1.mp4")),
+        "the new Period's init segment was fetched"
+    );
+    // After the gap playback went on near the live edge.
+    let lat = s.live_latency_s.unwrap();
+    eprintln!(
+        "input gap: {} periods, latency {lat:.3} s mean, {:.3} s p95, {:.1} s skipped, {} stalls ({:.2} s)",
+        live.periods,
+        s.live_latency_p95_s.unwrap(),
+        live.skipped_s,
+        s.rebuffer_count,
+        s.rebuffer_s
+    );
+    assert!(lat > 0.0 && lat < 6.0, "{s:?}");
+    assert!(s.media_s > 10.0, "{s:?}");
     origin.join().await;
 }
