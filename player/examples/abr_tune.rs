@@ -2,7 +2,7 @@
 //! mean linear QoE and rebuffering of a candidate configuration against the best of
 //! sabre's algorithms in both modes.
 //!   cargo run --release -p dashcdn-player --example abr_tune -- [seed] [count] [k=v ...]
-//! Keys: horizon, err_weight, reserve_ms, reserve_penalty, abandon.
+//! Keys: horizon, window, stall_weight, reserve_ms, reserve_penalty, abandon.
 
 use std::path::Path;
 
@@ -20,7 +20,8 @@ fn main() {
         let v: f64 = v.parse().expect("a number");
         match k {
             "horizon" => rc.horizon = v as usize,
-            "err_weight" => rc.err_weight = v,
+            "window" => rc.window = v as usize,
+            "stall_weight" => rc.stall_weight = v,
             "reserve_ms" => rc.reserve_ms = v,
             "reserve_penalty" => rc.reserve_penalty = v,
             "abandon" => rc.abandon_reserve_segments = v,
@@ -59,14 +60,31 @@ fn main() {
                 .iter()
                 .map(|r| mean(r, |s| s.rebuffer_s))
                 .fold(f64::INFINITY, f64::min);
+            // A bound: every segment at min(top rung, the trace's mean bandwidth).
+            let bound = traces
+                .iter()
+                .map(|t| {
+                    let m = t
+                        .periods
+                        .iter()
+                        .map(|p| p.bandwidth_kbps * p.duration_ms)
+                        .sum::<f64>()
+                        / t.periods.iter().map(|p| p.duration_ms).sum::<f64>();
+                    content.segments() as f64 * m.min(*content.bitrates_kbps.last().unwrap())
+                        / 1000.0
+                })
+                .sum::<f64>()
+                / traces.len() as f64;
             let gain = (mean(ours, |s| s.qoe_lin) - mean(best, |s| s.qoe_lin))
                 / mean(best, |s| s.qoe_lin).abs();
             worst = worst.min(gain);
             println!(
-                "{movie:<11} {:<4} ours {:>8.1} rebuf {:>6.2}  best {:<12} {:>8.1} rebuf {:>6.2} (min rebuf {:>6.2})  gain {:+.1}%  {:.2}s",
+                "{movie:<11} {:<4} bound {bound:>7.1} ours {:>8.1} rebuf {:>6.2} br {:>6.0} sw {:>5.1}  best {:<12} {:>8.1} rebuf {:>6.2} (min rebuf {:>6.2})  gain {:+.1}%  {:.2}s",
                 fam.name(),
                 mean(ours, |s| s.qoe_lin),
                 mean(ours, |s| s.rebuffer_s),
+                mean(ours, |s| s.avg_bitrate_kbps),
+                mean(ours, |s| s.switches as f64),
                 variants[bi].name(),
                 mean(best, |s| s.qoe_lin),
                 mean(best, |s| s.rebuffer_s),

@@ -3,24 +3,31 @@
 //! figures come from our ports, whose exactness `sim.rs` tests on sabre's own example.
 //!
 //! The requirement (issue 18): on every family × movie, the default's mean linear QoE is at
-//! least every sabre algorithm's, with rebuffering no worse than the best of them. Where the
-//! default falls short today, the cell is listed in `SHORTFALLS` with the gap measured on
-//! 40 traces (docs/player-abr.md); the test holds the gap there so it cannot grow, and
-//! fails if a cell not listed falls short.
+//! least every sabre algorithm's in both modes, with rebuffering no worse than the best of
+//! them (the sabre algorithm with the best QoE). Where the default also reaches the issue's
+//! +5 %, the test holds it there. Two rebuffering allowances remain, measured on these 40
+//! traces and explained in docs/player-abr.md.
 
 use std::path::Path;
 
 use dashcdn_player::{lab, lab_variants, Content, LabRow, SessionConfig, Split, Variant};
 
-/// (family, movie, QoE gap allowed as a share of the best sabre QoE, rebuffer s allowed
-/// over the best-QoE sabre algorithm's).
-const SHORTFALLS: &[(&str, &str, f64, f64)] = &[
-    // 4G × 10 rungs: every algorithm sits at the top rung; throughput/bolae lead by 1 %.
-    ("4g", "bbb.json", 0.02, 0.0),
-    // 3G × 4K ladder: the lowest rung (1 Mbit/s) is above a fade; +74 % QoE but 3 s more
-    // stalling than the throughput rule, which stays at the lowest rung.
-    ("3g", "bbb4k.json", 0.0, 4.0),
-    ("4g", "bbb4k.json", 0.0, 0.5),
+/// (family, movie, least QoE gain over the best sabre algorithm, rebuffer s allowed over
+/// the best sabre algorithm's).
+const CELLS: &[(&str, &str, f64, f64)] = &[
+    ("3g", "bbb.json", 0.05, 0.0),
+    // Every algorithm plays the top rung nearly throughout: +5 % over throughput's 1146.4
+    // would be 1203.7, above the 1194 that 199 segments of the 6 Mbit/s rung add up to.
+    ("4g", "bbb.json", 0.0, 0.0),
+    // +2.9 % measured; the bound (every segment at the trace's mean bandwidth) is 971.3.
+    ("fcc", "bbb.json", 0.0, 0.0),
+    // The lowest rung (1 Mbit/s) is above a 3G fade: throughput, which stays there, stalls
+    // 30.3 s; the default, +71 % QoE, stalls 33.5 s (the allowance).
+    ("3g", "bbb4k.json", 0.05, 3.3),
+    // Stalls here are the measured traces' outages, which no quality choice avoids: the
+    // default stalls 4.593 s a session, bolae 4.587 s (the allowance: 0.01 s).
+    ("4g", "bbb4k.json", 0.05, 0.01),
+    ("fcc", "bbb4k.json", 0.05, 0.0),
 ];
 
 fn rows(count: usize) -> Vec<LabRow> {
@@ -45,42 +52,53 @@ fn rows(count: usize) -> Vec<LabRow> {
     .unwrap()
 }
 
-fn check(count: usize) {
-    let rows = rows(count);
+#[test]
+fn the_default_beats_sabre_on_held_out_traces() {
+    // The whole test set: 40 traces per family.
+    let rows = rows(40);
     let mut failures = Vec::new();
+    let mut seen = 0;
     for def in rows.iter().filter(|r| r.abr == "robust") {
         let cell: Vec<&LabRow> = rows
             .iter()
             .filter(|r| r.family == def.family && r.movie == def.movie && r.abr != "robust")
             .collect();
+        assert_eq!(cell.len(), Variant::sabre().len());
         let best = cell
             .iter()
             .max_by(|a, b| a.qoe_lin.total_cmp(&b.qoe_lin))
             .unwrap();
-        let (qoe_gap, rebuf_gap) = SHORTFALLS
+        let &(_, _, gain, rebuf_gap) = CELLS
             .iter()
             .find(|s| s.0 == def.family && s.1 == def.movie)
-            .map_or((0.0, 0.0), |s| (s.2, s.3));
+            .expect("every cell is listed");
+        seen += 1;
         for r in &cell {
-            if def.qoe_lin < r.qoe_lin - qoe_gap * r.qoe_lin.abs() {
+            if def.qoe_lin < r.qoe_lin {
                 failures.push(format!(
                     "{} × {}: robust QoE {:.1} < {} {:.1}",
                     def.family, def.movie, def.qoe_lin, r.abr, r.qoe_lin
                 ));
             }
         }
+        if def.qoe_lin < best.qoe_lin + gain * best.qoe_lin.abs() {
+            failures.push(format!(
+                "{} × {}: robust QoE {:.1} is not +{:.0}% over {} {:.1}",
+                def.family,
+                def.movie,
+                def.qoe_lin,
+                gain * 100.0,
+                best.abr,
+                best.qoe_lin
+            ));
+        }
         if def.rebuffer_s > best.rebuffer_s + rebuf_gap + 1e-9 {
             failures.push(format!(
-                "{} × {}: robust rebuffers {:.2} s, more than {} (best QoE of sabre) {:.2} s",
+                "{} × {}: robust rebuffers {:.3} s, more than {} (best QoE of sabre) {:.3} s + {rebuf_gap} s",
                 def.family, def.movie, def.rebuffer_s, best.abr, best.rebuffer_s
             ));
         }
     }
+    assert_eq!(seen, CELLS.len());
     assert!(failures.is_empty(), "{failures:#?}");
-}
-
-#[test]
-fn the_default_beats_sabre_on_held_out_traces() {
-    // The whole test set: 40 traces per family, about 5 s in a debug build.
-    check(40);
 }
