@@ -4,11 +4,12 @@
 # checked to give the same answers first. dnsperf on loopback, geo-routed name, with an
 # EDNS Client Subnet option on every query. Ours runs with health checks (against a
 # local HTTP target) and /metrics on.
-#   bench/dns.sh [SECONDS]     (default 10 s per run)
+#   bench/dns.sh [SECONDS] [ROUNDS]    (default 10 s per run, 1 round)
 # Servers run in the foreground on loopback high ports with config dirs under /tmp;
 # only the PIDs started here are stopped.
 source "$(dirname "$0")/common.sh"
 SECS="${1:-10}"
+ROUNDS="${2:-1}"
 CLIENTS="${CLIENTS:-4}"
 DB="$ROOT/geodns/tests/data/GeoIP2-City-Test.mmdb"
 CONF="$ROOT/bench/dns"
@@ -64,16 +65,36 @@ run() {
     awk '/Queries per second/ {q=$4} /Average Latency/ {l=$4*1000} END {printf "%.0f %.3f", q, l}'
 }
 
-printf '\n%-34s %22s %22s %22s %9s %9s\n' "workload (ECS)" "dashcdn qps (lat ms)" "gdnsd qps (lat ms)" "pdns qps (lat ms)" "÷gdnsd" "÷pdns"
-for w in "8:00011800510245 81.2.69.0/24 (issue; DB miss→default)" \
-         "8:00011b00510245a0 81.2.69.160/27 (London)" \
-         "8:00011800af10c7 175.16.199.0/24 (Changchun)"; do
-  opt="${w%% *}"; name="${w#* }"
-  read -r qa la <<<"$(run "$P_OURS" "$opt")"
-  read -r qg lg <<<"$(run "$P_GDNSD" "$opt")"
-  read -r qp lp <<<"$(run "$P_PDNS" "$opt")"
-  printf '%-34s %13s (%6s) %13s (%6s) %13s (%6s) %8sx %8sx\n' "$name" "$qa" "$la" "$qg" "$lg" "$qp" "$lp" \
-    "$(ratio "$qa" "$qg")" "$(ratio "$qa" "$qp")"
+echo; echo "uptime before: $(uptime)"
+printf '\n%-34s %5s %22s %22s %22s %9s %9s\n' "workload (ECS)" "round" "dashcdn qps (lat ms)" "gdnsd qps (lat ms)" "pdns qps (lat ms)" "÷gdnsd" "÷pdns"
+declare -A SA SG SP
+WORKLOADS=("8:00011800510245 81.2.69.0/24 (issue; DB miss→default)"
+           "8:00011b00510245a0 81.2.69.160/27 (London)"
+           "8:00011800af10c7 175.16.199.0/24 (Changchun)")
+# ROUNDS rounds; in each, the servers take turns per workload in an order that rotates
+# from round to round, so a burst of load from elsewhere hits all three alike.
+for r in $(seq "$ROUNDS"); do
+  for w in "${WORKLOADS[@]}"; do
+    opt="${w%% *}"; name="${w#* }"
+    case $((r % 3)) in 1) order="a g p" ;; 2) order="g p a" ;; 0) order="p a g" ;; esac
+    for who in $order; do
+      case $who in
+        a) read -r qa la <<<"$(run "$P_OURS" "$opt")" ;;
+        g) read -r qg lg <<<"$(run "$P_GDNSD" "$opt")" ;;
+        p) read -r qp lp <<<"$(run "$P_PDNS" "$opt")" ;;
+      esac
+    done
+    SA[$name]=$(( ${SA[$name]:-0} + qa )); SG[$name]=$(( ${SG[$name]:-0} + qg )); SP[$name]=$(( ${SP[$name]:-0} + qp ))
+    printf '%-34s %5s %13s (%6s) %13s (%6s) %13s (%6s) %8sx %8sx\n' "$name" "$r" "$qa" "$la" "$qg" "$lg" "$qp" "$lp" \
+      "$(ratio "$qa" "$qg")" "$(ratio "$qa" "$qp")"
+  done
+done
+echo "uptime after: $(uptime)"
+printf '\n%-34s %12s %12s %12s %9s %9s   (totals over %s rounds)\n' "workload" dashcdn gdnsd pdns "÷gdnsd" "÷pdns" "$ROUNDS"
+for w in "${WORKLOADS[@]}"; do
+  name="${w#* }"
+  printf '%-34s %12s %12s %12s %8sx %8sx\n' "$name" "${SA[$name]}" "${SG[$name]}" "${SP[$name]}" \
+    "$(ratio "${SA[$name]}" "${SG[$name]}")" "$(ratio "${SA[$name]}" "${SP[$name]}")"
 done
 
 # Our metrics saw the load (health checks and metrics were on).

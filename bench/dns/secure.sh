@@ -2,10 +2,11 @@
 # Signed and unsigned geo answers: dashcdn geodns (online signing, RRSIG cache) vs Knot
 # DNS 3 (geoip module, online signing), same zone and MaxMind test database, ECS on every
 # query; with the DO bit (signed answers) and without (unsigned). dnsperf on loopback.
-#   bench/dns/secure.sh [SECONDS]      (default 10 s per run)
+#   bench/dns/secure.sh [SECONDS] [ROUNDS]    (default 10 s per run, 1 round)
 # Needs knot, knot-module-geoip and dnsperf (scripts/setup.sh --bench).
 source "$(dirname "$0")/../common.sh"
 SECS="${1:-10}"
+ROUNDS="${2:-1}"
 CLIENTS="${CLIENTS:-4}"
 DB="$ROOT/geodns/tests/data/GeoIP2-City-Test.mmdb"
 CONF="$ROOT/bench/dns"
@@ -54,13 +55,33 @@ run() {
     awk '/Queries per second/ {q=$4} /Average Latency/ {l=$4*1000} END {printf "%.0f %.3f", q, l}'
 }
 
-printf '\n%-40s %22s %22s %9s\n' "workload (ECS)" "dashcdn qps (lat ms)" "knot qps (lat ms)" "÷knot"
-for w in "8:00011b00510245a0 81.2.69.160/27 London" "8:00011800af10c7 175.16.199.0/24 Changchun"; do
-  opt="${w%% *}"; name="${w#* }"
+echo; echo "uptime before: $(uptime)"
+printf '\n%-40s %5s %22s %22s %9s\n' "workload (ECS)" "round" "dashcdn qps (lat ms)" "knot qps (lat ms)" "÷knot"
+declare -A SA SK
+WORKLOADS=("8:00011b00510245a0 81.2.69.160/27 London" "8:00011800af10c7 175.16.199.0/24 Changchun")
+# ROUNDS rounds, the two servers in alternating order, so load from elsewhere hits both.
+for r in $(seq "$ROUNDS"); do
+  for w in "${WORKLOADS[@]}"; do
+    opt="${w%% *}"; name="${w#* }"
+    for mode in unsigned signed; do
+      do_bit=""; [[ "$mode" == signed ]] && do_bit=1
+      if ((r % 2)); then
+        read -r qa la <<<"$(run "$P_OURS" "$opt" "$do_bit")"; read -r qk lk <<<"$(run "$P_KNOT" "$opt" "$do_bit")"
+      else
+        read -r qk lk <<<"$(run "$P_KNOT" "$opt" "$do_bit")"; read -r qa la <<<"$(run "$P_OURS" "$opt" "$do_bit")"
+      fi
+      k="$name, $mode"
+      SA[$k]=$(( ${SA[$k]:-0} + qa )); SK[$k]=$(( ${SK[$k]:-0} + qk ))
+      printf '%-40s %5s %13s (%6s) %13s (%6s) %8sx\n' "$k" "$r" "$qa" "$la" "$qk" "$lk" "$(ratio "$qa" "$qk")"
+    done
+  done
+done
+echo "uptime after: $(uptime)"
+printf '\n%-40s %12s %12s %9s   (totals over %s rounds)\n' workload dashcdn knot "÷knot" "$ROUNDS"
+for w in "${WORKLOADS[@]}"; do
+  name="${w#* }"
   for mode in unsigned signed; do
-    do_bit=""; [[ "$mode" == signed ]] && do_bit=1
-    read -r qa la <<<"$(run "$P_OURS" "$opt" "$do_bit")"
-    read -r qk lk <<<"$(run "$P_KNOT" "$opt" "$do_bit")"
-    printf '%-40s %13s (%6s) %13s (%6s) %8sx\n' "$name, $mode" "$qa" "$la" "$qk" "$lk" "$(ratio "$qa" "$qk")"
+    k="$name, $mode"
+    printf '%-40s %12s %12s %8sx\n' "$k" "${SA[$k]}" "${SK[$k]}" "$(ratio "${SA[$k]}" "${SK[$k]}")"
   done
 done

@@ -15,16 +15,18 @@
 //! Hot-path handles are resolved once (like the origin's `metrics.rs`): a `Family` lookup
 //! locks and hashes, which at DNS rates costs more than the lookup it measures.
 
-use std::sync::OnceLock;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -100,7 +102,7 @@ pub(crate) struct Metrics {
     /// Rate-limited UDP responses: `[dropped, slipped]`.
     pub(crate) rrl: [Counter; 2],
     ecs: [Counter; 2],
-    duration: Histogram,
+    duration: DurationHistogram,
     /// `queries[qtype][rcode]` handles, filled on first use.
     hot: [[OnceLock<Counter>; RCODES.len()]; QTYPES.len()],
 }
@@ -119,8 +121,7 @@ impl Metrics {
         let pop_up = Family::<PopLabels, Gauge>::default();
         let reloads = Family::<ResultLabels, Counter>::default();
         let ecs_family = Family::<EcsLabels, Counter>::default();
-        // 5 µs .. ~20 ms: an answer takes microseconds; anything in milliseconds is a stall.
-        let duration = Histogram::new(exponential_buckets(0.000_005, 2.0, 13));
+        let duration = DurationHistogram::default();
         registry.register(
             "queries",
             "DNS queries answered, by query type and RCODE",
@@ -206,7 +207,7 @@ impl Metrics {
             })
             .inc();
         self.ecs[usize::from(ecs)].inc();
-        self.duration.observe(took.as_secs_f64());
+        self.duration.observe(took);
     }
 
     /// The counter of answers for `pop` (`"all"` for the all-down answer); callers keep it.
@@ -238,5 +239,125 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// Upper bounds of [`DurationHistogram`]'s buckets: 5 µs doubling to ~20 ms (an answer
+/// takes microseconds; anything in milliseconds is a stall), then +Inf.
+const DURATION_BOUNDS_NS: [u64; 13] = {
+    let mut b = [0u64; 13];
+    let mut i = 0;
+    while i < 13 {
+        b[i] = 5_000 << i;
+        i += 1;
+    }
+    b
+};
+/// Shards of [`DurationHistogram`]: threads are spread over them round-robin.
+const DURATION_SHARDS: usize = 8;
+
+/// `query_duration_seconds`: a histogram observed on every answer by every UDP thread.
+/// prometheus-client's `Histogram` takes a write lock per observation, which the UDP
+/// threads would contend for on every packet; here each thread adds to its own shard
+/// (one cache line set of relaxed atomics) and `/metrics` sums the shards.
+#[derive(Clone, Debug, Default)]
+struct DurationHistogram {
+    shards: Arc<[DurationShard; DURATION_SHARDS]>,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct DurationShard {
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    buckets: [AtomicU64; 14],
+}
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+impl DurationHistogram {
+    fn observe(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let i = SHARD.with(|s| {
+            if s.get() == usize::MAX {
+                s.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % DURATION_SHARDS);
+            }
+            s.get()
+        });
+        let shard = &self.shards[i];
+        let bucket = DURATION_BOUNDS_NS
+            .iter()
+            .position(|&b| ns <= b)
+            .unwrap_or(DURATION_BOUNDS_NS.len());
+        shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard.count.fetch_add(1, Ordering::Relaxed);
+        shard.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl EncodeMetric for DurationHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (mut count, mut sum_ns) = (0u64, 0u64);
+        let mut buckets: Vec<(f64, u64)> = DURATION_BOUNDS_NS
+            .iter()
+            .map(|&b| (b as f64 / 1e9, 0))
+            .chain(std::iter::once((f64::MAX, 0)))
+            .collect();
+        for shard in self.shards.iter() {
+            count += shard.count.load(Ordering::Relaxed);
+            sum_ns = sum_ns.wrapping_add(shard.sum_ns.load(Ordering::Relaxed));
+            for (b, n) in buckets.iter_mut().zip(&shard.buckets) {
+                b.1 += n.load(Ordering::Relaxed);
+            }
+        }
+        encoder.encode_histogram::<NoLabelSet>(sum_ns as f64 / 1e9, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_histogram_sums_the_shards_of_every_thread() {
+        let m = Metrics::new();
+        let q = |us| {
+            m.query(
+                Some(RecordType::A),
+                ResponseCode::NoError,
+                true,
+                Duration::from_micros(us),
+            )
+        };
+        q(3); // ≤ 5 µs
+        std::thread::scope(|s| {
+            s.spawn(|| q(7)); // ≤ 10 µs, from another thread (another shard)
+            s.spawn(|| q(1_000_000)); // +Inf
+        });
+        let text = m.encode();
+        for line in [
+            "dashcdn_geodns_query_duration_seconds_count 3",
+            "dashcdn_geodns_query_duration_seconds_bucket{le=\"0.000005\"} 1",
+            "dashcdn_geodns_query_duration_seconds_bucket{le=\"0.00001\"} 2",
+            "dashcdn_geodns_query_duration_seconds_bucket{le=\"0.02048\"} 2",
+            "dashcdn_geodns_query_duration_seconds_bucket{le=\"+Inf\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        let sum = text
+            .lines()
+            .find_map(|l| l.strip_prefix("dashcdn_geodns_query_duration_seconds_sum "))
+            .unwrap();
+        assert!(
+            (sum.parse::<f64>().unwrap() - 1.00001).abs() < 1e-9,
+            "{sum}"
+        );
     }
 }

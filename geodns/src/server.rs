@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use dashcdn_http::tls::{serve_tls, Limits, TlsServer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::info;
@@ -352,7 +351,7 @@ impl GeoDns {
             listener,
             tls,
             Limits::default(),
-            move |peer| TowerToHyperService::new(doh::router(state.clone(), peer)),
+            move |peer| doh::service(state.clone(), peer),
             shutdown,
         )
         .await
