@@ -387,6 +387,9 @@ async fn stream_sessions(opts: StreamOptions, f: &StreamFlags) -> Result<()> {
             row("rebuffer (s)", &agg.rebuffer_s);
             row("rebuffer events", &agg.rebuffer_count);
             row("QoE (linear)", &agg.qoe_lin);
+            if let Some(l) = &agg.live_latency_s {
+                row("live latency (s)", l);
+            }
             if !agg.edges.is_empty() {
                 println!("served by: {:?}", agg.edges);
             }
@@ -627,6 +630,19 @@ mod tests {
             parse(&["u", "--client-subnet", "1.2.3.0/24"]).is_err(),
             "needs --dns"
         );
+        let a = parse(&[
+            "http://h/live.mpd",
+            "--live-seconds",
+            "20",
+            "--audio-lang",
+            "fra",
+            "--subtitles",
+            "eng",
+        ])
+        .unwrap();
+        assert_eq!(a.stream.live_seconds, Some(20.0));
+        assert_eq!(a.stream.audio_lang.as_deref(), Some("fra"));
+        assert_eq!(a.stream.subtitles.as_deref(), Some("eng"));
     }
 
     #[tokio::test]

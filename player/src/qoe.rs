@@ -189,6 +189,9 @@ pub struct Aggregate {
     pub rebuffer_count: Spread,
     pub qoe_lin: Spread,
     pub segments: Spread,
+    /// Live sessions: the spread of their mean latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_latency_s: Option<Spread>,
     pub edges: BTreeMap<String, u32>,
 }
 
@@ -211,6 +214,10 @@ impl Aggregate {
             rebuffer_count: f(|s| s.rebuffer_count as f64),
             qoe_lin: f(|s| s.qoe_lin),
             segments: f(|s| s.segments as f64),
+            live_latency_s: {
+                let l: Vec<f64> = sums.iter().filter_map(|s| s.live_latency_s).collect();
+                (!l.is_empty()).then(|| Spread::of(&l))
+            },
             edges,
         }
     }

@@ -396,4 +396,27 @@ mod tests {
         let s = p.summary(2.5, 0);
         assert_eq!((s.segments, s.switches), (2, 1));
     }
+
+    #[test]
+    fn skipping_ahead_drops_the_old_position_and_waits_for_media_there() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(0.0, false, 1.5, (0.96, 1.04), 0.5, t0);
+        p.begin(Kind::Video, 0.0, 2.0, 100.0);
+        p.extend(Kind::Video, 2.0);
+        p.advance(at(t0, 0.0), 1.5);
+        p.advance(at(t0, 1.0), 6.0);
+        // 5 s behind: skip to 4.5 (edge − target); nothing is buffered there yet.
+        p.skip_to(4.5);
+        assert_eq!((p.skips, p.playhead), (1, 4.5));
+        assert!((p.skipped_s - 3.5).abs() < 1e-9);
+        assert_eq!(p.ahead(), 0.0);
+        p.advance(at(t0, 1.2), 6.2);
+        assert_eq!(p.stall_events, 1);
+        p.begin(Kind::Video, 4.0, 6.0, 100.0);
+        p.extend(Kind::Video, 5.5);
+        p.advance(at(t0, 1.3), 6.3);
+        p.advance(at(t0, 1.8), 6.8);
+        assert!(p.playhead > 4.5, "plays again after the skip");
+        assert!((p.latency(6.8) - (6.8 - p.playhead)).abs() < 1e-12);
+    }
 }
