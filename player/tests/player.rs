@@ -1213,3 +1213,60 @@ async fn a_live_input_gap_continues_into_the_new_period() {
     assert!(s.media_s > 10.0, "{s:?}");
     origin.join().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a real-time live encoder for about 15 s"]
+async fn live_throughput_is_the_link_not_the_stream_bitrate() {
+    use dashcdn_origin::live::{Input, LiveConfig, Rung};
+    let lib = tempfile::tempdir().unwrap();
+    let mut ch = LiveConfig::new("tput", Input::Testsrc);
+    ch.ladder = vec![
+        Rung::video("v0", 640, 360, 800),
+        Rung::video("v1", 256, 144, 150),
+        Rung::audio("a0", 32),
+    ];
+    ch.window = Duration::from_secs(30);
+    let origin = dashcdn_testkit::origin(lib.path())
+        .config(|c| c.live = vec![ch])
+        .await;
+    let url = origin.url("/live/tput/manifest.mpd");
+    dashcdn_testkit::eventually("the channel's MPD", Duration::from_secs(20), || async {
+        dashcdn_testkit::client()
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // A 3 Mbit/s link: each 0.5 s chunk of the 800 kbit/s rung (50 KB) takes ~0.1 s of
+    // it; timed by the wall clock, a segment streamed as it is made looks like 0.8 Mbit/s.
+    let mut o = opts(url);
+    o.live_seconds = Some(12.0);
+    o.trace = Some(constant(3000.0));
+    let report = within(40, stream_report(o)).await.expect("live plays");
+    let top: Vec<f64> = report
+        .log
+        .iter()
+        .filter(|e| e.kind == "video" && e.representation == "v0" && e.download_ms > 1000.0)
+        .filter_map(|e| e.video.as_ref().map(|v| v.throughput_kbps))
+        .collect();
+    eprintln!("measured on a 3000 kbit/s link: {top:?} kbit/s");
+    assert!(
+        top.len() >= 3,
+        "the ABR climbed to the top rung: {:?}",
+        report.summary
+    );
+    let mut sorted = top.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    assert!(
+        (1_500.0..8_000.0).contains(&median),
+        "median burst throughput {median} kbit/s on a 3000 kbit/s link: {top:?}"
+    );
+    assert!(
+        report.summary.live_latency_s.unwrap() < 3.0,
+        "{:?}",
+        report.summary
+    );
+    origin.join().await;
+}
