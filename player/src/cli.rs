@@ -1,6 +1,7 @@
 //! `dashcdn player`: the command-line front door of the player and the ABR lab.
 //!
-//! - `dashcdn player URL [flags]` streams an MPD in real time and prints the QoE summary.
+//! - `dashcdn player URL [flags]` streams an MPD in real time and prints the QoE summary
+//!   (a dynamic MPD plays live, see `crate::live`).
 //! - `dashcdn player simulate --movie MOVIE --trace TRACE [--abr ALG]` runs the same session
 //!   code over a bandwidth trace; `--batch DIR` runs every trace for every algorithm.
 //!
@@ -33,7 +34,8 @@ use crate::tracegen::{generate, write_sabre, Family, Split};
 pub struct PlayerArgs {
     #[command(subcommand)]
     pub command: Option<PlayerCommand>,
-    /// The MPD to play (http://…/manifest.mpd).
+    /// The MPD to play (http://…/manifest.mpd): on demand, or live (a dynamic MPD, played
+    /// at the live edge; see --live-seconds).
     #[arg(required = true)]
     pub url: Option<String>,
     #[command(flatten)]
