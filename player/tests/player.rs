@@ -1095,6 +1095,8 @@ async fn plays_a_live_channel_chunk_by_chunk_and_reports_its_latency() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+    // Long enough on air that the live edge minus the target is inside the stream.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let log = Captured::default();
     let mut o = opts(url);
     o.live_seconds = Some(12.0);

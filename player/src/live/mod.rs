@@ -340,7 +340,9 @@ pub(crate) async fn play(
     } else {
         cur.video[0].chunk_s()
     };
-    let start_at = clock.now() - man.ast - target;
+    // A channel that began less than the target ago: start at its first media (the
+    // latency is then below the target, and playing slower brings it up).
+    let start_at = (clock.now() - man.ast - target).max(cur.start_s);
     let shared = Shared {
         pb: Mutex::new(Playback::new(
             start_at,
@@ -386,6 +388,7 @@ pub(crate) async fn play(
     // is an error after three timeouts, not an endless wait.
     let mut missing_since: Option<Instant> = None;
     let give_up = opts.net.timeout * 3;
+    let mut force_skip = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -459,7 +462,9 @@ pub(crate) async fn play(
             let window_start = man.time_shift_s.map(|t| edge - t);
             if pb.started && behind > max_latency
                 || window_start.is_some_and(|w| seg_start + seg_s < w)
+                || force_skip
             {
+                force_skip = false;
                 let to = edge - target;
                 let (p, m) = locate(&man, to);
                 info!(
@@ -626,18 +631,21 @@ pub(crate) async fn play(
                         secs: since.elapsed().as_secs_f64(),
                     });
                 }
-                let overdue = shared.clock.now() - (man.ast + seg_end) > seg_s;
-                if overdue {
-                    warn!(
-                        segment = n,
-                        "segment missing from the live stream; moving on"
-                    );
-                    n += 1;
-                } else {
-                    shared
-                        .ticking(tokio::time::sleep(Duration::from_secs_f64(vrep0.chunk_s())))
-                        .await;
-                }
+                // Within a Period the numbers are contiguous: a late segment is waited
+                // for, never skipped (skipping one the encoder is still making would put
+                // the playhead ahead of the media). Falling too far behind is handled by
+                // the skip to the live edge above.
+                shared
+                    .ticking(tokio::time::sleep(Duration::from_secs_f64(vrep0.chunk_s())))
+                    .await;
+            }
+            Err(NetError::Status { status: 410, .. }) => {
+                // Left the time-shift window: rejoin at the target latency.
+                warn!(
+                    segment = n,
+                    "segment already left the window; skipping ahead"
+                );
+                force_skip = true;
             }
             Err(e) => return Err(e.into()),
         }

@@ -214,6 +214,7 @@ impl Playback {
         }
         if let Some((from, to)) = self.jump {
             if self.playhead >= from - 1e-3 {
+                tracing::debug!(from, to, "jumping a hole in the media");
                 self.skipped_s += (to - self.playhead).max(0.0);
                 self.playhead = self.playhead.max(to);
                 self.jump = None;
