@@ -5,6 +5,7 @@
 # TLS_AES_128_GCM_SHA256 and X25519 on both.
 #   bench/tls.sh [SECONDS]          (default 5 per measurement)
 #   CORE_SERVER=0 CORE_LOAD=1 bench/tls.sh 10
+#   OURS_BIN=/path/to/https_bench bench/tls.sh 5   (an A/B run against another build)
 # Each server is pinned to one core with one worker (our tokio runtime sees one CPU;
 # nginx worker_processes 1); the load generators run on the other core.
 # Reported, with R = ours / nginx for rates and nginx / ours for costs (R >= 1: we are at
@@ -22,8 +23,10 @@ DUR="${1:-5}"
 CORE_SERVER="${CORE_SERVER:-0}"
 CORE_LOAD="${CORE_LOAD:-1}"
 sh "$ROOT/http/tests/setup.sh"
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p dashcdn-http --example https_bench
-OURS_BIN="$ROOT/target/release/examples/https_bench"
+if [[ -z "${OURS_BIN:-}" ]]; then
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p dashcdn-http --example https_bench
+  OURS_BIN="$ROOT/target/release/examples/https_bench"
+fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
