@@ -333,6 +333,20 @@ mod tests {
     }
 
     #[test]
+    fn redirect_and_h2c_keys_merge_and_redirect_needs_a_tls_listener() {
+        let file: TlsArgs = toml::from_str("redirect_https = true\nh2c = true\n").unwrap();
+        let merged = Cli::parse_from(["x"]).tls.over(file);
+        assert!(merged.redirect_https && merged.h2c);
+        assert!(matches!(
+            merged.build(),
+            Err(TlsArgsError::RedirectWithoutTls)
+        ));
+        let flags = Cli::parse_from(["x", "--h2c"]).tls;
+        assert!(flags.h2c && !flags.redirect_https);
+        assert!(flags.build().unwrap().is_none(), "h2c alone needs no TLS");
+    }
+
+    #[test]
     fn a_bad_pair_fails_at_start_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let ca = crate::tls::local_ca(dir.path()).unwrap();

@@ -1013,6 +1013,41 @@ mod tests {
         assert_eq!(slots.per_client.lock().unwrap().len(), 2);
     }
 
+    #[test]
+    fn https_location_keeps_host_path_and_query_and_names_the_port() {
+        let req = |host: &str, target: &str| {
+            Request::builder()
+                .uri(target)
+                .header(HOST, host)
+                .body(())
+                .unwrap()
+        };
+        let at = |r: &Request<()>, port| {
+            https_location(r, port).map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            at(&req("cdn.test:8080", "/vod/a/1.m4s?x=1"), 8443).as_deref(),
+            Some("https://cdn.test:8443/vod/a/1.m4s?x=1")
+        );
+        assert_eq!(
+            at(&req("cdn.test", "/"), 443).as_deref(),
+            Some("https://cdn.test/")
+        );
+        assert_eq!(
+            at(&req("[::1]:80", "/a"), 8443).as_deref(),
+            Some("https://[::1]:8443/a")
+        );
+        // An absolute-form target names the host itself.
+        assert_eq!(
+            at(&req("other.test", "http://cdn.test:80/a"), 443).as_deref(),
+            Some("https://cdn.test/a")
+        );
+        assert_eq!(at(&req("", "/a"), 443), None);
+        assert!(redirect_exempt("/.well-known/acme-challenge/tok"));
+        assert!(redirect_exempt("/_edge/healthz") && redirect_exempt("/metrics"));
+        assert!(!redirect_exempt("/vod/a/manifest.mpd") && !redirect_exempt("/_edge/purge"));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn deadlines_follow_the_connection_state() {
         let l = limits();
