@@ -1,11 +1,16 @@
-//! A minimal HTTPS server on dashcdn's TLS layer (rustls + hyper, the same `serve_tls` and
-//! limits as origin and edge) for `bench/tls.sh`: `/1k` and `/2m` are fixed bodies served
-//! from memory, like cache hits, so the benchmark measures TLS and HTTP framing, not a
-//! cache.
+//! A minimal HTTPS server on dashcdn's TLS layer (rustls + hyper; the same accept loop,
+//! `serve_tls` → `serve::serve_listeners`, limits and allocator as origin and edge) for
+//! `bench/tls.sh`: `/1k` and `/2m` are fixed bodies served from memory, like cache hits, so
+//! the benchmark measures TLS and HTTP framing, not a cache.
 //!
 //!   cargo run --release -p dashcdn-http --example https_bench -- ADDR CERT KEY
 
 use std::convert::Infallible;
+
+/// The dashcdn binary's allocator (src/main.rs): glibc malloc hands 2 MB buffers back to
+/// the kernel after each response, which the shipped servers never pay.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use bytes::Bytes;
 use dashcdn_http::tls::{serve_tls, CertPair, Limits, TlsConfig, TlsServer};
