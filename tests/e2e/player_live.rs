@@ -53,6 +53,8 @@ async fn the_player_plays_live_through_geodns_and_an_edge_and_reports_latency() 
     )
     .await;
 
+    // On air long enough that the live edge minus the target is inside the stream.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let url = format!(
         "http://video.netcinema.test:{}/live/t/manifest.mpd",
         edge.addr.port()
