@@ -39,7 +39,8 @@ pub(crate) fn service(
     Response = Response<Full<Bytes>>,
     Error = Infallible,
     Future = impl Send,
-> + Send
+> + Clone
+       + Send
        + Sync
        + 'static {
     hyper::service::service_fn(move |req| {
