@@ -2,7 +2,8 @@
 //! the same query comes again from the same client address.
 //!
 //! The key is the whole query after its ID (question as sent, flags, EDNS options
-//! including ECS), the client address and the transport, so a hit is byte-for-byte the
+//! including ECS), the client address (unless an ECS option places the client) and the
+//! transport, so a hit is byte-for-byte the
 //! answer the full path would give; entries carry the snapshot and health epoch they were
 //! made under and are dropped when either changes. One cache per thread, so no locks: each
 //! UDP thread owns one, and the stream transports (TCP, DoT, DoH) use one per runtime
@@ -21,6 +22,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::answer::{answer, Reply, Transport};
 use crate::state::State;
+use crate::wire;
 use crate::zone::PopChoice;
 
 /// [`answer`] through `cache` (see the module). Messages that are not plain queries, and
@@ -49,14 +51,24 @@ pub(crate) fn answer_cached(
     }
     cache.key.clear();
     cache.key.extend_from_slice(&packet[2..]);
-    match src.ip() {
-        IpAddr::V4(a) => cache.key.extend_from_slice(&a.octets()),
-        IpAddr::V6(a) => cache.key.extend_from_slice(&a.octets()),
+    // With an ECS SOURCE PREFIX-LENGTH above 0 the answer depends on the option, never on
+    // the packet's source (RFC 7871 §7.1.2): one entry serves every address of a resolver
+    // pool. Otherwise the source is where the client is, and part of the key.
+    let by_subnet = wire::find_opt(packet)
+        .and_then(|o| o.ecs_source)
+        .is_some_and(|s| s > 0);
+    if !by_subnet {
+        match src.ip() {
+            IpAddr::V4(a) => cache.key.extend_from_slice(&a.octets()),
+            IpAddr::V6(a) => cache.key.extend_from_slice(&a.octets()),
+        }
     }
-    cache.key.push(match transport {
-        Transport::Udp => 0,
-        Transport::Stream => 1,
-    });
+    cache.key.push(
+        match transport {
+            Transport::Udp => 0,
+            Transport::Stream => 1,
+        } | u8::from(by_subnet) << 1,
+    );
     if let Some(hit) = cache.entries.get(cache.key.as_slice()) {
         out.clear();
         out.extend_from_slice(&packet[..2]);

@@ -58,6 +58,8 @@ pub(crate) struct RawOpt {
     pub(crate) dnssec_ok: bool,
     /// An ECS option whose ADDRESS is not exactly the octets SOURCE PREFIX-LENGTH needs.
     pub(crate) ecs_bad_length: bool,
+    /// The SOURCE PREFIX-LENGTH of the ECS option, if there is one (0 if there are two).
+    pub(crate) ecs_source: Option<u8>,
     /// Where the whole OPT record lies in the message.
     pub(crate) range: (usize, usize),
 }
@@ -87,6 +89,7 @@ pub(crate) fn find_opt(p: &[u8]) -> Option<RawOpt> {
                 // TTL of OPT: extended RCODE, version, then DO and Z.
                 dnssec_ok: u16_at(p, at + 6)? & 0x8000 != 0,
                 ecs_bad_length: false,
+                ecs_source: None,
                 range: (start, end),
             };
             let mut o = rdata;
@@ -96,6 +99,11 @@ pub(crate) fn find_opt(p: &[u8]) -> Option<RawOpt> {
                 if code == ECS && len >= 4 {
                     let source = usize::from(*p.get(o + 6)?);
                     opt.ecs_bad_length = len != 4 + source.div_ceil(8);
+                    // Two ECS options: report 0, so no cache key leaves the source out.
+                    opt.ecs_source = match opt.ecs_source {
+                        None => u8::try_from(source).ok(),
+                        Some(_) => Some(0),
+                    };
                 }
                 o += 4 + len;
             }
@@ -161,6 +169,7 @@ mod tests {
         let opt = find_opt(&hex(q)).unwrap();
         assert!(opt.dnssec_ok);
         assert!(opt.ecs_bad_length);
+        assert_eq!(opt.ecs_source, Some(24));
         let exact = "00010000000100000000000101610474657374000001000100\
                      002904d000000000000b\
                      0008000700011800510245";

@@ -98,6 +98,39 @@ async fn client_subnet_picks_the_nearest_pop_and_is_echoed_with_scope() {
     s.stop().await;
 }
 
+/// Repeated queries are answered from a per-thread answer cache. With an ECS source
+/// prefix above 0 the packet's source does not matter, so one cached answer serves every
+/// address; with `/0` (or no ECS) the source places the client and must stay in the key:
+/// alternating sources in two coverage zones must keep getting their own PoP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_follow_the_source_unless_ecs_places_the_client() {
+    let s = spawn(config("")).await;
+    for _ in 0..4 {
+        for (from, want) in [(EU, EU), (US, US)] {
+            let d = dig(
+                s.addr,
+                &["-b", from, "a1105.kingcdn.test", "A", "+subnet=0.0.0.0/0"],
+            )
+            .await;
+            assert_eq!(d.values("A"), [want], "ECS /0 from {from}: {}", d.text);
+            let d = dig(
+                s.addr,
+                &[
+                    "-b",
+                    from,
+                    "a1105.kingcdn.test",
+                    "A",
+                    "+subnet=175.16.199.0/24",
+                ],
+            )
+            .await;
+            assert_eq!(d.values("A"), [AP], "ECS Changchun from {from}: {}", d.text);
+            assert_eq!(d.subnet.as_deref(), Some("175.16.199.0/24/24"));
+        }
+    }
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coverage_zones_override_the_database() {
     let s = spawn(config(
