@@ -10,6 +10,7 @@
 #      of them, computed from sabre's own output.
 #   bench/abr.sh [SEED] [COUNT]      (SEED 2 = the test set; 1 = the training set)
 # SABRE_PY=path/to/sabre.py uses a local copy instead of fetching.
+# Families outside the trace model, for a sanity check: bench/abr_unseen.py (docs/player-abr.md).
 source "$(dirname "$0")/common.sh"
 SEED="${1:-2}"
 COUNT="${2:-40}"

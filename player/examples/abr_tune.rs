@@ -2,16 +2,22 @@
 //! mean linear QoE and rebuffering of a candidate configuration against the best of
 //! sabre's algorithms in both modes.
 //!   cargo run --release -p dashcdn-player --example abr_tune -- [seed] [count] [k=v ...]
+//! With a directory instead of a seed, the trace files in it (sabre JSON or `time Mbps`
+//! text) are one family, `dir` (a sanity check on traces of a family nobody tuned on).
 //! Keys: horizon, window, stall_weight, reserve_ms, reserve_penalty, abandon.
 
 use std::path::Path;
 
 use dashcdn_player::{
-    generate, run_all, AbrKind, Content, Family, RobustConfig, SessionConfig, Split, Variant,
+    generate, run_all, AbrKind, Content, Family, RobustConfig, SessionConfig, Split, Trace, Variant,
 };
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = args
+        .first()
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir());
     let seed: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1);
     let count: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(40);
     let mut rc = RobustConfig::default();
@@ -37,8 +43,26 @@ fn main() {
     let mut worst = f64::INFINITY;
     for movie in ["bbb.json", "bbb4k.json"] {
         let content = Content::load_sabre(&data.join(movie)).unwrap();
-        for fam in Family::ALL {
-            let traces = generate(fam, split, seed, count, &data.join("traces-4g")).unwrap();
+        let families: Vec<Option<Family>> = match dir {
+            Some(_) => vec![None],
+            None => Family::ALL.into_iter().map(Some).collect(),
+        };
+        for fam in families {
+            let traces = match (fam, &dir) {
+                (Some(fam), _) => {
+                    generate(fam, split, seed, count, &data.join("traces-4g")).unwrap()
+                }
+                (None, Some(d)) => {
+                    let mut files: Vec<_> = std::fs::read_dir(d)
+                        .unwrap()
+                        .flatten()
+                        .map(|e| e.path())
+                        .collect();
+                    files.sort();
+                    files.iter().map(|p| Trace::load(p).unwrap()).collect()
+                }
+                (None, None) => unreachable!(),
+            };
             let mut variants = Variant::sabre();
             variants.push(Variant {
                 abr: AbrKind::Robust,
@@ -80,7 +104,7 @@ fn main() {
             worst = worst.min(gain);
             println!(
                 "{movie:<11} {:<4} bound {bound:>7.1} ours {:>8.1} rebuf {:>6.2} br {:>6.0} sw {:>5.1}  best {:<12} {:>8.1} rebuf {:>6.2} (min rebuf {:>6.2})  gain {:+.1}%  {:.2}s",
-                fam.name(),
+                fam.map_or("dir", |f| f.name()),
                 mean(ours, |s| s.qoe_lin),
                 mean(ours, |s| s.rebuffer_s),
                 mean(ours, |s| s.avg_bitrate_kbps),

@@ -15,8 +15,9 @@
 //! - [`dynamic`]: dash.js's DYNAMIC strategy: throughput at low buffer, BOLA at high.
 //! - [`bba`]: buffer-based (Huang et al., SIGCOMM 2014), BBA-0's rate map.
 //! - [`mpc`]: RobustMPC (Yin et al., SIGCOMM 2015).
-//! - [`robust`]: the default, a pruned MPC with an uncertainty-aware predictor and a
-//!   buffer reserve, tuned on training traces of three families (`docs/player-abr.md`).
+//! - [`robust`]: the default, an MPC that plans against the last ten downloads as
+//!   equally likely scenarios (expected QoE, a buffer reserve, stall cost scaled to the
+//!   ladder), tuned on training traces of three families (`docs/player-abr.md`).
 
 pub(crate) mod bba;
 pub(crate) mod bola;
