@@ -24,6 +24,8 @@
 //!   "cache_capacity": 2147483648,// the configured cache_size
 //!   "cache_entries": 512,
 //!   "live_body_bytes": 1073000000, // bodies of all live entries (cached, or evicted but still being sent)
+//!   "body_bytes": 1075000000,    // every body buffer alive (cached, filling, or evicted and still being sent); <= body_bytes_max
+//!   "body_bytes_max": 2684354560,// cache_size + max_fill_bytes: misses beyond it are passed through
 //!   "upstreams": [{"url": "http://origin:8080", "role": "origin", "healthy": true}]
 //! }
 //! ```
@@ -65,6 +67,10 @@ pub(crate) struct Stats {
     pub cache_entries: u64,
     /// Body bytes of all live entries, including evicted ones still being sent.
     pub live_body_bytes: u64,
+    /// Every body buffer a fill allocated that is still alive anywhere.
+    pub body_bytes: u64,
+    /// `cache_size + max_fill_bytes`, the ceiling on `body_bytes`.
+    pub body_bytes_max: u64,
     pub upstreams: Vec<UpstreamStats>,
 }
 
@@ -96,6 +102,8 @@ pub(crate) fn stats(sh: &Shared) -> Stats {
         cache_capacity: sh.config.cache_size.0,
         cache_entries: sh.fill.store.entries(),
         live_body_bytes: sh.fill.store.live.load(Ordering::Relaxed).max(0) as u64,
+        body_bytes: sh.fill.budget.resident(),
+        body_bytes_max: sh.config.cache_size.0 + sh.config.max_fill_bytes().0,
         upstreams: sh
             .fill
             .upstreams

@@ -59,7 +59,8 @@ impl Drop for InFlight {
 /// The access-log record, completed as the body is sent.
 pub(crate) struct Access {
     pub method: http::Method,
-    pub path: String,
+    /// The request target as received (cloning a `Uri` shares its bytes: no copy).
+    pub target: http::Uri,
     pub peer: std::net::SocketAddr,
     pub status: u16,
     pub cache: &'static str,
@@ -75,6 +76,30 @@ pub(crate) struct Access {
 
 impl Drop for Access {
     fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            // Moved, not formatted: the writer thread formats (see `crate::access`).
+            let at = std::time::Instant::now();
+            file.write(crate::access::Record {
+                at,
+                peer: self.peer,
+                method: std::mem::take(&mut self.method),
+                target: std::mem::take(&mut self.target),
+                status: self.status,
+                cache: self.cache,
+                bytes: self.bytes,
+                complete: self.complete,
+                head_us: self.head_us,
+                total_us: at
+                    .saturating_duration_since(self.started.into_std())
+                    .as_micros() as u64,
+                upstream: self.upstream.take(),
+            });
+            return;
+        }
+        let path = self
+            .target
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
         // Admin requests (`/_edge/healthz` probed by geodns every few seconds, metrics
         // scrapes) are logged at debug, so the info-level log is the viewers' traffic.
         macro_rules! line {
@@ -83,7 +108,7 @@ impl Drop for Access {
                     target: "dashcdn_edge::access",
                     peer = %self.peer,
                     method = %self.method,
-                    path = %self.path,
+                    path = %dashcdn_http::access_log::clip(path, 2048),
                     status = self.status,
                     cache = self.cache,
                     bytes = self.bytes,
@@ -95,23 +120,7 @@ impl Drop for Access {
                 )
             };
         }
-        if let Some(file) = &self.file {
-            let total_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            file.write(format!(
-                "{} {} {} {} {} {} {} {} {:.3} {:.3} {}\n",
-                httpdate::fmt_http_date(std::time::SystemTime::now()),
-                self.peer,
-                self.method,
-                self.path,
-                self.status,
-                self.cache,
-                self.bytes,
-                if self.complete { "complete" } else { "cut" },
-                self.head_us as f64 / 1000.0,
-                total_ms,
-                self.upstream.as_deref().unwrap_or("-"),
-            ));
-        } else if self.path.starts_with("/_edge/") {
+        if path.starts_with("/_edge/") {
             line!(debug);
         } else {
             line!(info);

@@ -168,10 +168,12 @@ pub struct EdgeConfig {
     pub cache_size: ByteSize,
     /// Larger objects are passed through, never cached (nor coalesced).
     pub max_object_size: ByteSize,
-    /// Body bytes all in-flight fills may hold together. A fill that would go beyond it
-    /// is passed through instead (streamed to its viewer, never buffered), so many
-    /// concurrent large misses cannot grow memory past `cache_size + max_fill_bytes`.
-    pub max_fill_bytes: ByteSize,
+    /// Body bytes all in-flight fills may hold together; also what bodies outside the
+    /// cache (evicted ones still being sent) may add to it: every body the edge holds
+    /// stays within `cache_size + max_fill_bytes`. A fill that would go beyond is passed
+    /// through instead (streamed to its viewer, never buffered). Default: a quarter of
+    /// `cache_size`.
+    pub max_fill_bytes: Option<ByteSize>,
     /// Where misses go: origins (failover in order) and parent edges (rendezvous hashed).
     pub upstreams: Vec<UpstreamConfig>,
     /// When every parent fails, go to the origins directly.
@@ -247,6 +249,14 @@ pub struct EdgeConfig {
     pub tls: dashcdn_http::https::TlsArgs,
 }
 
+impl EdgeConfig {
+    /// `max_fill_bytes`, or its default: a quarter of `cache_size` (at least 1 MiB).
+    pub fn max_fill_bytes(&self) -> ByteSize {
+        self.max_fill_bytes
+            .unwrap_or(ByteSize((self.cache_size.0 / 4).max(1 << 20)))
+    }
+}
+
 impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
@@ -254,7 +264,7 @@ impl Default for EdgeConfig {
             pop: "edge".into(),
             cache_size: ByteSize(256 << 20),
             max_object_size: ByteSize(64 << 20),
-            max_fill_bytes: ByteSize(256 << 20),
+            max_fill_bytes: None,
             upstreams: Vec::new(),
             parent_fallback_to_origin: true,
             purge_token: None,
@@ -420,12 +430,8 @@ impl EdgeConfig {
                 return Err(field(name, v, "must be more than 0"));
             }
         }
-        if self.max_fill_bytes.0 == 0 {
-            return Err(field(
-                "max_fill_bytes",
-                self.max_fill_bytes,
-                "must be more than 0",
-            ));
+        if let Some(b @ ByteSize(0)) = self.max_fill_bytes {
+            return Err(field("max_fill_bytes", b, "must be more than 0"));
         }
         if self.max_header_bytes < 1024 {
             return Err(field(

@@ -64,8 +64,8 @@ pub(crate) struct Filler {
     /// linearizable: once it answers, no request is served the purged object).
     pub(crate) purge: RwLock<u64>,
     pub(crate) passes: Passes,
-    /// Bytes the fills in flight hold (`max_fill_bytes`).
-    pub(crate) budget: FillBudget,
+    /// Bytes the fills in flight hold (`max_fill_bytes`) and all fill buffers alive.
+    pub(crate) budget: Arc<FillBudget>,
 }
 
 impl Filler {
@@ -95,38 +95,61 @@ impl Filler {
     }
 }
 
-/// The byte budget of all in-flight fill buffers together.
+/// The byte budgets of fill buffers: `max_fill_bytes` for the fills in flight, and a
+/// ceiling of `cache_size + max_fill_bytes` on every body buffer a fill allocated that is
+/// still alive anywhere (in the cache, in flight, or evicted but still being sent to a
+/// slow viewer). Bodies are only ever allocated by fills, so the ceiling bounds all body
+/// memory: a miss that would go past either is passed through (streamed, never buffered).
 pub(crate) struct FillBudget {
     max: u64,
+    ceiling: u64,
+    /// Bytes reserved by the fills in flight.
     held: AtomicU64,
+    /// Bytes of fill buffers alive (charged on reservation, given back when the last
+    /// `Bytes` of the buffer is dropped).
+    resident: AtomicU64,
 }
 
 impl FillBudget {
-    pub(crate) fn new(max: u64) -> FillBudget {
+    pub(crate) fn new(max: u64, cache_size: u64) -> FillBudget {
         FillBudget {
             max,
+            ceiling: cache_size.saturating_add(max),
             held: AtomicU64::new(0),
+            resident: AtomicU64::new(0),
         }
     }
 
-    /// Takes `bytes` more for `reservation`, or `false` (and nothing) if that would go
-    /// past the budget.
-    fn grow(&self, reservation: &mut Reservation<'_>, bytes: u64) -> bool {
-        let taken = self
-            .held
+    /// Body bytes of fill buffers alive (cached, in flight, or still being sent).
+    pub(crate) fn resident(&self) -> u64 {
+        self.resident.load(Ordering::Relaxed)
+    }
+
+    fn take(counter: &AtomicU64, bytes: u64, limit: u64) -> bool {
+        counter
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes).filter(|&n| n <= self.max)
+                held.checked_add(bytes).filter(|&n| n <= limit)
             })
-            .is_ok();
-        if taken {
-            reservation.bytes += bytes;
+            .is_ok()
+    }
+
+    /// Takes `bytes` more for `reservation` (in flight) and its `charge` (resident), or
+    /// `false` (and nothing) if either would go past its budget.
+    fn grow(&self, reservation: &mut Reservation<'_>, charge: &mut Charge, bytes: u64) -> bool {
+        if !Self::take(&self.held, bytes, self.max) {
+            return false;
         }
-        taken
+        if !Self::take(&self.resident, bytes, self.ceiling) {
+            self.held.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        reservation.bytes += bytes;
+        charge.bytes += bytes;
+        true
     }
 }
 
-/// Bytes of the budget one fill holds, given back when the fill ends (its body is then
-/// the cache's, weighed there, or gone).
+/// Bytes of the in-flight budget one fill holds, given back when the fill ends.
 struct Reservation<'a> {
     budget: &'a FillBudget,
     bytes: u64,
@@ -136,6 +159,48 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
     }
+}
+
+/// Bytes of the resident ceiling one fill buffer holds: moved into the finished body
+/// ([`tracked`]), so it is given back when the last viewer or cache entry lets go.
+struct Charge {
+    budget: Arc<FillBudget>,
+    bytes: u64,
+}
+
+impl Charge {
+    /// Gives back what is charged beyond `len` (a chunked body's doubling headroom).
+    fn shrink_to(&mut self, len: u64) {
+        let extra = self.bytes.saturating_sub(len);
+        self.budget.resident.fetch_sub(extra, Ordering::AcqRel);
+        self.bytes -= extra;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.resident.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A finished body that gives its charge back when its last `Bytes` is dropped.
+struct Tracked {
+    body: Bytes,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Tracked {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+fn tracked(body: Bytes, mut charge: Charge) -> Bytes {
+    charge.shrink_to(body.len() as u64);
+    Bytes::from_owner(Tracked {
+        body,
+        _charge: charge,
+    })
 }
 
 /// The response head of an in-flight object, in stored form (see [`stored_headers`]).
@@ -522,10 +587,15 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
         budget: &sh.budget,
         bytes: 0,
     };
+    let mut charge = Charge {
+        budget: sh.budget.clone(),
+        bytes: 0,
+    };
     if let Some(len) = len {
-        if !sh.budget.grow(&mut reservation, len) {
+        if !sh.budget.grow(&mut reservation, &mut charge, len) {
             debug!(key = %key, len, "fill budget (max_fill_bytes) exhausted: pass");
             drop(reservation);
+            drop(charge);
             return fill.hand_off(parts, body);
         }
     }
@@ -582,7 +652,7 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
                 if len.is_none() {
                     // A chunked body's buffer doubles as it grows: count what it may hold.
                     let want = (received * 2).saturating_sub(reservation.bytes);
-                    if want > 0 && !sh.budget.grow(&mut reservation, want) {
+                    if want > 0 && !sh.budget.grow(&mut reservation, &mut charge, want) {
                         warn!(key = %key, received, "fill budget (max_fill_bytes) exhausted mid-body");
                         return End::Failed {
                             status: StatusCode::BAD_GATEWAY,
@@ -626,11 +696,12 @@ async fn fetch_and_fill(sh: &Arc<Filler>, fill: &Arc<Fill>, stale: Option<Arc<En
             growing.extend_from_slice(&last);
         }
         // Exactly the object's size: a chunked body grew by doubling, so copy it once.
-        if growing.capacity() == growing.len() {
+        let body = if growing.capacity() == growing.len() {
             growing.freeze()
         } else {
             Bytes::copy_from_slice(&growing)
-        }
+        };
+        tracked(body, charge)
     };
     // A segment whose boxes do not add up (an upstream that cut it short and rewrote
     // Content-Length to match) is served as received but never stored.

@@ -350,7 +350,9 @@ fn respond(
         }
         Source::Fill(fill, rx) => {
             let (a, b) = range.unwrap_or((0, u64::MAX));
-            let (tx, brx) = mpsc::channel(16);
+            // Few chunks ahead: before the fill completes each is a copy (64 KiB), and a slow
+            // viewer would hold them all.
+            let (tx, brx) = mpsc::channel(2);
             tokio::spawn(fill::pump(fill, rx, tx, (a, b)));
             EdgeBody::new(Kind::Channel {
                 rx: brx,

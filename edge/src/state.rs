@@ -55,7 +55,10 @@ impl Shared {
             via,
             read_timeout: EdgeConfig::ms(config.read_timeout_ms),
             max_object_size: config.max_object_size.0,
-            budget: FillBudget::new(config.max_fill_bytes.0),
+            budget: Arc::new(FillBudget::new(
+                config.max_fill_bytes().0,
+                config.cache_size.0,
+            )),
             purge: RwLock::new(0),
             passes: Passes::new(),
         };

@@ -5,6 +5,7 @@ mod coalesce;
 mod hostile;
 mod memory;
 mod purge;
+mod rss;
 mod semantics;
 mod stale;
 mod tiers;

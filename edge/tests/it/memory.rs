@@ -14,7 +14,7 @@ async fn fills_beyond_max_fill_bytes_stream_through_uncached() {
     mock.script("/big.bin", Script::ok(big.clone(), "max-age=60"));
     mock.script("/small.bin", Script::ok(content(1000, 4), "max-age=60"));
     let mut c = config("eu", &mock.url());
-    c.max_fill_bytes = dashcdn_edge::ByteSize(1 << 20);
+    c.max_fill_bytes = Some(dashcdn_edge::ByteSize(1 << 20));
     let edge = Edge::start(c).await;
     for _ in 0..2 {
         let r = edge.get("/big.bin").await;
