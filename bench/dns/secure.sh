@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Signed and unsigned geo answers: dashcdn geodns (online signing, RRSIG cache) vs Knot
 # DNS 3 (geoip module, online signing), same zone and MaxMind test database, ECS on every
-# query; with the DO bit (signed answers) and without (unsigned). dnsperf on loopback.
+# query; with the DO bit (signed answers) and without (unsigned). dnsperf on loopback;
+# qps and each server's CPU time per answered query (from /proc/PID/stat).
 #   bench/dns/secure.sh [SECONDS] [ROUNDS]    (default 10 s per run, 1 round)
 # Needs knot, knot-module-geoip and dnsperf (scripts/setup.sh --bench).
 source "$(dirname "$0")/../common.sh"
@@ -26,7 +27,7 @@ PIDS+=($!)
 sed -e "s/@PORT@/$P_OURS/; s/@METRICS_PORT@/$P_METRICS/; s/@HEALTH_PORT@/$P_HEALTH/" \
     -e "s|^maxmind = .*|maxmind = \"$DB\"|" "$CONF/geodns.toml" > "$T/geodns.toml"
 "$DASHCDN" -q geodns --config "$T/geodns.toml" --dnssec-keys "$T/keys" &
-PIDS+=($!)
+PIDS+=($!); PID_OURS=$!
 
 # Knot: keys made before the start, so the geoip module signs from its first answer
 mkdir -p "$T/db"
@@ -34,7 +35,7 @@ sed -e "s/@PORT@/$P_KNOT/; s|@DIR@|$T|g; s|@DB@|$DB|" "$CONF/knot.conf" > "$T/kn
 cp "$CONF/knot-geo.conf" "$CONF/knot-kingcdn.test.zone" "$T/"
 keymgr -c "$T/knot.conf" kingcdn.test generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null
 knotd -c "$T/knot.conf" >"$T/knot.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); PID_KNOT=$!
 wait_port "$P_OURS"; wait_port "$P_KNOT"; wait_port "$P_METRICS"
 
 ask() { dig +short +norec +dnssec +time=2 +tries=2 @127.0.0.1 -p "$1" a1105.kingcdn.test A "+subnet=$2" | sort | tr '\n' ' '; }
@@ -49,15 +50,20 @@ for subnet in 81.2.69.0/24 81.2.69.160/27 216.160.83.56/29 175.16.199.0/24; do
 done
 
 echo "a1105.kingcdn.test A" > "$T/queries.txt"
-# run PORT ECS [DO] → "qps avg_latency_ms"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# run PORT ECS DO PID → "qps avg_latency_ms server_cpu_µs_per_query"
 run() {
-  dnsperf -s 127.0.0.1 -p "$1" -d "$T/queries.txt" -l "$SECS" -c "$CLIENTS" -T 1 -q 200 -E "$2" ${3:+-D} 2>&1 |
-    awk '/Queries per second/ {q=$4} /Average Latency/ {l=$4*1000} END {printf "%.0f %.3f", q, l}'
+  local t0 t1 out
+  t0=$(ticks "$4")
+  out=$(dnsperf -s 127.0.0.1 -p "$1" -d "$T/queries.txt" -l "$SECS" -c "$CLIENTS" -T 1 -q 200 -E "$2" ${3:+-D} 2>&1)
+  t1=$(ticks "$4")
+  awk -v dt=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '/Queries completed:/ {n=$3} /Queries per second/ {q=$4}
+    /Average Latency/ {l=$4*1000} END {printf "%.0f %.3f %.2f", q, l, dt / hz * 1e6 / n}' <<<"$out"
 }
 
 echo; echo "uptime before: $(uptime)"
-printf '\n%-40s %5s %22s %22s %9s\n' "workload (ECS)" "round" "dashcdn qps (lat ms)" "knot qps (lat ms)" "÷knot"
-declare -A SA SK
+printf '\n%-40s %5s %22s %22s %9s %14s\n' "workload (ECS)" "round" "dashcdn qps (lat ms)" "knot qps (lat ms)" "÷knot" "CPU µs/q a/k"
+declare -A SA SK CA CK
 WORKLOADS=("8:00011b00510245a0 81.2.69.160/27 London" "8:00011800af10c7 175.16.199.0/24 Changchun")
 # ROUNDS rounds, the two servers in alternating order, so load from elsewhere hits both.
 for r in $(seq "$ROUNDS"); do
@@ -66,22 +72,23 @@ for r in $(seq "$ROUNDS"); do
     for mode in unsigned signed; do
       do_bit=""; [[ "$mode" == signed ]] && do_bit=1
       if ((r % 2)); then
-        read -r qa la <<<"$(run "$P_OURS" "$opt" "$do_bit")"; read -r qk lk <<<"$(run "$P_KNOT" "$opt" "$do_bit")"
+        read -r qa la ca <<<"$(run "$P_OURS" "$opt" "$do_bit" "$PID_OURS")"; read -r qk lk ck <<<"$(run "$P_KNOT" "$opt" "$do_bit" "$PID_KNOT")"
       else
-        read -r qk lk <<<"$(run "$P_KNOT" "$opt" "$do_bit")"; read -r qa la <<<"$(run "$P_OURS" "$opt" "$do_bit")"
+        read -r qk lk ck <<<"$(run "$P_KNOT" "$opt" "$do_bit" "$PID_KNOT")"; read -r qa la ca <<<"$(run "$P_OURS" "$opt" "$do_bit" "$PID_OURS")"
       fi
       k="$name, $mode"
       SA[$k]=$(( ${SA[$k]:-0} + qa )); SK[$k]=$(( ${SK[$k]:-0} + qk ))
-      printf '%-40s %5s %13s (%6s) %13s (%6s) %8sx\n' "$k" "$r" "$qa" "$la" "$qk" "$lk" "$(ratio "$qa" "$qk")"
+      CA[$k]=$(awk -v a="${CA[$k]:-0}" -v b="$ca" 'BEGIN {print a + b}'); CK[$k]=$(awk -v a="${CK[$k]:-0}" -v b="$ck" 'BEGIN {print a + b}')
+      printf '%-40s %5s %13s (%6s) %13s (%6s) %8sx %14s\n' "$k" "$r" "$qa" "$la" "$qk" "$lk" "$(ratio "$qa" "$qk")" "$ca/$ck"
     done
   done
 done
 echo "uptime after: $(uptime)"
-printf '\n%-40s %12s %12s %9s   (totals over %s rounds)\n' workload dashcdn knot "÷knot" "$ROUNDS"
+printf '\n%-40s %12s %12s %9s %15s   (totals over %s rounds)\n' workload dashcdn knot "÷knot" "CPU/q knot÷ours" "$ROUNDS"
 for w in "${WORKLOADS[@]}"; do
   name="${w#* }"
   for mode in unsigned signed; do
     k="$name, $mode"
-    printf '%-40s %12s %12s %8sx\n' "$k" "${SA[$k]}" "${SK[$k]}" "$(ratio "${SA[$k]}" "${SK[$k]}")"
+    printf '%-40s %12s %12s %8sx %14sx\n' "$k" "${SA[$k]}" "${SK[$k]}" "$(ratio "${SA[$k]}" "${SK[$k]}")" "$(ratio "${CK[$k]}" "${CA[$k]}")"
   done
 done
