@@ -3,7 +3,8 @@
 # vs PowerDNS (geoip backend), same zone, same PoPs, same MaxMind test database, each
 # checked to give the same answers first. dnsperf on loopback, geo-routed name, with an
 # EDNS Client Subnet option on every query. Besides qps, each server's CPU time per answered
-# query (from /proc/PID/stat around each run): steadier than qps on a shared machine. Ours runs with health checks (against a
+# query (from /proc/PID/stat around each run): steadier than qps on a shared machine.
+# Ours runs with health checks (against a
 # local HTTP target) and /metrics on.
 #   bench/dns.sh [SECONDS] [ROUNDS]    (default 10 s per run, 1 round)
 # Servers run in the foreground on loopback high ports with config dirs under /tmp;
