@@ -109,9 +109,8 @@ fn init_tracing(verbose: u8, quiet: bool) {
     // hickory-proto warns about every malformed EDNS option a remote client sends, and rustls
     // about every client that sends an IP address as its TLS server name (kdig does): logs
     // anyone could grow. The servers count refused queries and handshakes in their metrics.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default},hickory_proto=error,rustls=error"))
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},hickory_proto=error,rustls=error")));
     // Colours only on a terminal: escapes would litter a redirected log.
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
