@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use super::store::Period;
+use super::store::{Period, Track};
 use super::{LiveConfig, TrackKind};
 use crate::web::iso8601;
 
@@ -22,8 +22,48 @@ fn xs_duration(d: Duration) -> String {
     }
 }
 
-fn xs_seconds(s: f64) -> String {
+pub(super) fn xs_seconds(s: f64) -> String {
     xs_duration(Duration::from_millis((s * 1000.0).round().max(0.0) as u64))
+}
+
+/// `<AdaptationSet …>` of one media kind (shared by the live MPD and a recording's static one).
+pub(super) fn open_adaptation_set(x: &mut String, set: usize, kind: TrackKind, fps: u32) {
+    let (content, mime) = match kind {
+        TrackKind::Video => ("video", "video/mp4"),
+        TrackKind::Audio => ("audio", "audio/mp4"),
+    };
+    let _ = write!(
+        x,
+        r#"    <AdaptationSet id="{set}" contentType="{content}" mimeType="{mime}" segmentAlignment="true" startWithSAP="1""#
+    );
+    if kind == TrackKind::Video {
+        let _ = write!(x, r#" frameRate="{fps}""#);
+    } else {
+        x.push_str(r#" lang="und""#);
+    }
+    x.push_str(">\n");
+}
+
+/// `<Representation …>` of `t` with its audio channel configuration, left open for the
+/// caller's `SegmentTemplate`.
+pub(super) fn open_representation(x: &mut String, id: &str, t: &Track) {
+    let r = &t.rung;
+    let _ = write!(
+        x,
+        r#"      <Representation id="{id}" codecs="{}" bandwidth="{}""#,
+        t.info.codecs,
+        u64::from(r.kbps) * 1000
+    );
+    if r.kind == TrackKind::Video {
+        let _ = write!(
+            x,
+            r#" width="{}" height="{}" sar="1:1">"#,
+            r.width, r.height
+        );
+    } else {
+        x.push_str(r#" audioSamplingRate="48000">"#);
+        x.push_str("\n        <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:mpegB:cicp:ChannelConfiguration\" value=\"2\"/>");
+    }
 }
 
 /// The MPD at `now` for `periods` (oldest first), media time 0 of the first run at `ast`.
@@ -68,41 +108,11 @@ pub(crate) fn write(
             if tracks.is_empty() {
                 continue;
             }
-            let (content, mime) = match kind {
-                TrackKind::Video => ("video", "video/mp4"),
-                TrackKind::Audio => ("audio", "audio/mp4"),
-            };
-            let _ = write!(
-                x,
-                r#"    <AdaptationSet id="{set}" contentType="{content}" mimeType="{mime}" segmentAlignment="true" startWithSAP="1""#
-            );
-            if kind == TrackKind::Video {
-                let _ = write!(x, r#" frameRate="{}""#, config.fps);
-            } else {
-                let _ = write!(x, r#" lang="und""#);
-            }
-            x.push_str(">\n");
+            open_adaptation_set(&mut x, set, kind, config.fps);
             let mut sorted = tracks;
             sorted.sort_by_key(|t| std::cmp::Reverse(t.rung.kbps));
             for t in sorted {
-                let r = &t.rung;
-                let _ = write!(
-                    x,
-                    r#"      <Representation id="{}" codecs="{}" bandwidth="{}""#,
-                    r.id,
-                    t.info.codecs,
-                    u64::from(r.kbps) * 1000
-                );
-                if kind == TrackKind::Video {
-                    let _ = write!(
-                        x,
-                        r#" width="{}" height="{}" sar="1:1">"#,
-                        r.width, r.height
-                    );
-                } else {
-                    x.push_str(r#" audioSamplingRate="48000">"#);
-                    x.push_str("\n        <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:mpegB:cicp:ChannelConfiguration\" value=\"2\"/>");
-                }
+                open_representation(&mut x, &t.rung.id, t);
                 let ts = u64::from(t.info.timescale);
                 let _ = write!(
                     x,

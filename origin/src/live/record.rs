@@ -26,6 +26,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tracing::{info, warn};
 
+use super::mpd::{open_adaptation_set, open_representation, xs_seconds};
 use super::store::Track;
 use super::{LiveConfig, TrackKind};
 use crate::library::{AssetSummary, RepresentationSummary, KIND_AUDIO, MANIFEST_FILE};
@@ -251,10 +252,6 @@ fn period_duration(p: &RecPeriod) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn xs_seconds(s: f64) -> String {
-    format!("PT{:.3}S", s.max(0.0))
-}
-
 /// A static MPD (ISO/IEC 23009-1 §5.3.1.2 type="static") over the recorded periods, laid
 /// end to end, and the asset's summary.
 fn static_mpd(config: &LiveConfig, asset: &str, periods: &[RecPeriod]) -> (String, AssetSummary) {
@@ -287,39 +284,11 @@ fn static_mpd(config: &LiveConfig, asset: &str, periods: &[RecPeriod]) -> (Strin
                 continue;
             }
             tracks.sort_by_key(|t| std::cmp::Reverse(t.rung.kbps));
-            let (content, mime) = match kind {
-                TrackKind::Video => ("video", "video/mp4"),
-                TrackKind::Audio => ("audio", "audio/mp4"),
-            };
-            let _ = write!(
-                x,
-                r#"    <AdaptationSet id="{set}" contentType="{content}" mimeType="{mime}" segmentAlignment="true" startWithSAP="1""#
-            );
-            if kind == TrackKind::Video {
-                let _ = write!(x, r#" frameRate="{}""#, config.fps);
-            } else {
-                x.push_str(r#" lang="und""#);
-            }
-            x.push_str(">\n");
+            open_adaptation_set(&mut x, set, kind, config.fps);
             for t in tracks {
                 let r = &t.rung;
                 let id = rep_dir(p.id, &r.id);
-                let bandwidth = u64::from(r.kbps) * 1000;
-                let _ = write!(
-                    x,
-                    r#"      <Representation id="{id}" codecs="{}" bandwidth="{bandwidth}""#,
-                    t.info.codecs
-                );
-                if kind == TrackKind::Video {
-                    let _ = write!(
-                        x,
-                        r#" width="{}" height="{}" sar="1:1">"#,
-                        r.width, r.height
-                    );
-                } else {
-                    x.push_str(r#" audioSamplingRate="48000">"#);
-                    x.push_str("\n        <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:mpegB:cicp:ChannelConfiguration\" value=\"2\"/>");
-                }
+                open_representation(&mut x, &id, t);
                 let ts = u64::from(t.info.timescale);
                 let _ = write!(
                     x,
@@ -335,7 +304,7 @@ fn static_mpd(config: &LiveConfig, asset: &str, periods: &[RecPeriod]) -> (Strin
                     id,
                     kind: if video { "video" } else { KIND_AUDIO }.to_owned(),
                     codecs: t.info.codecs.clone(),
-                    bandwidth,
+                    bandwidth: u64::from(r.kbps) * 1000,
                     width: video.then_some(r.width),
                     height: video.then_some(r.height),
                     sample_rate: (!video).then_some(48_000),
