@@ -318,6 +318,22 @@ pub async fn serve<M, S, B>(
     .await
 }
 
+/// The HTTP/2 limits of [`Limits`] (stream count, header list, the rapid-reset and
+/// error-reset bounds, keep-alive pings), applied to hyper's own builder and to the copy
+/// inside hyper-util's auto builder: two types with the same methods, so a macro.
+macro_rules! h2_limits {
+    ($builder:expr, $limits:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams($limits.h2_max_concurrent_streams)
+            .max_header_list_size($limits.h2_max_header_list_size)
+            .max_pending_accept_reset_streams($limits.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams($limits.h2_max_local_error_reset_streams)
+            .keep_alive_interval($limits.h2_keepalive_interval)
+            .keep_alive_timeout($limits.h2_keepalive_timeout);
+    };
+}
+
 /// The connection builders, made once per [`serve_listeners`] from its [`Limits`].
 struct Builders {
     http1: http1::Builder,
@@ -337,14 +353,7 @@ impl Builders {
             .max_buf_size(max_buf)
             .keep_alive(true);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .max_header_list_size(limits.h2_max_header_list_size)
-            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
-            .keep_alive_interval(limits.h2_keepalive_interval)
-            .keep_alive_timeout(limits.h2_keepalive_timeout);
+        h2_limits!(http2, limits);
         // hyper-util's auto builder holds its own copies of both; the same settings.
         let mut auto = auto::Builder::new(TokioExecutor::new());
         // (No max_header_size there: its read buffer bounds the head, hyper answers 431.)
@@ -353,14 +362,7 @@ impl Builders {
             .header_read_timeout(None)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .keep_alive(true);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .max_header_list_size(limits.h2_max_header_list_size)
-            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
-            .keep_alive_interval(limits.h2_keepalive_interval)
-            .keep_alive_timeout(limits.h2_keepalive_timeout);
+        h2_limits!(auto.http2(), limits);
         Builders { http1, http2, auto }
     }
 }
