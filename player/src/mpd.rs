@@ -15,7 +15,7 @@
 use dash_mpd_core::{AdaptationSet, Period, Representation, SegmentTemplate, SegmentTimeline, MPD};
 use url::Url;
 
-use crate::tracks::{pick_audio, pick_text, TrackPrefs};
+use crate::tracks::TrackPrefs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MpdError {
@@ -624,33 +624,11 @@ pub(crate) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<Presentat
             .unwrap_or(0.0)
             .max(0.0);
         let p_base = base_of(&base, &p.BaseURL, url)?;
-        let mut video_sets = p
-            .adaptations
-            .iter()
-            .filter(dash_mpd_core::is_video_adaptation);
-        let Some(vset) = video_sets.next() else {
-            return Err(MpdError::NoVideo {
-                url: url.to_string(),
-            });
-        };
-        let audio_sets: Vec<&AdaptationSet> = p
-            .adaptations
-            .iter()
-            .filter(dash_mpd_core::is_audio_adaptation)
-            .collect();
-        let aset = pick_audio(&audio_sets, prefs.audio_lang.as_deref(), url)?;
+        let chosen = crate::tracks::choose(p, i == 0, prefs, url)?;
+        let (vset, aset) = (chosen.video, chosen.audio);
         if i == 0 {
-            let text_sets: Vec<&AdaptationSet> = p
-                .adaptations
-                .iter()
-                .filter(dash_mpd_core::is_subtitle_adaptation)
-                .collect();
-            tracks.audio = aset.map(crate::tracks::info);
-            tracks.audio_available = audio_sets.iter().map(|s| crate::tracks::info(s)).collect();
-            tracks.subtitles_available = text_sets.iter().map(|s| crate::tracks::info(s)).collect();
-            if let Some(want) = &prefs.subtitles {
-                let t = pick_text(&text_sets, want, url)?;
-                tracks.subtitles = Some(crate::tracks::info(t));
+            tracks = chosen.tracks;
+            if let Some(t) = chosen.text {
                 subtitle_url = Some(text_url(t, &p_base, url)?);
             }
         }

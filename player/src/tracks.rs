@@ -8,7 +8,7 @@
 //! player does not render them, it fetches the chosen one and counts its cues, which is
 //! what a test of "the subtitles reach the viewer" needs.
 
-use dash_mpd_core::AdaptationSet;
+use dash_mpd_core::{AdaptationSet, Period};
 use serde::Serialize;
 use url::Url;
 
@@ -71,8 +71,59 @@ fn langs(sets: &[&AdaptationSet]) -> String {
     }
 }
 
+/// The AdaptationSets one Period plays with `prefs`: its first video set, the chosen audio
+/// set and, in the first Period when `--subtitles` asks, the text set. `tracks` describes
+/// what was chosen and what was available (the players report the first Period's).
+pub(crate) struct Chosen<'a> {
+    pub video: &'a AdaptationSet,
+    pub audio: Option<&'a AdaptationSet>,
+    pub text: Option<&'a AdaptationSet>,
+    pub tracks: Tracks,
+}
+
+/// Chooses a Period's sets (shared by the on-demand and the live planner).
+pub(crate) fn choose<'a>(
+    p: &'a Period,
+    first: bool,
+    prefs: &TrackPrefs,
+    url: &Url,
+) -> Result<Chosen<'a>, MpdError> {
+    let of = |kind: fn(&&AdaptationSet) -> bool| -> Vec<&'a AdaptationSet> {
+        p.adaptations.iter().filter(kind).collect()
+    };
+    let Some(video) = p
+        .adaptations
+        .iter()
+        .find(dash_mpd_core::is_video_adaptation)
+    else {
+        return Err(MpdError::NoVideo {
+            url: url.to_string(),
+        });
+    };
+    let audio_sets = of(dash_mpd_core::is_audio_adaptation);
+    let text_sets = of(dash_mpd_core::is_subtitle_adaptation);
+    let audio = pick_audio(&audio_sets, prefs.audio_lang.as_deref(), url)?;
+    let text = match &prefs.subtitles {
+        Some(want) if first => Some(pick_text(&text_sets, want, url)?),
+        _ => None,
+    };
+    let tracks = Tracks {
+        audio: audio.map(info),
+        audio_available: audio_sets.iter().map(|s| info(s)).collect(),
+        subtitles: text.map(info),
+        subtitles_available: text_sets.iter().map(|s| info(s)).collect(),
+        subtitle_cues: None,
+    };
+    Ok(Chosen {
+        video,
+        audio,
+        text,
+        tracks,
+    })
+}
+
 /// The audio AdaptationSet to play among `sets` (`None`: the period has no audio).
-pub(crate) fn pick_audio<'a>(
+fn pick_audio<'a>(
     sets: &[&'a AdaptationSet],
     lang: Option<&str>,
     url: &Url,
@@ -97,7 +148,7 @@ pub(crate) fn pick_audio<'a>(
 }
 
 /// The text AdaptationSet for `--subtitles LANG`.
-pub(crate) fn pick_text<'a>(
+fn pick_text<'a>(
     sets: &[&'a AdaptationSet],
     want: &str,
     url: &Url,

@@ -234,33 +234,10 @@ pub(super) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<LiveManif
         }
         let p_start = secs(&p.start).unwrap_or(start);
         let p_base = base_of(&base, &p.BaseURL, url)?;
-        let Some(vset) = p
-            .adaptations
-            .iter()
-            .find(dash_mpd_core::is_video_adaptation)
-        else {
-            return Err(MpdError::NoVideo {
-                url: url.to_string(),
-            });
-        };
-        let audio_sets: Vec<&AdaptationSet> = p
-            .adaptations
-            .iter()
-            .filter(dash_mpd_core::is_audio_adaptation)
-            .collect();
-        let aset = tracks::pick_audio(&audio_sets, prefs.audio_lang.as_deref(), url)?;
+        let chosen = tracks::choose(p, i == 0, prefs, url)?;
+        let (vset, aset) = (chosen.video, chosen.audio);
         if i == 0 {
-            let text: Vec<&AdaptationSet> = p
-                .adaptations
-                .iter()
-                .filter(dash_mpd_core::is_subtitle_adaptation)
-                .collect();
-            tracks.audio = aset.map(tracks::info);
-            tracks.audio_available = audio_sets.iter().map(|s| tracks::info(s)).collect();
-            tracks.subtitles_available = text.iter().map(|s| tracks::info(s)).collect();
-            if let Some(want) = &prefs.subtitles {
-                tracks.subtitles = Some(tracks::info(tracks::pick_text(&text, want, url)?));
-            }
+            tracks = chosen.tracks;
         }
         let reps = |set: &AdaptationSet| -> Result<Vec<LiveRep>, MpdError> {
             let sbase = base_of(&p_base, &set.BaseURL, url)?;
