@@ -1087,14 +1087,7 @@ async fn plays_a_live_channel_chunk_by_chunk_and_reports_its_latency() {
         .config(|c| c.live = vec![ch])
         .await;
     let url = origin.url("/live/t/manifest.mpd");
-    dashcdn_testkit::eventually("the channel's MPD", Duration::from_secs(20), || async {
-        dashcdn_testkit::client()
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    dashcdn_testkit::answers_ok(&url, Duration::from_secs(20)).await;
     // Long enough on air that the live edge minus the target is inside the stream.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = Captured::default();
@@ -1160,14 +1153,7 @@ async fn a_live_input_gap_continues_into_the_new_period() {
         .config(|c| c.live = vec![ch])
         .await;
     let url = origin.url("/live/pgap/manifest.mpd");
-    dashcdn_testkit::eventually("the channel's MPD", Duration::from_secs(20), || async {
-        dashcdn_testkit::client()
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    dashcdn_testkit::answers_ok(&url, Duration::from_secs(20)).await;
     let mut o = opts(url);
     o.live_seconds = Some(24.0);
     let session = tokio::spawn(stream_report(o));
@@ -1232,14 +1218,7 @@ async fn live_throughput_is_the_link_not_the_stream_bitrate() {
         .config(|c| c.live = vec![ch])
         .await;
     let url = origin.url("/live/tput/manifest.mpd");
-    dashcdn_testkit::eventually("the channel's MPD", Duration::from_secs(20), || async {
-        dashcdn_testkit::client()
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    dashcdn_testkit::answers_ok(&url, Duration::from_secs(20)).await;
     // A 3 Mbit/s link: each 0.5 s chunk of the 800 kbit/s rung (50 KB) takes ~0.1 s of
     // it; timed by the wall clock, a segment streamed as it is made looks like 0.8 Mbit/s.
     let mut o = opts(url);

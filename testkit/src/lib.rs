@@ -64,3 +64,17 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until `url` answers 200 (a live channel's MPD once its encoder has produced a
+/// segment, a server behind a proxy once it is up); panics naming `url` after `within`.
+pub async fn answers_ok(url: &str, within: Duration) {
+    let client = client();
+    eventually(&format!("GET {url} answering 200"), within, || async {
+        client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dashcdn_origin::live::{Input, LiveConfig, Rung};
-use dashcdn_testkit::{client, eventually, origin, spawn_edge, spawn_geodns};
+use dashcdn_testkit::{answers_ok, origin, spawn_edge, spawn_geodns};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: a real-time live encoder and a 20 s player session"]
@@ -40,18 +40,7 @@ async fn the_player_plays_live_through_geodns_and_an_edge_and_reports_latency() 
     let dns = spawn_geodns(cfg).await;
 
     let mpd = edge.url("/live/t/manifest.mpd");
-    eventually(
-        "the channel's MPD through the edge",
-        Duration::from_secs(20),
-        || async {
-            client()
-                .get(&mpd)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
+    answers_ok(&mpd, Duration::from_secs(20)).await;
 
     // On air long enough that the live edge minus the target is inside the stream.
     tokio::time::sleep(Duration::from_secs(3)).await;
