@@ -23,39 +23,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::mpd::{open_adaptation_set, open_representation, xs_seconds};
-use super::store::Track;
+use super::store::{Event, Track};
 use super::{LiveConfig, TrackKind};
 use crate::library::{AssetSummary, RepresentationSummary, KIND_AUDIO, MANIFEST_FILE};
 use crate::web::iso8601;
-
-/// What the store tells the recorder, in the order it happened (per representation).
-pub(crate) enum Event {
-    /// A new encoder run: its segments are numbered from `start_number`.
-    Period {
-        id: u32,
-        start_number: u64,
-        began: SystemTime,
-    },
-    Init {
-        period: u32,
-        track: Track,
-    },
-    /// Bytes of segment `number` of `rep` (the `styp` first when a segment begins);
-    /// `end` is the media time, in seconds, at which this chunk's samples end.
-    Chunk {
-        period: u32,
-        rep: String,
-        number: u64,
-        bytes: Vec<Bytes>,
-        end: f64,
-    },
-    /// The event is over: publish, and answer with the asset's folder (or nothing).
-    Finish(mpsc::Sender<Option<PathBuf>>),
-}
 
 /// Starts the writer thread; events go to the returned sender. Dropping every sender
 /// finishes the recording too.

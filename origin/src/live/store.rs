@@ -15,7 +15,6 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::fmp4::{self, InitInfo};
-use super::record::Event;
 use super::Rung;
 
 /// Timing shared by the segmenter, the MPD and the handlers.
@@ -37,6 +36,31 @@ pub(crate) struct Period {
     pub(crate) start_number: u64,
     /// The init segment and what the MPD says of each representation, in ladder order.
     pub(crate) tracks: Vec<Track>,
+}
+
+/// What the store tells the recorder, in the order it happened (per representation).
+pub(crate) enum Event {
+    /// A new encoder run: its segments are numbered from `start_number`.
+    Period {
+        id: u32,
+        start_number: u64,
+        began: SystemTime,
+    },
+    Init {
+        period: u32,
+        track: Track,
+    },
+    /// Bytes of segment `number` of `rep` (the `styp` first when a segment begins);
+    /// `end` is the media time, in seconds, at which this chunk's samples end.
+    Chunk {
+        period: u32,
+        rep: String,
+        number: u64,
+        bytes: Vec<Bytes>,
+        end: f64,
+    },
+    /// The event is over: publish, and answer with the asset's folder (or nothing).
+    Finish(mpsc::Sender<Option<PathBuf>>),
 }
 
 #[derive(Clone, Debug)]
