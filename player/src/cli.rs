@@ -1,7 +1,7 @@
 //! `dashcdn player`: the command-line front door of the player and the ABR lab.
 //!
 //! - `dashcdn player URL [flags]` streams an MPD in real time and prints the QoE summary
-//!   (a dynamic MPD plays live, see `crate::live`).
+//!   (a dynamic MPD plays live, see `crate::stream::live`).
 //! - `dashcdn player simulate --movie MOVIE --trace TRACE [--abr ALG]` runs the same session
 //!   code over a bandwidth trace; `--batch DIR` runs every trace for every algorithm.
 //!
@@ -331,7 +331,7 @@ async fn stream_cmd(url: String, f: StreamFlags) -> Result<()> {
         }
     }
     opts.live_seconds = f.live_seconds;
-    opts.tracks = crate::tracks::TrackPrefs {
+    opts.tracks = crate::mpd::tracks::TrackPrefs {
         audio_lang: f.audio_lang.clone(),
         subtitles: f.subtitles.clone(),
     };
@@ -485,7 +485,7 @@ fn print_summary(s: &crate::qoe::Summary, json: bool) -> Result<()> {
         )?;
     }
     if let Some(t) = &s.tracks {
-        let list = |v: &[crate::tracks::TrackInfo]| {
+        let list = |v: &[crate::mpd::tracks::TrackInfo]| {
             v.iter()
                 .map(|t| t.lang.as_str())
                 .collect::<Vec<_>>()

@@ -12,10 +12,12 @@
 //! and periods play one after the other. What cannot be played (live MPDs, encryption,
 //! xlink) is an error naming the feature.
 
+pub(crate) mod tracks;
+
 use dash_mpd_core::{AdaptationSet, Period, Representation, SegmentTemplate, SegmentTimeline, MPD};
 use url::Url;
 
-use crate::tracks::TrackPrefs;
+use tracks::TrackPrefs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MpdError {
@@ -108,7 +110,7 @@ pub struct Presentation {
     pub duration_s: f64,
     pub periods: Vec<PeriodPlan>,
     /// Audio and subtitle tracks chosen and on offer (first period).
-    pub tracks: crate::tracks::Tracks,
+    pub tracks: tracks::Tracks,
     /// The chosen subtitle track's WebVTT file (`--subtitles`).
     pub subtitle_url: Option<Url>,
 }
@@ -610,7 +612,7 @@ pub(crate) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<Presentat
     let base = base_of(url, &mpd.base_url, url)?;
     let mut periods = Vec::new();
     let mut start = 0.0;
-    let mut tracks = crate::tracks::Tracks::default();
+    let mut tracks = tracks::Tracks::default();
     let mut subtitle_url = None;
     for (i, p) in mpd.periods.iter().enumerate() {
         if p.href.is_some() {
@@ -624,7 +626,7 @@ pub(crate) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<Presentat
             .unwrap_or(0.0)
             .max(0.0);
         let p_base = base_of(&base, &p.BaseURL, url)?;
-        let chosen = crate::tracks::choose(p, i == 0, prefs, url)?;
+        let chosen = tracks::choose(p, i == 0, prefs, url)?;
         let (vset, aset) = (chosen.video, chosen.audio);
         if i == 0 {
             tracks = chosen.tracks;

@@ -59,7 +59,7 @@ pub struct Summary {
     pub integrity_failures: u32,
     /// Streaming only: the audio and subtitle tracks chosen and on offer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tracks: Option<crate::tracks::Tracks>,
+    pub tracks: Option<crate::mpd::tracks::Tracks>,
     /// Live only: mean and 95th percentile of the live latency (server wall clock −
     /// the presentation time being played), sampled every 250 ms of playback, s.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -9,6 +9,8 @@
 //! passes for the buffer like any other time. When the last segment is in, the rest of
 //! the buffer is counted as played without waiting for it in real time.
 
+mod live;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,13 +23,13 @@ use url::Url;
 use crate::abr::{AbrKind, Progress};
 use crate::dns::{parse_subnet, DnsClient, DnsError};
 use crate::log::LogSink;
+use crate::mpd::tracks::TrackPrefs;
 use crate::mpd::{self, Addressing, MpdError, Presentation, Resource};
 use crate::net::{Fetch, Net, NetConfig, NetError, ResolveOverride, Want};
 use crate::qoe::{Aggregate, Summary};
 use crate::session::{Fetched, SegmentRecord, Session, SessionConfig, Step};
 use crate::shape::Shaper;
 use crate::trace::Trace;
-use crate::tracks::TrackPrefs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlayerError {
@@ -351,7 +353,7 @@ pub(crate) async fn subtitle_cues(net: &mut Net, url: &Url) -> Result<u32, Playe
     let text = String::from_utf8(f.body.unwrap_or_default()).map_err(|_| PlayerError::NotText {
         url: url.to_string(),
     })?;
-    Ok(crate::tracks::count_cues(&text))
+    Ok(crate::mpd::tracks::count_cues(&text))
 }
 
 fn progress_bar(n: usize) -> indicatif::ProgressBar {
@@ -402,7 +404,7 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
     let mut net = Net::new(opts.net.clone(), dns, opts.resolve.clone(), shaper);
     let (doc, r0, f0) = fetch_doc(&mut net, &url).await?;
     if doc.mpdtype.as_deref() == Some("dynamic") {
-        return crate::live::play(opts, net, doc, url, (r0, f0)).await;
+        return live::play(opts, net, doc, url, (r0, f0)).await;
     }
     let (mut pres, load_retries, load_failovers) =
         plan_vod(&mut net, &doc, &url, &opts.tracks, r0, f0).await?;

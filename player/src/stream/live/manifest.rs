@@ -13,8 +13,8 @@
 use dash_mpd_core::{AdaptationSet, Representation, MPD};
 use url::Url;
 
+use crate::mpd::tracks::{self, TrackPrefs, Tracks};
 use crate::mpd::{base_of, expand_template, invalid, join, merge_template, unsupported, MpdError};
-use crate::tracks::{self, TrackPrefs, Tracks};
 
 /// One representation of a live Period.
 #[derive(Debug, Clone, PartialEq)]
