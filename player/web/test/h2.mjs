@@ -19,52 +19,24 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const CHROMIUM = process.env.DASHCDN_CHROMIUM || '/usr/bin/chromium';
+import { CHROMIUM, CHROMIUM_ARGS, check, cli, loadChromium, results } from './harness.mjs';
 
-const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const flags = Object.fromEntries(process.argv.slice(2).filter((a) => a.startsWith('--'))
-  .map((a) => { const [k, v] = a.slice(2).split('='); return [k, v ?? 'true']; }));
-if (positional.length !== 3) {
-  console.error('usage: node h2.mjs HTTPS_BASE_URL SPKI_HASHES ARTIFACT_DIR [--asset=abr]');
-  process.exit(2);
-}
+const { positional, flags } = cli(3, 'node h2.mjs HTTPS_BASE_URL SPKI_HASHES ARTIFACT_DIR [--asset=abr]');
 const BASE = positional[0].replace(/\/+$/, '');
 const SPKI = positional[1];
 const ARTIFACTS = path.resolve(positional[2]);
 const ASSET = flags.asset || 'abr';
 
-if (!fs.existsSync(CHROMIUM)) {
-  console.log(`not ok - no browser at ${CHROMIUM}: run scripts/setup.sh (installs Debian's chromium)`);
-  process.exit(2);
-}
-let chromium;
-try {
-  ({ chromium } = await import('playwright-core'));
-} catch (e) {
-  console.log(`not ok - cannot load playwright-core (${e.message}): run scripts/setup.sh (npm ci in player/web)`);
-  process.exit(2);
-}
+const chromium = await loadChromium();
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
-const results = [];
-function check(ok, name, detail) {
-  results.push({ ok: !!ok, name, detail: detail ?? null });
-  console.log(`${ok ? 'ok' : 'not ok'} - ${name}${detail !== undefined ? ` (${JSON.stringify(detail)})` : ''}`);
-  return !!ok;
-}
 
 const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dashcdn-chromium-h2-'));
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: CHROMIUM,
   headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage',
-    '--autoplay-policy=no-user-gesture-required',
-    // HTTP/2 over TCP+TLS is what is tested; QUIC would not be offered anyway.
-    '--disable-quic',
-    `--ignore-certificate-errors-spki-list=${SPKI}`,
-  ],
+  // (CHROMIUM_ARGS has --disable-quic: HTTP/2 over TCP+TLS is what is tested.)
+  args: [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${SPKI}`],
   viewport: { width: 1280, height: 800 },
 });
 

@@ -21,27 +21,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const CHROMIUM = process.env.DASHCDN_CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--no-first-run',
-  // Containers give /dev/shm 64 MB; Chromium's renderer can run out of it mid-video.
-  '--disable-dev-shm-usage',
-  // A test cannot click: let the page start playback with sound.
-  '--autoplay-policy=no-user-gesture-required',
-];
+import { CHROMIUM, CHROMIUM_ARGS, check, cli, loadChromium, results } from './harness.mjs';
 
 // ---------------------------------------------------------------------------------------
 // Arguments and environment
 
-const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const flags = Object.fromEntries(process.argv.slice(2).filter((a) => a.startsWith('--'))
-  .map((a) => { const [k, v] = a.slice(2).split('='); return [k, v ?? 'true']; }));
-if (positional.length !== 2) {
-  console.error('usage: node play.mjs BASE_URL ARTIFACT_DIR [--asset=abr] [--malformed=malformed] [--invalid=invalid] [--holes=holes] [--only=play,seek,manual,abr,errors]');
-  process.exit(2);
-}
+const { positional, flags } = cli(2, 'node play.mjs BASE_URL ARTIFACT_DIR [--asset=abr] [--malformed=malformed] [--invalid=invalid] [--holes=holes] [--only=play,seek,manual,abr,errors]');
 const BASE = positional[0].replace(/\/+$/, '');
 const ARTIFACTS = path.resolve(positional[1]);
 const ASSET = flags.asset || 'abr';
@@ -50,28 +35,12 @@ const HOLES = flags.holes || 'holes';
 const INVALID = flags.invalid || 'invalid';
 const ONLY = new Set((flags.only || 'play,seek,manual,abr,errors').split(','));
 
-if (!fs.existsSync(CHROMIUM)) {
-  console.log(`not ok - no browser at ${CHROMIUM}: run scripts/setup.sh (installs Debian's chromium)`);
-  process.exit(2);
-}
-let chromium;
-try {
-  ({ chromium } = await import('playwright-core'));
-} catch (e) {
-  console.log(`not ok - cannot load playwright-core (${e.message}): run scripts/setup.sh (npm ci in player/web)`);
-  process.exit(2);
-}
+const chromium = await loadChromium();
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 // ---------------------------------------------------------------------------------------
 // Checks
 
-const results = [];
-function check(ok, name, detail) {
-  results.push({ ok: !!ok, name, detail: detail ?? null });
-  console.log(`${ok ? 'ok' : 'not ok'} - ${name}${detail !== undefined ? ` (${typeof detail === 'string' ? detail : JSON.stringify(detail)})` : ''}`);
-  return !!ok;
-}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** `promise`, or an error after `ms`: a tab frozen by a script never answers playwright,

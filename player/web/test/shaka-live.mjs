@@ -19,42 +19,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-const CHROMIUM = process.env.DASHCDN_CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--no-first-run', '--disable-dev-shm-usage', '--autoplay-policy=no-user-gesture-required',
-];
+import { CHROMIUM, CHROMIUM_ARGS, check, cli, failures, loadChromium } from './harness.mjs';
 
-const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const flags = Object.fromEntries(process.argv.slice(2).filter((a) => a.startsWith('--'))
-  .map((a) => { const [k, v] = a.slice(2).split('='); return [k, v ?? 'true']; }));
-if (positional.length !== 3) {
-  console.error('usage: node shaka-live.mjs BASE_URL MPD_PATH ARTIFACT_DIR [--seconds=20]');
-  process.exit(2);
-}
+const { positional, flags } = cli(3, 'node shaka-live.mjs BASE_URL MPD_PATH ARTIFACT_DIR [--seconds=20]');
 const BASE = positional[0].replace(/\/+$/, '');
 const MPD = BASE + positional[1];
 const ARTIFACTS = path.resolve(positional[2]);
 const SECONDS = Number(flags.seconds || 20);
 
-if (!fs.existsSync(CHROMIUM)) {
-  console.log(`not ok - no browser at ${CHROMIUM}: run scripts/setup.sh`);
-  process.exit(2);
-}
-let chromium;
-try {
-  ({ chromium } = await import('playwright-core'));
-} catch (e) {
-  console.log(`not ok - playwright-core is not installed (${e.message}): run scripts/setup.sh`);
-  process.exit(2);
-}
+const chromium = await loadChromium();
 
-let failed = 0;
-function check(ok, what) {
-  console.log(`${ok ? 'ok' : 'not ok'} - ${what}`);
-  if (!ok) failed += 1;
-}
 
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -137,4 +111,4 @@ if (loaded === null && settled.length >= 2) {
 }
 check(state.errors.length === 0, `no Shaka errors ${state.errors.join(' | ')}`);
 check(foreign.length === 0, `every request went to ${BASE} ${foreign.slice(0, 3).join(' ')}`);
-process.exit(failed ? 1 : 0);
+process.exit(failures() ? 1 : 0);

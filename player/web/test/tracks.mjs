@@ -12,20 +12,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const CHROMIUM = process.env.DASHCDN_CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--no-first-run', '--disable-dev-shm-usage', '--autoplay-policy=no-user-gesture-required',
-];
+import { CHROMIUM, CHROMIUM_ARGS, check, cli, loadChromium, results } from './harness.mjs';
 
-const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const flags = Object.fromEntries(process.argv.slice(2).filter((a) => a.startsWith('--'))
-  .map((a) => { const [k, v] = a.slice(2).split('='); return [k, v ?? 'true']; }));
-if (positional.length !== 2) {
-  console.error('usage: node tracks.mjs BASE_URL ARTIFACT_DIR [--asset=tracks] [--cues=eng:2,fra:3]');
-  process.exit(2);
-}
+const { positional, flags } = cli(2, 'node tracks.mjs BASE_URL ARTIFACT_DIR [--asset=tracks] [--cues=eng:2,fra:3]');
 const BASE = positional[0].replace(/\/+$/, '');
 const ARTIFACTS = path.resolve(positional[1]);
 const ASSET = flags.asset || 'tracks';
@@ -34,28 +23,12 @@ const CUES = Object.fromEntries((flags.cues || 'eng:2,fra:3').split(',').map((p)
   return [lang, Number(n)];
 }));
 
-if (!fs.existsSync(CHROMIUM)) {
-  console.log(`not ok - no browser at ${CHROMIUM}: run scripts/setup.sh (installs Debian's chromium)`);
-  process.exit(2);
-}
-let chromium;
-try {
-  ({ chromium } = await import('playwright-core'));
-} catch (e) {
-  console.log(`not ok - cannot load playwright-core (${e.message}): run scripts/setup.sh (npm ci in player/web)`);
-  process.exit(2);
-}
+const chromium = await loadChromium();
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 /** dash.js reports languages as BCP 47 (`en`) where the MPD says ISO 639-2 (`eng`). */
 const sameLang = (got, want) => got === want || (typeof got === 'string' && got === want.slice(0, 2));
 
-const results = [];
-function check(ok, name, detail) {
-  results.push({ ok: !!ok, name, detail: detail ?? null });
-  console.log(`${ok ? 'ok' : 'not ok'} - ${name}${detail !== undefined ? ` (${typeof detail === 'string' ? detail : JSON.stringify(detail)})` : ''}`);
-  return !!ok;
-}
 
 async function waitFor(page, fn, arg, timeoutMs, what) {
   try {
