@@ -1106,7 +1106,12 @@ async fn plays_a_live_channel_chunk_by_chunk_and_reports_its_latency() {
     // Target 1.5 s (the ServiceDescription); chunks of 0.5 s arrive as they are made.
     assert_eq!(live.target_latency_s, 1.5);
     assert!(mean > 0.5 && mean < 3.0, "mean latency {mean}: {s:?}");
-    assert!(p95 >= mean && p95 < 4.0, "p95 {p95}");
+    // A p95 lies within the samples, not necessarily above their mean (one late sample
+    // lifts the mean over a p95 of otherwise equal ones).
+    assert!(
+        (live.latency_min_s..=live.latency_max_s).contains(&p95) && p95 < 4.0,
+        "p95 {p95}: {live:?}"
+    );
     assert!(live.latency_samples >= 30, "{live:?}");
     // 12 s of 2 s segments: about 6, fetched while in progress (chunked transfer).
     assert!(s.segments >= 4, "{s:?}");

@@ -70,7 +70,13 @@ async fn the_player_plays_live_through_geodns_and_an_edge_and_reports_latency() 
         .as_f64()
         .expect("live_latency_p95_s");
     assert!(mean > 0.0 && mean < 4.0, "mean live latency {mean}: {s}");
-    assert!(p95 >= mean && p95 < 6.0, "p95 {p95}: {s}");
+    // A p95 lies within the samples, not necessarily above their mean (one late sample
+    // lifts the mean over a p95 of otherwise equal ones).
+    let (lo, hi) = (
+        s["live"]["latency_min_s"].as_f64().unwrap(),
+        s["live"]["latency_max_s"].as_f64().unwrap(),
+    );
+    assert!((lo..=hi).contains(&p95) && p95 < 6.0, "p95 {p95}: {s}");
     let segments = s["segments"].as_u64().unwrap();
     eprintln!("through geodns and an edge: live latency {mean:.3} s mean, {p95:.3} s p95, {segments} segments");
     assert!(segments >= 7, "20 s of 2 s segments: {s}");
