@@ -109,8 +109,14 @@ pub struct ServeArgs {
     pub live: Vec<String>,
     /// Record live channel NAME (from --live or [[live]]), repeatable: when the server
     /// stops, the event becomes the VOD asset /vod/NAME-<start time>/ (`record = true`).
+    /// With --admin-token, recordings are also started and stopped while it runs.
     #[arg(long, value_name = "NAME")]
     pub record: Vec<String>,
+    /// Bearer token of the admin calls that start, stop and split a live channel's
+    /// recording while it runs (POST /_origin/live/NAME/record/{start,stop,split}, see
+    /// docs/origin-live.md); without one they answer 401.
+    #[arg(long, env = "DASHCDN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// HTTPS listener and ACME (see docs/tls.md). Boxed: the flags are many and
     /// `OriginCommand`'s other variants small.
     #[command(flatten)]
@@ -144,6 +150,10 @@ impl ServeArgs {
                 );
             };
             channel.record = true;
+        }
+        if let Some(t) = self.admin_token {
+            anyhow::ensure!(!t.is_empty(), "--admin-token must not be empty");
+            cfg.admin_token = Some(t);
         }
         cfg.tls = (*self.tls).over(cfg.tls);
         let limits = &mut cfg.limits;

@@ -60,6 +60,9 @@ pub struct ServeConfig {
     pub live: Vec<crate::live::LiveConfig>,
     /// HTTPS listener and ACME (`[tls]`, `--tls-*`, `--acme-*`; docs/tls.md).
     pub tls: dashcdn_http::https::TlsArgs,
+    /// Bearer token of the admin calls (`/_origin/live/NAME/record/…`,
+    /// docs/origin-live.md); `None`: they are off (always 401).
+    pub admin_token: Option<String>,
 }
 
 /// How many connections the origin holds and for how long. See docs/origin-serving.md.
@@ -107,6 +110,7 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             live: Vec::new(),
             tls: Default::default(),
+            admin_token: None,
         }
     }
 }
@@ -129,6 +133,7 @@ pub(crate) struct RawServeConfig {
     pub live: Vec<crate::live::RawLive>,
     #[serde(default)]
     pub tls: dashcdn_http::https::TlsArgs,
+    pub admin_token: Option<String>,
 }
 
 pub(crate) use dashcdn_config::ConfigError;
@@ -169,6 +174,13 @@ impl RawServeConfig {
                     "must be at most 31536000 (one year)",
                 ));
             }
+        }
+        if self.admin_token.as_deref() == Some("") {
+            return Err(ConfigError::field(
+                "admin_token",
+                "",
+                "must not be empty (leave it out to turn the admin calls off)",
+            ));
         }
         if self
             .web_root
@@ -237,6 +249,7 @@ impl RawServeConfig {
                 .map(crate::live::RawLive::validate)
                 .collect::<Result<_, _>>()?,
             tls: self.tls,
+            admin_token: self.admin_token,
         })
     }
 }
@@ -303,6 +316,18 @@ mod tests {
             let field = bad.split(' ').next().unwrap();
             assert!(chain(&err).contains(&format!("`{field}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn admin_token_from_the_file_and_never_empty() {
+        let config = ServeConfig::from_toml("admin_token = \"s3cret\"").unwrap();
+        assert_eq!(config.admin_token.as_deref(), Some("s3cret"));
+        let err = ServeConfig::from_toml("admin_token = \"\"").unwrap_err();
+        assert!(chain(&err).contains("`admin_token`"), "{err}");
+        // The example shows it commented out: uncommented, it is a valid key.
+        let example = include_str!("../example.toml").replace("# admin_token", "admin_token");
+        let config = ServeConfig::from_toml(&example).unwrap();
+        assert_eq!(config.admin_token.as_deref(), Some("change-me"));
     }
 
     #[test]

@@ -86,7 +86,8 @@ pub async fn run(
     let state = AppState::new(&config)?;
     let live = crate::live::Channels::start_in(&config.live, Some(state.library().root()))
         .await
-        .map_err(io::Error::other)?;
+        .map_err(io::Error::other)?
+        .with_admin_token(config.admin_token.clone());
     let state = state.with_live(live.clone());
     let addr = listener.local_addr()?;
     let (nofile, derived) = serve::fd_limits();

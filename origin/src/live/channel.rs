@@ -8,7 +8,7 @@ use std::io::{self, BufReader};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::fmp4::{self, InitInfo};
 use super::input::ffmpeg_args;
-use super::store::{Store, Timing, Track};
+use super::store::{RecordState, Store, Timing, Track};
 use super::{LiveConfig, Rung};
 
 /// Why a live channel did not start.
@@ -51,6 +51,29 @@ pub enum LiveError {
     },
 }
 
+/// Why an admin call could not start or stop a recording.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    #[error("already recording (since segment {0})")]
+    Recording(u64),
+    #[error("not recording")]
+    NotRecording,
+    #[error("this origin has no library to record into")]
+    NoLibrary,
+    #[error("cannot create the recording in the library")]
+    Io(#[source] io::Error),
+    #[error("the recording writer did not answer")]
+    Lost,
+}
+
+/// A stopped recording.
+pub(crate) struct Stopped {
+    /// The published asset's folder; `None`: nothing was recorded.
+    pub(crate) asset: Option<PathBuf>,
+    /// With `split`: the first segment of the recording that goes on.
+    pub(crate) next_from: Option<u64>,
+}
+
 /// How long the first run may take to produce its first chunk of every rung.
 const FIRST_MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -61,6 +84,8 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 pub(crate) struct Channel {
     pub(crate) config: LiveConfig,
     pub(crate) store: Arc<Store>,
+    /// The origin's library, where recordings are published (`None`: no recording).
+    library: Option<PathBuf>,
     /// The supervisor; aborting it drops the ffmpeg child, which kills it.
     supervisor: JoinHandle<()>,
 }
@@ -95,7 +120,8 @@ impl Channel {
                     library: library.to_owned(),
                     source,
                 })?;
-            store.record_to(recorder);
+            // Nothing is running yet: this cannot find a recording in progress.
+            let _ = store.start_recording(recorder);
         }
         let mut run = Run::spawn(&config, &store)?;
         let waited = if config.input.waits_for_publisher() {
@@ -120,13 +146,74 @@ impl Channel {
         Ok(Channel {
             config,
             store,
+            library: library.map(Path::to_owned),
             supervisor,
         })
     }
 
+    /// Starts recording with the next segment (the admin call); returns its number.
+    pub(crate) fn start_recording(&self) -> Result<u64, RecordError> {
+        if let Some(from) = self.store.recording() {
+            return Err(RecordError::Recording(from));
+        }
+        let library = self.library.as_deref().ok_or(RecordError::NoLibrary)?;
+        let recorder = super::record::start(&self.config, library).map_err(RecordError::Io)?;
+        let from = self
+            .store
+            .start_recording(recorder)
+            .map_err(|state| match state {
+                RecordState::Recording(from) => RecordError::Recording(from),
+                RecordState::NotRecording => RecordError::NotRecording,
+            })?;
+        info!(channel = %self.config.name, from_segment = from, "live recording started");
+        Ok(from)
+    }
+
+    /// Stops the recording where the segment in progress ends and publishes it (the same
+    /// writer as at shutdown); returns the asset's folder (`None`: nothing was recorded).
+    /// With `split`, a new recording starts with the next segment in the same step, so
+    /// the two assets meet without a gap or an overlap.
+    pub(crate) async fn stop_recording(&self, split: bool) -> Result<Stopped, RecordError> {
+        let next = if split {
+            let library = self.library.as_deref().ok_or(RecordError::NoLibrary)?;
+            Some(super::record::start(&self.config, library).map_err(RecordError::Io)?)
+        } else {
+            None
+        };
+        let (id, published, next_from) = self
+            .store
+            .stop_recording(next)
+            .map_err(|_| RecordError::NotRecording)?;
+        // Whole segments only: the stop waits for the segment in progress to end, at most
+        // a segment (and a margin for a slow encoder, after which it ends where it is).
+        let wait = self.config.segment_duration * 2 + Duration::from_secs(1);
+        let store = Arc::clone(&self.store);
+        let asset = tokio::task::spawn_blocking(move || match published.recv_timeout(wait) {
+            Ok(asset) => Ok(asset),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                store.finish_now(id);
+                published.recv_timeout(Duration::from_secs(30))
+            }
+            Err(e) => Err(e),
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or(RecordError::Lost)?;
+        match &asset {
+            Some(dir) => {
+                info!(channel = %self.config.name, asset = %dir.display(), "live recording saved")
+            }
+            None => {
+                info!(channel = %self.config.name, "live recording stopped with nothing recorded")
+            }
+        }
+        Ok(Stopped { asset, next_from })
+    }
+
     /// Stops the encoder and, when recording, publishes the recording; returns the
-    /// asset's folder.
-    pub(crate) async fn stop(&self) -> Option<PathBuf> {
+    /// assets' folders.
+    pub(crate) async fn stop(&self) -> Vec<PathBuf> {
         self.supervisor.abort();
         // The abort drops the run, which kills ffmpeg; what its segmenters already read
         // is in the recording, and the segment in progress ends where the encoder stopped.
@@ -137,11 +224,15 @@ impl Channel {
             sleep(Duration::from_millis(10)).await;
         }
         self.store.end_run();
-        let answer = self.store.finish_recording()?;
-        tokio::task::spawn_blocking(move || answer.recv().ok().flatten())
-            .await
-            .ok()
-            .flatten()
+        let answers = self.store.finish_recording();
+        tokio::task::spawn_blocking(move || {
+            answers
+                .into_iter()
+                .filter_map(|a| a.recv().ok().flatten())
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 }
 

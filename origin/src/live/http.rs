@@ -7,6 +7,16 @@
 //! | `/live/NAME/{rep}/init-{period}.mp4`, `…/init.mp4` | the init segment of that run / the latest |
 //! | `/live/NAME/{rep}/{n}.m4s` | a complete segment (`Content-Length`), or the one in progress streamed chunk by chunk with chunked transfer encoding |
 //!
+//! Admin calls (`Authorization: Bearer <admin_token>`; 401 without it, and always when no
+//! token is configured; an unknown channel is 404):
+//!
+//! | call | answer |
+//! | --- | --- |
+//! | `GET /_origin/live/NAME/record` | `{"channel", "recording", "from_segment"}` |
+//! | `POST /_origin/live/NAME/record/start` | records from the next segment on; 409 if recording |
+//! | `POST /_origin/live/NAME/record/stop` | ends the recording where the segment in progress ends and publishes it as `/vod/NAME-<start>/` (the shutdown's writer), answering `{"asset", "manifest", …}` once it is in place; 409 if not recording |
+//! | `POST /_origin/live/NAME/record/split` | stop and start at the same segment boundary: two assets, no gap, no overlap |
+//!
 //! A segment ahead of the live edge is 404 with `no-store`, so no cache keeps the miss
 //! after it exists; the very next segment is waited for (at most a segment and a chunk),
 //! which absorbs clock skew between the MPD's timeline and the encoder. One that left the
@@ -20,17 +30,20 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
+use tracing::warn;
 
-use super::channel::Channel;
+use super::channel::{Channel, RecordError};
 use super::store::Lookup;
 use super::{mpd, Channels};
 use crate::metrics::Route;
@@ -55,7 +68,138 @@ pub fn router<S: Clone + Send + Sync + 'static>(channels: Channels) -> Router<S>
                 tag(route, media(s, p).await)
             }),
         )
+        .route("/_origin/live/{name}/record", get(record_status))
+        .route("/_origin/live/{name}/record/{action}", post(record_action))
         .with_state(channels)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn admin_answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+fn admin_error(status: StatusCode, error: String) -> Response {
+    admin_answer(status, serde_json::json!({ "error": error }))
+}
+
+/// The channel an admin call names, once its bearer token is right.
+fn admin_channel(
+    channels: &Channels,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<Arc<Channel>, Box<Response>> {
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    let authorized = match (&channels.admin_token, given) {
+        (Some(token), Some(given)) => same(given, token.as_bytes()),
+        _ => false,
+    };
+    if !authorized {
+        warn!(
+            channel = name,
+            "live admin call refused: missing or wrong bearer token"
+        );
+        let mut r = admin_error(
+            StatusCode::UNAUTHORIZED,
+            "admin calls need Authorization: Bearer <admin_token> (the origin's admin_token / \
+             --admin-token; without one they are off)"
+                .to_owned(),
+        );
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"dashcdn-origin\""),
+        );
+        return Err(Box::new(r));
+    }
+    channels.get(name).cloned().ok_or_else(|| {
+        Box::new(admin_error(
+            StatusCode::NOT_FOUND,
+            format!("no live channel {name:?} on this origin (see GET /live/)"),
+        ))
+    })
+}
+
+async fn record_status(
+    State(channels): State<Channels>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let ch = match admin_channel(&channels, &headers, &name) {
+        Ok(ch) => ch,
+        Err(r) => return *r,
+    };
+    let from = ch.store.recording();
+    admin_answer(
+        StatusCode::OK,
+        serde_json::json!({ "channel": name, "recording": from.is_some(), "from_segment": from }),
+    )
+}
+
+async fn record_action(
+    State(channels): State<Channels>,
+    Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let ch = match admin_channel(&channels, &headers, &name) {
+        Ok(ch) => ch,
+        Err(r) => return *r,
+    };
+    let failed = |e: RecordError| {
+        let status = match e {
+            RecordError::Recording(_) | RecordError::NotRecording => StatusCode::CONFLICT,
+            RecordError::NoLibrary | RecordError::Io(_) | RecordError::Lost => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        admin_error(
+            status,
+            format!("live channel {name:?}: {}", dashcdn_config::chain(&e)),
+        )
+    };
+    match action.as_str() {
+        "start" => match ch.start_recording() {
+            Ok(from) => admin_answer(
+                StatusCode::OK,
+                serde_json::json!({ "channel": name, "recording": true, "from_segment": from }),
+            ),
+            Err(e) => failed(e),
+        },
+        "stop" | "split" => match ch.stop_recording(action == "split").await {
+            Ok(stopped) => {
+                let asset = stopped
+                    .asset
+                    .as_ref()
+                    .and_then(|d| d.file_name())
+                    .map(|n| n.to_string_lossy().into_owned());
+                let manifest = asset.as_ref().map(|a| format!("/vod/{a}/manifest.mpd"));
+                admin_answer(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "channel": name,
+                        "asset": asset,
+                        "manifest": manifest,
+                        "recording": stopped.next_from.is_some(),
+                        "from_segment": stopped.next_from,
+                    }),
+                )
+            }
+            Err(e) => failed(e),
+        },
+        _ => admin_error(
+            StatusCode::NOT_FOUND,
+            format!("no admin call {action:?}: use start, stop or split"),
+        ),
+    }
 }
 
 /// Labels the response for the origin's metrics (`route="segment"` etc.).

@@ -13,7 +13,9 @@
 //!   backoff when the encoder dies (a new `Period` when it comes back).
 //! - `mpd`: the dynamic MPD (`availabilityTimeOffset`, `ServiceDescription`, `UTCTiming`).
 //! - `http`: `/live/NAME/manifest.mpd`, `/live/NAME/{rep}/init.mp4`, `/live/NAME/{rep}/{n}.m4s`;
-//!   the segment in progress is streamed with chunked transfer encoding.
+//!   the segment in progress is streamed with chunked transfer encoding; and the admin
+//!   calls that start, stop and split a channel's recording while it runs.
+//! - `record`: the recording writer, which publishes a recording as a VOD asset.
 //!
 //! Why not ffmpeg's dash muxer: it writes files and an MPD of its own, which we would
 //! have to poll and re-serve; cutting the fragments ourselves lets a request for the
@@ -165,6 +167,9 @@ impl Rung {
 #[derive(Clone, Default)]
 pub struct Channels {
     by_name: Arc<BTreeMap<String, Arc<channel::Channel>>>,
+    /// Bearer token of the admin calls (`/_origin/live/NAME/record/…`); `None`: they
+    /// always answer 401.
+    admin_token: Option<Arc<str>>,
 }
 
 impl Channels {
@@ -195,7 +200,14 @@ impl Channels {
         }
         Ok(Channels {
             by_name: Arc::new(by_name),
+            admin_token: None,
         })
+    }
+
+    /// Turns the admin calls on with this bearer token (`admin_token`, `--admin-token`).
+    pub fn with_admin_token(mut self, token: Option<String>) -> Channels {
+        self.admin_token = token.filter(|t| !t.is_empty()).map(Arc::from);
+        self
     }
 
     /// Channel names, sorted.

@@ -1,6 +1,8 @@
-//! `record = true`: every chunk of a channel is also written to disk, and when the event
-//! ends (the server shuts down, or the channel is dropped) the recording becomes a VOD
-//! asset `/vod/NAME-<start time>/` with a static MPD, one `Period` per encoder run.
+//! `record = true` (or the admin call `POST /_origin/live/NAME/record/start`): every chunk
+//! of a channel is also written to disk, and when the recording ends (the admin call
+//! `…/record/stop` or `…/record/split`, the server shuts down, or the channel is dropped)
+//! it becomes a VOD asset `/vod/NAME-<start time>/` with a static MPD, one `Period` per
+//! encoder run.
 //!
 //! Layout while recording: `{library}/.tmp-record-NAME-…/p{period}-{rep}/{n}.m4s` and
 //! `…/init.mp4` (a dot-name, so never served or listed). At the end the MPD and
@@ -10,10 +12,12 @@
 //! The writer is a thread of its own fed by a channel: the segmenter threads that produce
 //! chunks (and the HTTP handlers waiting on them) never wait on the disk.
 //!
-//! Segment numbers are the live ones (`startNumber` = the run's first number), media time
-//! is the encoder's (`presentationTimeOffset` 0), so the same bytes serve both the live
-//! window and the recording. Runs are laid end to end: the outage between two runs is
-//! not part of the recording.
+//! Segment numbers are the live ones (`startNumber` = the first recorded number), media
+//! time is the encoder's (`presentationTimeOffset` = where that segment begins: 0 for a
+//! recording that began with the run), so the same bytes serve both the live window and
+//! the recording. A recording started or stopped while the channel runs (the admin
+//! calls, see `http`) begins and ends on segment boundaries. Runs are laid end to end: the
+//! outage between two runs is not part of the recording.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -67,7 +71,11 @@ pub(crate) fn start(config: &LiveConfig, library: &Path) -> io::Result<mpsc::Sen
 
 struct RecPeriod {
     id: u32,
+    /// The first recorded segment (the run's first, unless the recording began during
+    /// the run).
     start_number: u64,
+    /// Media time (s) at which segment `start_number` begins: `presentationTimeOffset`.
+    offset: f64,
     tracks: Vec<Track>,
     /// Representation id → media time (s) at which its last chunk ends.
     ends: HashMap<String, f64>,
@@ -115,12 +123,15 @@ impl Recording {
             Event::Period {
                 id,
                 start_number,
+                first,
                 began,
             } => {
                 self.began.get_or_insert(began);
                 self.periods.push(RecPeriod {
                     id,
-                    start_number,
+                    start_number: first,
+                    offset: (first - start_number) as f64
+                        * self.config.segment_duration.as_secs_f64(),
                     tracks: Vec::new(),
                     ends: HashMap::new(),
                 });
@@ -174,7 +185,7 @@ impl Recording {
         }
         self.periods.retain(|p| {
             p.tracks.iter().any(|t| t.rung.kind == TrackKind::Video)
-                && p.tracks.iter().all(|t| p.ends[&t.rung.id] > 0.0)
+                && p.tracks.iter().all(|t| p.ends[&t.rung.id] > p.offset)
         });
         if self.failed || self.periods.is_empty() {
             warn!(channel = %name, "nothing recorded; no asset written");
@@ -217,13 +228,14 @@ impl Recording {
     }
 }
 
-/// The end of a period: where its shortest track ends, so every track has media to the
-/// period's end.
+/// The length of a period: to where its shortest track ends, so every track has media
+/// to the period's end.
 fn period_duration(p: &RecPeriod) -> f64 {
     p.tracks
         .iter()
         .map(|t| p.ends[&t.rung.id])
         .fold(f64::INFINITY, f64::min)
+        - p.offset
 }
 
 /// A static MPD (ISO/IEC 23009-1 §5.3.1.2 type="static") over the recorded periods, laid
@@ -267,11 +279,12 @@ fn static_mpd(config: &LiveConfig, asset: &str, periods: &[RecPeriod]) -> (Strin
                 let _ = write!(
                     x,
                     r#"
-        <SegmentTemplate timescale="{ts}" duration="{}" startNumber="{}" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4" media="$RepresentationID$/$Number$.m4s"/>
+        <SegmentTemplate timescale="{ts}" duration="{}" startNumber="{}" presentationTimeOffset="{}" initialization="$RepresentationID$/init.mp4" media="$RepresentationID$/$Number$.m4s"/>
       </Representation>
 "#,
                     (seg * ts as f64).round() as u64,
                     p.start_number,
+                    (p.offset * ts as f64).round() as u64,
                 );
                 let video = kind == TrackKind::Video;
                 reps.push(RepresentationSummary {

@@ -40,10 +40,13 @@ pub(crate) struct Period {
 
 /// What the store tells the recorder, in the order it happened (per representation).
 pub(crate) enum Event {
-    /// A new encoder run: its segments are numbered from `start_number`.
+    /// A new encoder run (or the run in progress, for a recording started during it):
+    /// its segments are numbered from `start_number`; the recording keeps those from
+    /// `first` on, `began` is when segment `first` began.
     Period {
         id: u32,
         start_number: u64,
+        first: u64,
         began: SystemTime,
     },
     Init {
@@ -68,6 +71,52 @@ pub(crate) struct Track {
     pub(crate) rung: Rung,
     pub(crate) info: InitInfo,
     pub(crate) init: Bytes,
+}
+
+/// One recording: the recorder thread ([`super::record`]) and the segment numbers it
+/// keeps, `[from, until)`.
+struct Recorder {
+    id: u64,
+    tx: mpsc::Sender<Event>,
+    from: u64,
+    /// Set by a stop: the recording ends where segment `until` begins, once every
+    /// representation has reached it (so every recorded segment is whole).
+    until: Option<u64>,
+    /// Who waits for the published asset of a stop.
+    done: Option<mpsc::Sender<Option<PathBuf>>>,
+}
+
+impl Recorder {
+    fn keeps(&self, number: u64) -> bool {
+        number >= self.from && self.until.is_none_or(|u| number < u)
+    }
+
+    /// Publishes: the recorder thread writes the MPD and renames the folder, then answers
+    /// on `done` (or the returned receiver).
+    fn finish(mut self) -> mpsc::Receiver<Option<PathBuf>> {
+        let (tx, rx) = mpsc::channel();
+        let reply = self.done.take().unwrap_or(tx);
+        let _ = self.tx.send(Event::Finish(reply));
+        rx
+    }
+}
+
+/// Finishes (publishes) and removes the recorders `which` picks.
+fn finish_where(recorders: &mut Vec<Recorder>, which: impl Fn(&Recorder) -> bool) {
+    let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(recorders).into_iter().partition(which);
+    *recorders = keep;
+    for r in done {
+        drop(r.finish());
+    }
+}
+
+/// Why a recording cannot be started or stopped now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RecordState {
+    /// Start: a recording is running already (from this segment on).
+    Recording(u64),
+    /// Stop: nothing is being recorded.
+    NotRecording,
 }
 
 /// A segment of one representation.
@@ -106,9 +155,11 @@ pub(crate) struct Store {
     inner: Mutex<Inner>,
     /// Bumped on every chunk, init and period change; handlers wait on it.
     changed: watch::Sender<u64>,
-    /// `record = true`: every period, init and chunk also goes to the recorder
-    /// ([`super::record`]); taken when the recording is finished.
-    recorder: Mutex<Option<mpsc::Sender<Event>>>,
+    /// Recordings: every period, init and chunk (of the segments it keeps) also goes to
+    /// each recorder ([`super::record`]). At most one runs without an end (`until`);
+    /// a stopped one stays until its last segment is whole.
+    recorders: Mutex<Vec<Recorder>>,
+    next_recorder: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -117,34 +168,140 @@ impl Store {
             timing,
             inner: Mutex::new(Inner::default()),
             changed: watch::Sender::new(0),
-            recorder: Mutex::new(None),
+            recorders: Mutex::new(Vec::new()),
+            next_recorder: Default::default(),
         }
     }
 
-    /// Sends every period, init and chunk from now on to `recorder` too.
-    pub(crate) fn record_to(&self, recorder: mpsc::Sender<Event>) {
-        *self.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
+    fn recorders(&self) -> std::sync::MutexGuard<'_, Vec<Recorder>> {
+        self.recorders.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, event: impl FnOnce() -> Event) {
-        let recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = recorder.as_ref() {
-            // A gone recorder (it failed or finished) just stops getting events.
-            let _ = r.send(event());
+    /// Records from the next segment on into `recorder` (the channel's start, or an
+    /// admin call while it runs: then the recording begins with the next segment, which
+    /// every representation starts with a keyframe). Returns the first segment number.
+    pub(crate) fn start_recording(
+        &self,
+        recorder: mpsc::Sender<Event>,
+    ) -> Result<u64, RecordState> {
+        let inner = self.lock();
+        let mut recorders = self.recorders();
+        if let Some(r) = recorders.iter().find(|r| r.until.is_none()) {
+            return Err(RecordState::Recording(r.from));
+        }
+        let from = inner.latest.map_or(0, |n| n + 1);
+        recorders.push(self.open_recorder(&inner, recorder, from));
+        Ok(from)
+    }
+
+    /// A recorder keeping segments from `from` on; it is told the run in progress (its
+    /// period and init segments), which it would otherwise never hear of.
+    fn open_recorder(&self, inner: &Inner, tx: mpsc::Sender<Event>, from: u64) -> Recorder {
+        if let Some(p) = inner.periods.last() {
+            let offset = self.timing.segment * from.saturating_sub(p.start_number) as u32;
+            let began = inner.availability_start.map_or(SystemTime::now(), |ast| {
+                ast + Duration::from_secs_f64(p.start) + offset
+            });
+            let _ = tx.send(Event::Period {
+                id: p.id,
+                start_number: p.start_number,
+                first: from.max(p.start_number),
+                began,
+            });
+            for track in &p.tracks {
+                let _ = tx.send(Event::Init {
+                    period: p.id,
+                    track: track.clone(),
+                });
+            }
+        }
+        Recorder {
+            id: self
+                .next_recorder
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            tx,
+            from,
+            until: None,
+            done: None,
         }
     }
 
-    /// Ends the recording, if any: the recorder publishes the asset and answers with its
-    /// folder (`None`: nothing to publish).
-    pub(crate) fn finish_recording(&self) -> Option<mpsc::Receiver<Option<PathBuf>>> {
-        let recorder = self
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()?;
+    /// Stops the running recording where the next segment begins: the recorder publishes
+    /// once every representation has finished the segment in progress (or the encoder
+    /// stops), and answers on the returned receiver with the asset's folder (`None`:
+    /// nothing was recorded). Returns the recorder's id too, for [`Store::finish_now`].
+    /// With `next`, that recorder takes over from the same segment boundary (a split);
+    /// its first segment number is returned.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn stop_recording(
+        &self,
+        next: Option<mpsc::Sender<Event>>,
+    ) -> Result<(u64, mpsc::Receiver<Option<PathBuf>>, Option<u64>), RecordState> {
+        let inner = self.lock();
+        let mut recorders = self.recorders();
+        let Some(r) = recorders.iter_mut().find(|r| r.until.is_none()) else {
+            return Err(RecordState::NotRecording);
+        };
         let (tx, rx) = mpsc::channel();
-        recorder.send(Event::Finish(tx)).ok()?;
-        Some(rx)
+        let until = inner.latest.map_or(0, |n| n + 1).max(r.from);
+        r.until = Some(until);
+        r.done = Some(tx);
+        let id = r.id;
+        let next_from = next.map(|next| {
+            recorders.push(self.open_recorder(&inner, next, until));
+            until
+        });
+        self.finish_whole(&inner, &mut recorders);
+        Ok((id, rx, next_from))
+    }
+
+    /// Whether a recording without an end is running, and from which segment.
+    pub(crate) fn recording(&self) -> Option<u64> {
+        self.recorders()
+            .iter()
+            .find(|r| r.until.is_none())
+            .map(|r| r.from)
+    }
+
+    /// Finishes the stopped recordings whose last segment every representation is past.
+    fn finish_whole(&self, inner: &Inner, recorders: &mut Vec<Recorder>) {
+        let past = |until: u64| {
+            inner
+                .segments
+                .values()
+                .all(|s| s.back().is_none_or(|s| s.number >= until))
+        };
+        finish_where(recorders, |r| r.until.is_some_and(past));
+    }
+
+    /// Finishes recorder `id` at once if it still runs (a stop that waited too long).
+    pub(crate) fn finish_now(&self, id: u64) {
+        finish_where(&mut self.recorders(), |r| r.id == id);
+    }
+
+    /// Ends every recording now (the channel stops): each recorder publishes its asset;
+    /// the receivers answer with the folders (`None`: nothing to publish). A stop waiting
+    /// at a segment boundary gets its answer too, and is not among the receivers.
+    pub(crate) fn finish_recording(&self) -> Vec<mpsc::Receiver<Option<PathBuf>>> {
+        let mut recorders = self.recorders();
+        recorders
+            .drain(..)
+            .filter_map(|r| {
+                let waited = r.done.is_some();
+                let rx = r.finish();
+                (!waited).then_some(rx)
+            })
+            .collect()
+    }
+
+    /// Sends `event` to every recorder that keeps segment `number` (`None`: every one).
+    fn record(&self, number: Option<u64>, event: impl Fn() -> Event) {
+        for r in self.recorders().iter() {
+            if number.is_none_or(|n| r.keeps(n)) {
+                // A gone recorder (it failed) just stops getting events.
+                let _ = r.tx.send(event());
+            }
+        }
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -177,9 +334,12 @@ impl Store {
             start_number,
             tracks: Vec::new(),
         });
-        self.record(|| Event::Period {
+        // A stop waiting for its segment to be whole: the run that had it is over.
+        finish_where(&mut self.recorders(), |r| r.until.is_some());
+        self.record(None, || Event::Period {
             id,
             start_number,
+            first: start_number,
             began,
         });
         // Close whatever the previous run left open: its encoder is gone.
@@ -195,7 +355,7 @@ impl Store {
 
     pub(crate) fn set_init(&self, period: u32, track: Track) {
         let mut inner = self.lock();
-        self.record(|| Event::Init {
+        self.record(None, || Event::Init {
             period,
             track: track.clone(),
         });
@@ -245,7 +405,7 @@ impl Store {
             as u64
             + 2;
         let recorded = |first: bool, prft: &Bytes, chunk: &Bytes| {
-            self.record(|| {
+            self.record(Some(number), || {
                 let samples = fmp4::moof_duration(chunk).unwrap_or_else(|| {
                     (self.timing.chunk.as_secs_f64() * f64::from(track.timescale)) as u64
                 });
@@ -298,11 +458,13 @@ impl Store {
             }
         }
         inner.latest = Some(inner.latest.map_or(number, |l| l.max(number)));
+        self.finish_whole(&inner, &mut self.recorders());
         drop(inner);
         self.notify();
     }
 
-    /// Marks the last segment of every representation complete (the encoder stopped).
+    /// Marks the last segment of every representation complete (the encoder stopped);
+    /// a stopped recording waiting for its last segment is finished.
     pub(crate) fn end_run(&self) {
         let mut inner = self.lock();
         for segments in inner.segments.values_mut() {
@@ -310,6 +472,7 @@ impl Store {
                 last.complete = true;
             }
         }
+        finish_where(&mut self.recorders(), |r| r.until.is_some());
         drop(inner);
         self.notify();
     }
@@ -440,6 +603,91 @@ mod tests {
         // window 4 s = 2 segments, + 2 kept for slow readers
         assert!(matches!(s.lookup("v0", 0, 0), Lookup::Gone));
         assert!(matches!(s.lookup("v0", 1, 0), Lookup::Ready { .. }));
+    }
+
+    /// What a recorder was sent: (kind, number) per event; `Finish` ends the list.
+    fn events(rx: &mpsc::Receiver<Event>) -> Vec<(&'static str, u64)> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            out.push(match e {
+                Event::Period { first, .. } => ("period", first),
+                Event::Init { .. } => ("init", 0),
+                Event::Chunk { number, .. } => ("chunk", number),
+                Event::Finish(_) => ("finish", 0),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn a_recording_started_and_split_while_running_keeps_whole_segments() {
+        let s = store();
+        let now = SystemTime::now();
+        let p = s.begin_period(now);
+        s.set_init(
+            p,
+            Track {
+                rung: rung(),
+                info: info(),
+                init: Bytes::from_static(b"init"),
+            },
+        );
+        let audio = InitInfo {
+            timescale: 1000,
+            track_id: 2,
+            codecs: "opus".into(),
+        };
+        // v0 and a0 in segment 1 (chunks 0.5 s apart), v0 a chunk ahead.
+        let push = |rep: &str, ms: u64| {
+            let info = if rep == "v0" { info() } else { audio.clone() };
+            s.push_chunk(p, rep, &info, ms, Bytes::from_static(b"c"), now)
+        };
+        for ms in [0, 500, 1000, 1500, 2000, 2500] {
+            push("v0", ms);
+            push("a0", ms);
+        }
+        push("v0", 3000);
+        assert_eq!(s.recording(), None);
+        let (tx, rx) = mpsc::channel();
+        assert_eq!(s.start_recording(tx), Ok(2), "from the next segment on");
+        let (tx2, _rx2) = mpsc::channel();
+        assert_eq!(s.start_recording(tx2), Err(RecordState::Recording(2)));
+        assert_eq!(s.recording(), Some(2));
+        push("a0", 3000);
+        push("v0", 3500);
+        push("v0", 4000); // segment 2 begins for v0
+                          // Split: segment 2 is in progress for v0 and not yet for a0.
+        let (tx3, rx3) = mpsc::channel();
+        let (_, published, next) = s.stop_recording(Some(tx3)).unwrap();
+        assert_eq!(next, Some(3));
+        push("a0", 3500);
+        push("a0", 4000); // a0 reaches segment 2
+        push("v0", 6000); // v0 reaches 3: a0 has not, the first recording goes on
+        assert!(published.try_recv().is_err());
+        push("a0", 4500);
+        push("a0", 6000); // both past segment 2: the first recording is finished
+        let first = events(&rx);
+        assert_eq!(first[0], ("period", 2));
+        assert_eq!(first[1], ("init", 0));
+        let chunks: Vec<_> = first.iter().filter(|e| e.0 == "chunk").collect();
+        // v0 4000, a0 4000 and 4500: segment 2 whole, nothing of segment 1 (before the
+        // start) or 3 (after the split).
+        assert_eq!(chunks.len(), 3, "{first:?}");
+        assert!(chunks.iter().all(|c| c.1 == 2), "{first:?}");
+        assert_eq!(first.last(), Some(&("finish", 0)));
+        let second = events(&rx3);
+        assert_eq!(second[0], ("period", 3));
+        assert!(second[2..].iter().all(|e| *e == ("chunk", 3)), "{second:?}");
+        assert_eq!(second.len(), 4, "{second:?}");
+        assert_eq!(s.recording(), Some(3));
+        // A stop with nothing after it: not recording any more.
+        let _ = s.stop_recording(None).unwrap();
+        s.end_run();
+        assert_eq!(s.recording(), None);
+        assert_eq!(
+            s.stop_recording(None).unwrap_err(),
+            RecordState::NotRecording
+        );
     }
 
     #[test]
