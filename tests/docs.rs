@@ -4,7 +4,9 @@
 //!   no link leaves it, except to loopback addresses a running demo serves;
 //! - each config reference table lists exactly the keys of that server's `example.toml`
 //!   (which each crate's unit tests parse with the real config loader), so a key added to
-//!   the code and the example cannot go undocumented, and a documented key cannot vanish.
+//!   the code and the example cannot go undocumented, and a documented key cannot vanish;
+//! - the origin's and the edge's `example.toml` show every `[tls]` key of docs/tls.md in a
+//!   commented-out block which, uncommented, the server's own config loader accepts.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -278,4 +280,66 @@ fn config_references_match_the_example_configs() {
             "rrl.exempt",
         ],
     );
+}
+
+/// The `[tls]` keys of docs/tls.md's flag table (its second column).
+fn tls_doc_keys() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(repo().join("docs/tls.md")).unwrap();
+    let mut keys = BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("| `--")) {
+        let column = line.split('|').nth(2).unwrap_or("");
+        for (i, part) in column.split('`').enumerate() {
+            if i % 2 == 1 {
+                let key = part.split(" =").next().unwrap().trim();
+                if key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    keys.insert(key.to_owned());
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// `example`'s text with its commented-out `[tls]` block (from `# [tls]` to the end of the
+/// file) uncommented, and that block's keys.
+fn tls_uncommented(example: &str) -> (String, BTreeSet<String>) {
+    let text = std::fs::read_to_string(repo().join(example)).unwrap();
+    let start = text
+        .find("\n# [tls]\n")
+        .unwrap_or_else(|| panic!("{example}: no commented-out `# [tls]` block"))
+        + 1;
+    let block: String = text[start..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let table: toml::Table = toml::from_str(&block)
+        .unwrap_or_else(|e| panic!("{example}: the [tls] block, uncommented: {e}"));
+    let keys = table["tls"].as_table().unwrap().keys().cloned().collect();
+    (format!("{}{block}\n", &text[..start]), keys)
+}
+
+#[test]
+fn example_configs_show_every_tls_key() {
+    let documented = tls_doc_keys();
+    assert!(documented.len() >= 10, "docs/tls.md keys: {documented:?}");
+    let (origin, keys) = tls_uncommented("origin/example.toml");
+    assert_eq!(
+        keys, documented,
+        "origin/example.toml's [tls] block vs docs/tls.md's table"
+    );
+    let config = dashcdn_origin::ServeConfig::from_toml(&origin)
+        .unwrap_or_else(|e| panic!("origin/example.toml with [tls]: {e:#}"));
+    assert!(config.tls.listen.is_some() && config.tls.cert.len() == 1);
+    let (edge, keys) = tls_uncommented("edge/example.toml");
+    assert_eq!(
+        keys, documented,
+        "edge/example.toml's [tls] block vs docs/tls.md's table"
+    );
+    let config = dashcdn_edge::EdgeConfig::from_toml(&edge)
+        .unwrap_or_else(|e| panic!("edge/example.toml with [tls]: {e:#}"));
+    assert!(config.tls.listen.is_some() && config.tls.key.len() == 1);
 }
