@@ -127,9 +127,10 @@ pub struct ModelFlags {
 
 #[derive(Args, Debug, Clone)]
 pub struct StreamFlags {
-    /// ABR algorithm: robust (the default), throughput, bola, bolae, dynamic, bba, mpc, mpc-paper.
-    #[arg(long, default_value = "robust")]
-    pub abr: AbrKind,
+    /// ABR algorithm: robust (the on-demand default), lolp (the live default), throughput,
+    /// bola, bolae, dynamic, bba, mpc, mpc-paper.
+    #[arg(long)]
+    pub abr: Option<AbrKind>,
     /// Stop after this many seconds of media.
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
@@ -411,7 +412,11 @@ async fn stream_sessions(opts: StreamOptions, f: &StreamFlags) -> Result<()> {
         let recs: Vec<_> = report.log.iter().filter_map(|e| e.video.clone()).collect();
         crate::plot::plot(
             p,
-            &format!("{} — {}", f.abr, report.summary.segments),
+            &format!(
+                "{} — {}",
+                report.summary.abr.as_deref().unwrap_or("?"),
+                report.summary.segments
+            ),
             &recs,
         )?;
     }
@@ -602,7 +607,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.url.as_deref(), Some("http://h/m.mpd"));
-        assert_eq!(a.stream.abr, AbrKind::Mpc);
+        assert_eq!(a.stream.abr, Some(AbrKind::Mpc));
         assert!(a.stream.model.json);
         assert!(a.command.is_none());
 

@@ -285,7 +285,7 @@ pub(crate) fn merge_template(levels: &[Option<&SegmentTemplate>]) -> Option<Segm
 }
 
 /// (start time, duration, number) of every segment a timeline lists, in timescale units.
-fn timeline_entries(
+pub(crate) fn timeline_entries(
     tl: &SegmentTimeline,
     start_number: u64,
     period_end_ts: Option<u64>,

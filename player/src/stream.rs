@@ -59,7 +59,8 @@ pub enum PlayerError {
 #[derive(Clone)]
 pub struct StreamOptions {
     pub url: String,
-    pub abr: AbrKind,
+    /// `None`: `robust` on demand, `lolp` live (a dynamic MPD).
+    pub abr: Option<AbrKind>,
     pub session: SessionConfig,
     /// Stop after this much media (s).
     pub duration_s: Option<f64>,
@@ -86,7 +87,7 @@ impl StreamOptions {
     pub fn new(url: impl Into<String>) -> StreamOptions {
         StreamOptions {
             url: url.into(),
-            abr: AbrKind::Robust,
+            abr: None,
             session: SessionConfig::default(),
             duration_s: None,
             trace: None,
@@ -412,6 +413,7 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
         pres.tracks.subtitle_cues = Some(subtitle_cues(&mut net, &u).await?);
     }
 
+    let abr = opts.abr.unwrap_or(AbrKind::Robust);
     let mut order = pres.video_segments();
     let mut content = pres.content();
     if let Some(d) = opts.duration_s {
@@ -450,12 +452,12 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
         periods = pres.periods.len(),
         segments = order.len(),
         ladder_kbps = ?content.bitrates_kbps,
-        abr = %opts.abr,
+        abr = %abr,
         "playing"
     );
 
     let max_buffer_s = opts.session.max_buffer_ms / 1000.0;
-    let mut session = Session::new(content, opts.abr, opts.session.clone());
+    let mut session = Session::new(content, abr, opts.session.clone());
     let pb = opts.progress.then(|| progress_bar(order.len()));
     let mut d = Driver {
         opts: opts.clone(),

@@ -18,10 +18,14 @@
 //! - [`robust`]: the default, an MPC that plans against the last ten downloads as
 //!   equally likely scenarios (expected QoE, a buffer reserve, stall cost scaled to the
 //!   ladder), tuned on training traces of three families (`docs/player-abr.md`).
+//! - [`lolp`]: the live default, a low-latency rule after dash.js's LoL+ (chunk-burst
+//!   throughput, rungs that sustain the catch-up rate). Not in [`AbrKind::ALL`], the
+//!   on-demand evaluation set.
 
 pub(crate) mod bba;
 pub(crate) mod bola;
 pub(crate) mod dynamic;
+pub(crate) mod lolp;
 pub(crate) mod mpc;
 pub(crate) mod robust;
 pub(crate) mod throughput;
@@ -135,6 +139,8 @@ pub enum AbrKind {
     MpcPaper,
     /// The default (see [`robust`]).
     Robust,
+    /// The live default (see [`lolp`]).
+    Lolp,
 }
 
 impl AbrKind {
@@ -159,6 +165,7 @@ impl AbrKind {
             AbrKind::Mpc => "mpc",
             AbrKind::MpcPaper => "mpc-paper",
             AbrKind::Robust => "robust",
+            AbrKind::Lolp => "lolp",
         }
     }
 
@@ -186,6 +193,8 @@ impl AbrKind {
     ) -> Box<dyn Abr> {
         match self {
             AbrKind::Robust => Box::new(robust::Robust::new(robust)),
+            // A quarter-segment chunk outside a live session (`player simulate`).
+            AbrKind::Lolp => Box::new(lolp::Lolp::new(content.segment_ms / 4.0)),
             AbrKind::Throughput => Box::new(throughput::Throughput::new()),
             AbrKind::Bola => Box::new(bola::Bola::new(content, max_buffer_ms, ao)),
             AbrKind::Bolae => Box::new(bola::BolaE::new(content, max_buffer_ms, ao)),
@@ -219,9 +228,10 @@ impl FromStr for AbrKind {
             "mpc" | "robustmpc" | "robust-mpc" => AbrKind::Mpc,
             "mpc-paper" => AbrKind::MpcPaper,
             "robust" => AbrKind::Robust,
+            "lolp" | "lol+" | "lowlatency" | "low-latency" => AbrKind::Lolp,
             other => {
                 return Err(format!(
-                    "unknown ABR algorithm `{other}`; choose one of robust, throughput, bola, bolae, dynamic, bba, mpc, mpc-paper"
+                    "unknown ABR algorithm `{other}`; choose one of robust, lolp, throughput, bola, bolae, dynamic, bba, mpc, mpc-paper"
                 ))
             }
         })

@@ -1,20 +1,28 @@
 //! A dynamic MPD → what a live session needs: the timing (`availabilityStartTime`,
 //! `minimumUpdatePeriod`, `timeShiftBufferDepth`), the ServiceDescription (latency target,
 //! playback-rate bounds), the UTCTiming sources and, per Period, the video ladder and the
-//! audio track with their `SegmentTemplate` (`$Number$` / `$Time$` with `@duration`, and
-//! `availabilityTimeOffset` for segments that can be read while they are produced).
+//! audio track with their `SegmentTemplate` (`$Number$` / `$Time$` with `@duration` or a
+//! `SegmentTimeline`, and `availabilityTimeOffset` for segments that can be read while
+//! they are produced).
 //!
 //! Times are seconds on the MPD timeline: 0 is `availabilityStartTime`, a Period starts
 //! at `Period@start`, and segment `n` of a Period covers
-//! `start + (n − startNumber) × duration` onwards (ISO/IEC 23009-1 §5.3.9.5.3). A live
-//! SegmentTimeline is refused by name: the origin, ffmpeg's `-ldash` and the DASH-IF
-//! low-latency guidelines all use `@duration` with `$Number$`.
+//! `start + (n − startNumber) × duration` onwards (ISO/IEC 23009-1 §5.3.9.5.3), or, with a
+//! `SegmentTimeline` (ffmpeg's `-use_timeline 1`, Shaka Packager), `start + (S@t −
+//! presentationTimeOffset) / timescale` of its entry. A timeline lists the segments that
+//! exist when the MPD is written; the ones after it are reckoned on with the last `S@d`
+//! (the live edge) and become requestable once a refreshed MPD lists them — or, with an
+//! `availabilityTimeOffset`, the one right after the last listed (the segment in
+//! progress) at its availability time. A last `S` with `@r="-1"` repeats without end.
 
 use dash_mpd_core::{AdaptationSet, Representation, MPD};
 use url::Url;
 
 use crate::mpd::tracks::{self, TrackPrefs, Tracks};
-use crate::mpd::{base_of, expand_template, invalid, join, merge_template, unsupported, MpdError};
+use crate::mpd::{
+    base_of, expand_template, invalid, join, merge_template, timeline_entries, unsupported,
+    MpdError,
+};
 
 /// One representation of a live Period.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,8 +33,13 @@ pub(super) struct LiveRep {
     init: Option<String>,
     base: Url,
     timescale: u64,
-    /// Segment duration in `timescale` units.
+    /// Segment duration in `timescale` units (with a timeline: the last entry's).
     duration: u64,
+    /// `SegmentTimeline` entries, (S@t, S@d) in `timescale` units, numbered from
+    /// `start_number`; empty with `@duration`.
+    timeline: Vec<(u64, u64)>,
+    /// The timeline's last `S` repeats without end (`@r="-1"`).
+    open_ended: bool,
     pub(super) start_number: u64,
     pto: u64,
     /// `availabilityTimeOffset`, s (0 when absent).
@@ -34,8 +47,74 @@ pub(super) struct LiveRep {
 }
 
 impl LiveRep {
+    /// The nominal (with a timeline: the latest) segment duration, s.
     pub(super) fn seg_s(&self) -> f64 {
         self.duration as f64 / self.timescale as f64
+    }
+
+    /// Whether segment `number` can be asked for (in a timeline, it is listed or follows
+    /// the last listed one on a stream with an `availabilityTimeOffset`); `@duration`
+    /// templates: always, availability is a matter of time.
+    pub(super) fn listed(&self, number: u64) -> bool {
+        if self.timeline.is_empty() || self.open_ended {
+            return true;
+        }
+        let last = self.start_number + self.timeline.len() as u64 - 1;
+        number <= last || (self.ato_s > 0.0 && number == last + 1)
+    }
+
+    /// (start, duration) of segment `number` in `timescale` units relative to the
+    /// presentation time offset.
+    fn at(&self, number: u64) -> (u64, u64) {
+        let k = number.saturating_sub(self.start_number);
+        match self.timeline.last() {
+            None => (k * self.duration, self.duration),
+            Some(&(lt, ld)) => match self.timeline.get(k as usize) {
+                Some(&(t, d)) => (t.saturating_sub(self.pto), d),
+                None => {
+                    let past = k - (self.timeline.len() as u64 - 1);
+                    ((lt + past * ld).saturating_sub(self.pto), ld)
+                }
+            },
+        }
+    }
+
+    /// The chunk segment `number` arrives in: the whole segment without an
+    /// `availabilityTimeOffset`.
+    pub(super) fn chunk_s_of(&self, number: u64) -> f64 {
+        let d = self.dur_s(number);
+        if self.ato_s > 0.0 {
+            self.chunk_s().min(d)
+        } else {
+            d
+        }
+    }
+
+    /// Segment `number`'s duration, s.
+    pub(super) fn dur_s(&self, number: u64) -> f64 {
+        self.at(number).1 as f64 / self.timescale as f64
+    }
+
+    /// Segment `number`'s start, s from the Period's start.
+    fn offset_s(&self, number: u64) -> f64 {
+        self.at(number).0 as f64 / self.timescale as f64
+    }
+
+    /// The segment covering `t` s from the Period's start.
+    fn number_at(&self, t: f64) -> u64 {
+        let t = t.max(0.0);
+        if self.timeline.is_empty() {
+            let k = (t / self.seg_s() + 1e-9).floor() as u64;
+            return self.start_number + k;
+        }
+        let ts = (t * self.timescale as f64).round() as u64 + self.pto;
+        let i = self.timeline.partition_point(|&(st, _)| st <= ts);
+        let (lt, ld) = self.timeline[self.timeline.len() - 1];
+        if i < self.timeline.len() || ts < lt + ld {
+            return self.start_number + i.saturating_sub(1) as u64;
+        }
+        let past = (ts - lt) / ld;
+        self.start_number + self.timeline.len() as u64 - 1 + past
     }
 
     /// The chunk a low-latency segment is delivered in: the DASH-IF convention is
@@ -51,7 +130,7 @@ impl LiveRep {
     }
 
     fn expand(&self, tpl: &str, number: u64, mpd_url: &Url) -> Result<Url, MpdError> {
-        let time = self.pto + number.saturating_sub(self.start_number) * self.duration;
+        let time = self.pto + self.at(number).0;
         let s = expand_template(tpl, &self.id, number, time, self.bandwidth)
             .map_err(|e| invalid(mpd_url, e))?;
         join(&self.base, &s, mpd_url)
@@ -92,12 +171,11 @@ impl LivePeriod {
 
     /// The segment covering MPD time `t` (the first one before the Period starts).
     pub(super) fn number_at(&self, rep: &LiveRep, t: f64) -> u64 {
-        let k = ((t - self.start_s) / rep.seg_s() + 1e-9).floor().max(0.0) as u64;
-        rep.start_number + k
+        rep.number_at(t - self.start_s)
     }
 
     pub(super) fn seg_start(&self, rep: &LiveRep, number: u64) -> f64 {
-        self.start_s + number.saturating_sub(rep.start_number) as f64 * rep.seg_s()
+        self.start_s + rep.offset_s(number)
     }
 
     /// Whether segment `number` begins at or after the Period's end.
@@ -160,23 +238,46 @@ fn rep_plan(
             format!("live Representation `{id}` without a SegmentTemplate (SegmentList/SegmentBase in a dynamic MPD)"),
         )
     })?;
-    if t.SegmentTimeline.is_some() {
-        return Err(unsupported(
-            mpd_url,
-            "SegmentTimeline in a dynamic MPD (live needs SegmentTemplate@duration with $Number$)",
-        ));
-    }
     let timescale = t.timescale.unwrap_or(1).max(1);
-    let duration = t
-        .duration
-        .filter(|d| *d > 0.0)
-        .ok_or_else(|| {
-            invalid(
-                mpd_url,
-                format!("live SegmentTemplate of `{id}` has no @duration"),
-            )
-        })?
-        .round() as u64;
+    let start_number = t.startNumber.unwrap_or(1);
+    let (timeline, open_ended) = match &t.SegmentTimeline {
+        Some(tl) => {
+            // A last S@r="-1" repeats until the Period ends, which a live Period has not:
+            // it is read as one entry whose duration goes on.
+            let mut tl = tl.clone();
+            let open = tl
+                .segments
+                .last_mut()
+                .filter(|s| s.r.is_some_and(|r| r < 0))
+                .map(|s| s.r = Some(0))
+                .is_some();
+            let v: Vec<(u64, u64)> = timeline_entries(&tl, start_number, None, mpd_url)?
+                .into_iter()
+                .map(|(t, d, _)| (t, d))
+                .collect();
+            if v.is_empty() {
+                return Err(invalid(
+                    mpd_url,
+                    format!("the SegmentTimeline of `{id}` lists no segment"),
+                ));
+            }
+            (v, open)
+        }
+        None => (Vec::new(), false),
+    };
+    let duration = match timeline.last() {
+        Some(&(_, d)) => d,
+        None => t
+            .duration
+            .filter(|d| *d > 0.0)
+            .ok_or_else(|| {
+                invalid(
+                    mpd_url,
+                    format!("live SegmentTemplate of `{id}` has neither @duration nor a SegmentTimeline"),
+                )
+            })?
+            .round() as u64,
+    };
     let media = t
         .media
         .clone()
@@ -205,7 +306,9 @@ fn rep_plan(
         base: base_of(base, &rep.BaseURL, mpd_url)?,
         timescale,
         duration,
-        start_number: t.startNumber.unwrap_or(1),
+        timeline,
+        open_ended,
+        start_number,
         pto: t.presentationTimeOffset.unwrap_or(0),
         ato_s,
     })
@@ -356,5 +459,51 @@ mod tests {
             e.to_string().contains("`fra`") && e.to_string().contains("und"),
             "{e}"
         );
+    }
+
+    /// Shaka Packager's shape: `$Time$`, a timeline whose head has left the window
+    /// (startNumber absent), a presentationTimeOffset.
+    const TIMELINE: &str = r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="2026-01-01T00:00:00Z" publishTime="2026-01-01T00:01:00Z" minimumUpdatePeriod="PT2S" timeShiftBufferDepth="PT10S" minBufferTime="PT2S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet contentType="video" mimeType="video/mp4"><SegmentTemplate timescale="90000" presentationTimeOffset="900000" initialization="v/init.mp4" media="v/$Time$.m4s"><SegmentTimeline><S t="4500000" d="180000" r="2"/><S d="90000"/></SegmentTimeline></SegmentTemplate>
+      <Representation id="v0" bandwidth="500000"/></AdaptationSet>
+  </Period>
+</MPD>"#;
+
+    #[test]
+    fn a_live_segment_timeline_is_followed_and_reckoned_on_past_its_end() {
+        let url = Url::parse("http://e/l/manifest.mpd").unwrap();
+        let doc = crate::mpd::parse_doc(TIMELINE, &url).unwrap();
+        let m = plan(&doc, &url, &TrackPrefs::default()).unwrap();
+        let p = &m.periods[0];
+        let v = &p.video[0];
+        // Entries at 40, 42, 44 (2 s) and 46 (1 s) on the Period's timeline (S@t − PTO).
+        assert_eq!((v.start_number, v.seg_s()), (1, 1.0));
+        assert_eq!(p.number_at(v, 41.0), 1);
+        assert_eq!(p.number_at(v, 44.5), 3);
+        assert_eq!((p.seg_start(v, 3), v.dur_s(3)), (44.0, 2.0));
+        assert_eq!(v.url(3, &url).unwrap().as_str(), "http://e/l/v/4860000.m4s");
+        assert!(
+            v.listed(4) && !v.listed(5),
+            "the next one waits for a refresh"
+        );
+        // Past the last entry the last S@d goes on.
+        assert_eq!(p.number_at(v, 47.5), 5);
+        assert_eq!(p.seg_start(v, 5), 47.0);
+        assert_eq!(v.url(5, &url).unwrap().as_str(), "http://e/l/v/5130000.m4s");
+        // With an availabilityTimeOffset the segment after the last listed is in progress
+        // and may be asked for; S@r=-1 at the end repeats without end.
+        let lowlat = TIMELINE.replace(
+            r#"presentationTimeOffset="900000""#,
+            r#"presentationTimeOffset="900000" availabilityTimeOffset="0.5""#,
+        );
+        let doc = crate::mpd::parse_doc(&lowlat, &url).unwrap();
+        let v = &plan(&doc, &url, &TrackPrefs::default()).unwrap().periods[0].video[0];
+        assert!(v.listed(5) && !v.listed(6));
+        assert_eq!(v.chunk_s_of(5), 0.5);
+        let open = TIMELINE.replace(r#"<S d="90000"/>"#, r#"<S d="90000" r="-1"/>"#);
+        let doc = crate::mpd::parse_doc(&open, &url).unwrap();
+        let v = &plan(&doc, &url, &TrackPrefs::default()).unwrap().periods[0].video[0];
+        assert!(v.listed(100));
     }
 }

@@ -37,7 +37,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use crate::abr::{Abr, Ctx, Downloaded};
+use crate::abr::lolp::Lolp;
+use crate::abr::{Abr, AbrKind, Ctx, Downloaded};
 use crate::content::Content;
 use crate::estimate::Ewma;
 use crate::mpd::Resource;
@@ -58,6 +59,12 @@ pub(crate) const DEFAULT_TARGET_S: f64 = 3.0;
 const DEFAULT_RATES: (f64, f64) = (0.95, 1.05);
 /// How often playback advances while nothing arrives.
 const TICK: Duration = Duration::from_millis(100);
+/// Above a segment of latency for segments delivered whole: time to publish and fetch one.
+const WHOLE_SEGMENT_MARGIN_S: f64 = 0.5;
+/// Media needed to start or resume at most (a whole segment can be long).
+const MAX_RESUME_S: f64 = 1.0;
+/// How often the MPD is fetched while a due segment is not in its SegmentTimeline yet.
+const TIMELINE_POLL: Duration = Duration::from_millis(250);
 
 /// A chunked download, cut into CMAF chunks as it arrives.
 #[derive(Default)]
@@ -202,6 +209,11 @@ fn is_404(e: &NetError) -> bool {
     matches!(e, NetError::Status { status: 404, .. })
 }
 
+/// `--abr`, else the low-latency rule.
+fn live_abr(opts: &StreamOptions) -> AbrKind {
+    opts.abr.unwrap_or(AbrKind::Lolp)
+}
+
 /// The session's ABR over the current Period's ladder.
 struct Adapt {
     content: Content,
@@ -229,9 +241,10 @@ impl Adapt {
         // A live stream has no end: a long uniform horizon stands in for it.
         let content = Content::uniform(rates_dedup, seg_ms, 10_000);
         let cfg = &opts.session;
-        let abr = opts
-            .abr
-            .build(&content, cfg.max_buffer_ms, cfg.ao, cfg.robust);
+        let abr: Box<dyn Abr> = match live_abr(opts) {
+            AbrKind::Lolp => Box::new(Lolp::new(p.video[0].chunk_s() * 1000.0)),
+            k => k.build(&content, cfg.max_buffer_ms, cfg.ao, cfg.robust),
+        };
         Adapt {
             content,
             abr,
@@ -322,10 +335,29 @@ pub(crate) async fn play(
         opts.resolve.clone(),
         None,
     );
-    let target = man
+    let asked = man
         .target_s
         .or(man.suggested_delay_s)
         .unwrap_or(DEFAULT_TARGET_S);
+    // Segments that can only be read whole (no availabilityTimeOffset, as ffmpeg's
+    // `-use_timeline` output) exist a segment after their start: a target under a
+    // segment (+ WHOLE_SEGMENT_MARGIN_S to publish and fetch it) would stall on every one.
+    let whole = {
+        let (p, _) = locate(&man, clock.now() - man.ast - asked);
+        let v = &p.video[0];
+        (v.ato_s <= 0.0).then(|| v.seg_s() + WHOLE_SEGMENT_MARGIN_S)
+    };
+    let target = match whole {
+        Some(floor) if asked < floor => {
+            warn!(
+                target_latency_s = asked,
+                aiming_at_s = floor,
+                "the latency target is under one segment and segments are delivered whole (no availabilityTimeOffset); aiming at a segment + {WHOLE_SEGMENT_MARGIN_S} s"
+            );
+            floor
+        }
+        _ => asked,
+    };
     let (cur, mut n) = locate(&man, clock.now() - man.ast - target);
     let max_latency = man
         .latency_max_s
@@ -338,7 +370,7 @@ pub(crate) async fn play(
     let resume = if opts.session.startup_ms > 0.0 {
         opts.session.startup_ms / 1000.0
     } else {
-        cur.video[0].chunk_s()
+        cur.video[0].chunk_s().min(MAX_RESUME_S)
     };
     // A channel that began less than the target ago: start at its first media (the
     // latency is then below the target, and playing slower brings it up).
@@ -362,7 +394,7 @@ pub(crate) async fn play(
         period = %cur.id,
         segment = n,
         ladder_kbps = ?cur.video.iter().map(|r| r.bandwidth / 1000).collect::<Vec<_>>(),
-        abr = %opts.abr,
+        abr = %live_abr(&opts),
         "playing live"
     );
     let deadline = opts
@@ -389,6 +421,7 @@ pub(crate) async fn play(
     let mut missing_since: Option<Instant> = None;
     let give_up = opts.net.timeout * 3;
     let mut force_skip = false;
+    let mut refresh_now = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -404,15 +437,36 @@ pub(crate) async fn play(
         }
         // minimumUpdatePeriod: fetch the MPD again (new Periods, the current one's end).
         let mup = man.min_update_s.map(Duration::from_secs_f64);
-        if mup.is_some_and(|m| now.duration_since(last_refresh) >= m) || misses > 0 {
+        if mup.is_some_and(|m| now.duration_since(last_refresh) >= m)
+            || misses > 0
+            || std::mem::take(&mut refresh_now)
+        {
             match shared.ticking(fetch_doc(&mut net, &url)).await {
                 Ok((doc, r, f)) => {
                     tally.retries += r;
                     tally.failovers += f;
                     man = manifest::plan(&doc, &url, &opts.tracks)?;
                     refreshes += 1;
+                    // The current Period as now published: its end, and a timeline's
+                    // new entries.
                     if let Some(p) = man.periods.iter().find(|p| p.id == cur.id) {
-                        cur.end_s = p.end_s;
+                        if p.video.len() == cur.video.len() {
+                            // Numbers are positions in a timeline whose head may have
+                            // left the window: carry the next segments over by time.
+                            let mid = |per: &LivePeriod, r: &LiveRep, k: u64| {
+                                per.seg_start(r, k) + r.dur_s(k) / 2.0
+                            };
+                            let tn = mid(&cur, &cur.video[0], n);
+                            let ta = audio_next
+                                .zip(cur.audio.as_ref())
+                                .map(|(m, a)| mid(&cur, a, m));
+                            cur = p.clone();
+                            n = cur.number_at(&cur.video[0], tn);
+                            audio_next =
+                                ta.zip(cur.audio.as_ref()).map(|(t, a)| cur.number_at(a, t));
+                        } else {
+                            cur.end_s = p.end_s;
+                        }
                     }
                 }
                 Err(e) => warn!("MPD refresh failed: {e}"),
@@ -441,11 +495,26 @@ pub(crate) async fn play(
             continue;
         }
         let vrep0 = &cur.video[0];
-        let seg_s = vrep0.seg_s();
+        let seg_s = vrep0.dur_s(n);
         let seg_start = cur.seg_start(vrep0, n);
         // Wait for the segment to become available.
         let avail = man.ast + seg_start + (seg_s - vrep0.ato_s).max(0.0);
         let wait = avail - shared.clock.now();
+        if wait <= 0.0 && !vrep0.listed(n) {
+            // Its time has come but the timeline does not list it yet: fetch the MPD
+            // again (at most every TIMELINE_POLL) rather than wait a whole
+            // minimumUpdatePeriod behind the packager.
+            let since = Instant::now().duration_since(last_refresh);
+            if since >= TIMELINE_POLL {
+                refresh_now = true;
+                continue;
+            }
+            tokio::select! {
+                _ = shared.ticking(tokio::time::sleep(TIMELINE_POLL - since)) => {}
+                _ = &mut ctrl_c => break 'session "interrupted",
+            }
+            continue;
+        }
         if wait > 0.0 {
             let until = Duration::from_secs_f64(wait.min(1.0));
             tokio::select! {
@@ -515,7 +584,7 @@ pub(crate) async fn play(
             },
             start: seg_start,
             seg_s,
-            chunk_s: vrep.chunk_s(),
+            chunk_s: vrep.chunk_s_of(n),
             kbps: vrep.bandwidth as f64 / 1000.0,
             rep: vrep,
         };
@@ -523,7 +592,11 @@ pub(crate) async fn play(
         let mut ajobs = Vec::new();
         if let Some(a) = &cur.audio {
             let from = cur.number_at(a, seg_start).max(audio_next.unwrap_or(0));
-            let to = cur.number_at(a, seg_end - 1e-6);
+            let mut to = cur.number_at(a, seg_end - 1e-6);
+            // A timeline's audio may not list the last one yet: it comes with the next.
+            while to > from && !a.listed(to) {
+                to -= 1;
+            }
             for m in from..=to {
                 ajobs.push(Job {
                     kind: Kind::Audio,
@@ -532,8 +605,8 @@ pub(crate) async fn play(
                         range: None,
                     },
                     start: cur.seg_start(a, m),
-                    seg_s: a.seg_s(),
-                    chunk_s: a.chunk_s(),
+                    seg_s: a.dur_s(m),
+                    chunk_s: a.chunk_s_of(m),
                     kbps: 0.0,
                     rep: a,
                 });
@@ -655,7 +728,7 @@ pub(crate) async fn play(
     let wall_s = began.elapsed().as_secs_f64();
     let pb = shared.pb.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut summary = pb.summary(wall_s, bytes);
-    summary.abr = Some(opts.abr.name().to_string());
+    summary.abr = Some(live_abr(&opts).name().to_string());
     tally.fill(&mut summary);
     summary.tracks = Some(man.tracks.clone());
     let lat = &pb.latencies;
