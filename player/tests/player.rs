@@ -1344,3 +1344,138 @@ async fn live_abr_reaches_the_top_on_a_fast_link_and_settles_below_it_on_a_slow_
     assert_eq!(s.rebuffer_count, 0, "no stall: {s:?}");
     origin.join().await;
 }
+
+/// Kills the child on drop (a failed assertion must not leave ffmpeg running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: ffmpeg's live DASH muxer in real time for about 16 s"]
+async fn plays_ffmpeg_live_dash_with_a_segment_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    // The files as ffmpeg writes them (a segment in progress is a `.tmp` until renamed),
+    // and the clock its MPD's UTCTiming names.
+    let app = axum::Router::new()
+        .route(
+            "/time",
+            axum::routing::get(|| async {
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            }),
+        )
+        .fallback_service(tower_http::services::ServeDir::new(dir.path()));
+    let server = serve_on("127.0.0.1:0", app).await;
+    let time_url = server.url("/time");
+    let mpd_path = dir.path().join("manifest.mpd");
+    let _ffmpeg = KillOnDrop(
+        std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-map",
+                "0:v",
+                "-map",
+                "1:a",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ])
+            .args(["-tune", "zerolatency", "-g", "50", "-keyint_min", "50"])
+            .args([
+                "-sc_threshold",
+                "0",
+                "-b:v",
+                "300k",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+            ])
+            .args(["-f", "dash", "-ldash", "1", "-streaming", "1"])
+            .args(["-use_timeline", "1", "-use_template", "1"])
+            .args([
+                "-seg_duration",
+                "2",
+                "-frag_duration",
+                "0.5",
+                "-frag_type",
+                "duration",
+            ])
+            .args(["-window_size", "10", "-target_latency", "1.5"])
+            .args(["-utc_timing_url", &time_url])
+            .args(["-adaptation_sets", "id=0,streams=v id=1,streams=a"])
+            .arg(&mpd_path)
+            .spawn()
+            .expect("ffmpeg runs (scripts/setup.sh installs it)"),
+    );
+    // Until the MPD lists two video segments (bounded).
+    let listed = |text: &str| {
+        let v = &text[..text.find(r#"contentType="audio""#).unwrap_or(text.len())];
+        v.matches("<S ").count() + v.matches(r#"r="1""#).count() + 2 * v.matches(r#"r="2""#).count()
+    };
+    let mut at_start = String::new();
+    for _ in 0..100 {
+        if let Ok(t) = std::fs::read_to_string(&mpd_path) {
+            if t.contains(r#"type="dynamic""#) && listed(&t) >= 2 {
+                at_start = t;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        at_start.contains("SegmentTimeline") && at_start.contains("$Number"),
+        "ffmpeg wrote a live MPD with a SegmentTimeline within 20 s: {at_start}"
+    );
+    let mut o = opts(server.url("/manifest.mpd"));
+    o.live_seconds = Some(10.0);
+    let report = within(40, stream_report(o))
+        .await
+        .expect("ffmpeg's live timeline plays");
+    let s = &report.summary;
+    let live = s.live.as_ref().unwrap();
+    let video: Vec<u64> = report
+        .log
+        .iter()
+        .filter(|e| e.kind == "video")
+        .map(|e| {
+            let name = e.url.rsplit('-').next().unwrap();
+            name.trim_end_matches(".m4s").parse().unwrap()
+        })
+        .collect();
+    eprintln!(
+        "ffmpeg timeline: segments {video:?}, latency {:.3} s mean, {:.3} s p95 (target {}), {} stalls ({:.2} s), {} MPD refreshes",
+        s.live_latency_s.unwrap(),
+        s.live_latency_p95_s.unwrap(),
+        live.target_latency_s,
+        s.rebuffer_count,
+        s.rebuffer_s,
+        live.mpd_refreshes
+    );
+    // Consecutive segments, followed past what the MPD listed when the session began.
+    assert!(video.len() >= 4, "{video:?}: {s:?}");
+    assert!(video.windows(2).all(|w| w[1] == w[0] + 1), "{video:?}");
+    assert!(
+        *video.last().unwrap() as usize > listed(&at_start) + 2,
+        "new S entries were followed: {video:?}"
+    );
+    assert!(live.mpd_refreshes >= 3, "{live:?}");
+    assert!(s.audio_segments >= 3, "{s:?}");
+    assert!(s.media_s > 5.0, "{s:?}");
+    // Whole 2 s segments: the 1.5 s target is raised to a segment + 0.5 s, and playback
+    // stays near it.
+    assert!(live.target_latency_s >= 2.0, "{live:?}");
+    let mean = s.live_latency_s.unwrap();
+    assert!(
+        mean > 1.0 && mean < live.target_latency_s + 2.0,
+        "latency {mean}: {live:?}"
+    );
+    server.shutdown().await;
+}
