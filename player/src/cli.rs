@@ -138,10 +138,12 @@ pub struct StreamFlags {
     /// played, else Ctrl-C).
     #[arg(long, value_name = "S")]
     pub live_seconds: Option<f64>,
-    /// Play the audio AdaptationSet whose @lang is LANG (e.g. fra, en).
+    /// Play the audio AdaptationSet whose @lang is LANG: the same tag first, else the same
+    /// language by any ISO 639 code or BCP 47 tag (fr = fra = fre = fr-CA).
     #[arg(long, value_name = "LANG")]
     pub audio_lang: Option<String>,
-    /// Fetch the subtitle (text) track whose @lang is LANG and count its cues.
+    /// Fetch the subtitle (text) track whose @lang is LANG (matched as --audio-lang) and
+    /// count its cues.
     #[arg(long, value_name = "LANG")]
     pub subtitles: Option<String>,
     /// Shape downloads to a bandwidth trace (sabre JSON or `time Mbps` text).

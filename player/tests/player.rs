@@ -1056,6 +1056,23 @@ async fn audio_lang_picks_the_language_and_subtitles_are_fetched_and_counted() {
     assert_eq!(json["tracks"]["audio"]["lang"], "fra");
     assert_eq!(json["tracks"]["subtitle_cues"], 3);
 
+    // The same languages by other names: ISO 639-1 and 639-2/B for French, a BCP 47 tag
+    // for English.
+    for (audio, subs, want) in [
+        ("fr", "fre", "fra"),
+        ("fre", "fr-FR", "fra"),
+        ("en-US", "fr", "eng"),
+    ] {
+        let mut o = opts(url.clone());
+        o.tracks.audio_lang = Some(audio.into());
+        o.tracks.subtitles = Some(subs.into());
+        let report = within(60, stream_report(o)).await.expect("plays");
+        let t = report.summary.tracks.unwrap();
+        assert_eq!(t.audio.unwrap().lang, want, "--audio-lang {audio}");
+        assert_eq!(t.subtitles.unwrap().lang, "fra", "--subtitles {subs}");
+        assert_eq!(t.subtitle_cues, Some(3));
+    }
+
     // The default is the main (first) language; a missing one names what there is.
     let report = within(60, stream_report(opts(url.clone()))).await.unwrap();
     let t = report.summary.tracks.unwrap();
