@@ -997,3 +997,60 @@ async fn admin_calls_stop_split_and_restart_a_recording_while_the_channel_runs()
     let library = o.shut_down().await;
     assert_eq!(assets(library.path()), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: a real-time encoder recorded in 4 s pieces, about 12 s"]
+async fn record_split_publishes_the_recording_every_n_seconds_and_records_on() {
+    let mut c = light("cut", Input::Testsrc);
+    c.record = true;
+    c.record_split = Some(Duration::from_secs(4));
+    let o = origin(vec![c], None).await;
+    let lib = o.library.path().to_owned();
+    let published = |lib: &Path| -> Vec<String> {
+        std::fs::read_dir(lib)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("cut-"))
+            .collect()
+    };
+    // Two pieces published while the channel runs (≈ 8 s of it).
+    until(
+        "two recordings published",
+        Duration::from_secs(20),
+        || async { published(&lib).len() >= 2 },
+    )
+    .await;
+    let library = o.shut_down().await;
+    let lib = library.path();
+    // Each piece: whole segments, decoding to its duration; in order, they meet exactly.
+    let mut pieces: Vec<(Vec<u64>, f64, f64, String)> = published(lib)
+        .into_iter()
+        .map(|a| {
+            let (numbers, seconds, duration) = recorded_segments(lib, &a, "v0");
+            (numbers, seconds, duration, a)
+        })
+        .collect();
+    pieces.sort_by_key(|p| p.0[0]);
+    assert!(
+        pieces.len() >= 3,
+        "two split pieces and the rest at shutdown"
+    );
+    assert_eq!(pieces[0].0[0], 0, "recording from the channel's start");
+    for w in pieces.windows(2) {
+        assert_eq!(
+            *w[0].0.last().unwrap() + 1,
+            w[1].0[0],
+            "{} and {} meet",
+            w[0].3,
+            w[1].3
+        );
+    }
+    for (numbers, seconds, duration, asset) in &pieces[..pieces.len() - 1] {
+        assert_eq!(numbers.len(), 2, "{asset}: 4 s = two 2 s segments");
+        assert!((duration - 4.0).abs() < 0.01, "{asset}: {duration}");
+        assert!(
+            (seconds - duration).abs() <= 0.2,
+            "{asset}: decoded {seconds:.2} s, the MPD says {duration:.2} s"
+        );
+    }
+}

@@ -88,11 +88,16 @@ pub(crate) struct Channel {
     library: Option<PathBuf>,
     /// The supervisor; aborting it drops the ffmpeg child, which kills it.
     supervisor: JoinHandle<()>,
+    /// `record_split`: publishes the recording every so many segments.
+    splitter: Option<JoinHandle<()>>,
 }
 
 impl Drop for Channel {
     fn drop(&mut self) {
         self.supervisor.abort();
+        if let Some(s) = &self.splitter {
+            s.abort();
+        }
     }
 }
 
@@ -143,11 +148,22 @@ impl Channel {
         }
         info!(channel = %config.name, input = %config.input, "live channel started");
         let supervisor = tokio::spawn(supervise(config.clone(), Arc::clone(&store), run));
+        let library = library.map(Path::to_owned);
+        let splitter = match (config.record_split, &library) {
+            (Some(every), Some(lib)) => Some(tokio::spawn(split_every(
+                config.clone(),
+                Arc::clone(&store),
+                lib.clone(),
+                every,
+            ))),
+            _ => None,
+        };
         Ok(Channel {
             config,
             store,
-            library: library.map(Path::to_owned),
+            library,
             supervisor,
+            splitter,
         })
     }
 
@@ -174,47 +190,16 @@ impl Channel {
     /// With `split`, a new recording starts with the next segment in the same step, so
     /// the two assets meet without a gap or an overlap.
     pub(crate) async fn stop_recording(&self, split: bool) -> Result<Stopped, RecordError> {
-        let next = if split {
-            let library = self.library.as_deref().ok_or(RecordError::NoLibrary)?;
-            Some(super::record::start(&self.config, library).map_err(RecordError::Io)?)
-        } else {
-            None
-        };
-        let (id, published, next_from) = self
-            .store
-            .stop_recording(next)
-            .map_err(|_| RecordError::NotRecording)?;
-        // Whole segments only: the stop waits for the segment in progress to end, at most
-        // a segment (and a margin for a slow encoder, after which it ends where it is).
-        let wait = self.config.segment_duration * 2 + Duration::from_secs(1);
-        let store = Arc::clone(&self.store);
-        let asset = tokio::task::spawn_blocking(move || match published.recv_timeout(wait) {
-            Ok(asset) => Ok(asset),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                store.finish_now(id);
-                published.recv_timeout(Duration::from_secs(30))
-            }
-            Err(e) => Err(e),
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or(RecordError::Lost)?;
-        match &asset {
-            Some(dir) => {
-                info!(channel = %self.config.name, asset = %dir.display(), "live recording saved")
-            }
-            None => {
-                info!(channel = %self.config.name, "live recording stopped with nothing recorded")
-            }
-        }
-        Ok(Stopped { asset, next_from })
+        stop_recording(&self.config, &self.store, self.library.as_deref(), split).await
     }
 
     /// Stops the encoder and, when recording, publishes the recording; returns the
     /// assets' folders.
     pub(crate) async fn stop(&self) -> Vec<PathBuf> {
         self.supervisor.abort();
+        if let Some(s) = &self.splitter {
+            s.abort();
+        }
         // The abort drops the run, which kills ffmpeg; what its segmenters already read
         // is in the recording, and the segment in progress ends where the encoder stopped.
         for _ in 0..200 {
@@ -233,6 +218,69 @@ impl Channel {
         })
         .await
         .unwrap_or_default()
+    }
+}
+
+/// [`Channel::stop_recording`], for the channel and its `record_split` task.
+async fn stop_recording(
+    config: &LiveConfig,
+    store: &Arc<Store>,
+    library: Option<&Path>,
+    split: bool,
+) -> Result<Stopped, RecordError> {
+    let next = if split {
+        let library = library.ok_or(RecordError::NoLibrary)?;
+        Some(super::record::start(config, library).map_err(RecordError::Io)?)
+    } else {
+        None
+    };
+    let (id, published, next_from) = store
+        .stop_recording(next)
+        .map_err(|_| RecordError::NotRecording)?;
+    // Whole segments only: the stop waits for the segment in progress to end, at most
+    // a segment (and a margin for a slow encoder, after which it ends where it is).
+    let wait = config.segment_duration * 2 + Duration::from_secs(1);
+    let store = Arc::clone(store);
+    let asset = tokio::task::spawn_blocking(move || match published.recv_timeout(wait) {
+        Ok(asset) => Ok(asset),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            store.finish_now(id);
+            published.recv_timeout(Duration::from_secs(30))
+        }
+        Err(e) => Err(e),
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .ok_or(RecordError::Lost)?;
+    match &asset {
+        Some(dir) => {
+            info!(channel = %config.name, asset = %dir.display(), "live recording saved")
+        }
+        None => info!(channel = %config.name, "live recording stopped with nothing recorded"),
+    }
+    Ok(Stopped { asset, next_from })
+}
+
+/// `record_split`: whenever a recording reaches `every` (whole segments), it is split —
+/// published, and the next one goes on from the very next segment.
+async fn split_every(config: LiveConfig, store: Arc<Store>, library: PathBuf, every: Duration) {
+    let segments = (every.as_secs_f64() / config.segment_duration.as_secs_f64())
+        .round()
+        .max(1.0) as u64;
+    let mut changes = store.subscribe();
+    while changes.changed().await.is_ok() {
+        let (Some(from), Some(latest)) = (store.recording(), store.latest()) else {
+            continue;
+        };
+        // The recording's last segment has begun: split where it ends.
+        if latest + 1 >= from + segments {
+            if let Err(e) = stop_recording(&config, &store, Some(&library), true).await {
+                warn!(channel = %config.name, error = %dashcdn_config::chain(&e),
+                    "record_split: could not split the recording");
+                sleep(config.segment_duration).await;
+            }
+        }
     }
 }
 

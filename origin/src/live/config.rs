@@ -11,6 +11,7 @@
 //! window = 120
 //! target_latency = 1.5
 //! record = false               # true: the event becomes /vod/NAME-<start time>/ at the end
+//! record_split = 3600          # optional: publish the recording every hour, record on
 //! ```
 
 use std::time::Duration;
@@ -34,6 +35,7 @@ pub(crate) struct RawLive {
     window: Option<f64>,
     target_latency: Option<f64>,
     record: Option<bool>,
+    record_split: Option<f64>,
 }
 
 fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
@@ -102,6 +104,9 @@ impl RawLive {
         c.window = seconds("window", self.window, c.window)?;
         c.target_latency = seconds("target_latency", self.target_latency, c.target_latency)?;
         c.record = self.record.unwrap_or(false);
+        if self.record_split.is_some() {
+            c.record_split = Some(seconds("record_split", self.record_split, c.window)?);
+        }
         c.validate()
             .map_err(|e| ConfigError::field(format!("live.{}", c.name), &c.name, e.to_string()))?;
         Ok(c)
@@ -127,9 +132,10 @@ mod tests {
         let c = parse(
             "[[live]]\nname = \"news\"\ninput = \"testsrc\"\nladder = \"360p:800k,240p:400k,144p:150k\"\n\
              segment_duration = 2\nchunk_duration = 0.5\nwindow = 120\ntarget_latency = 1.5\n\
-             record = true\n",
+             record = true\nrecord_split = 3600\n",
         )
         .unwrap();
+        assert_eq!(c.record_split, Some(Duration::from_secs(3600)));
         assert_eq!(c.ladder.len(), 4);
         assert_eq!(c.ladder[0], Rung::video("v0", 640, 360, 800));
         assert_eq!(c.ladder[2], Rung::video("v2", 256, 144, 150));
@@ -144,5 +150,8 @@ mod tests {
         assert_eq!(e.field_name(), Some("live.ladder"));
         let e = parse("[[live]]\nname = \"n\"\ninput = \"testsrc\"\nwindow = -1\n").unwrap_err();
         assert_eq!(e.field_name(), Some("live.window"));
+        let e =
+            parse("[[live]]\nname = \"n\"\ninput = \"testsrc\"\nrecord_split = 1\n").unwrap_err();
+        assert!(e.to_string().contains("record_split"), "{e}");
     }
 }

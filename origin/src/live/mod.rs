@@ -59,6 +59,10 @@ pub struct LiveConfig {
     /// Keep every segment and, when the event ends, publish it as the VOD asset
     /// `/vod/NAME-<start time>/` (see `record`).
     pub record: bool,
+    /// Publish the recording every so long (rounded to whole segments) and go on
+    /// recording into the next asset from the very next segment; `None`: one recording
+    /// until it is stopped.
+    pub record_split: Option<Duration>,
 }
 
 impl LiveConfig {
@@ -80,6 +84,7 @@ impl LiveConfig {
             window: Duration::from_secs(120),
             target_latency: Duration::from_millis(1500),
             record: false,
+            record_split: None,
         }
     }
 
@@ -112,6 +117,9 @@ impl LiveConfig {
         }
         if self.fps == 0 || self.fps > 120 {
             return Err(bad("fps must be 1..=120"));
+        }
+        if self.record_split.is_some_and(|s| s < self.segment_duration) {
+            return Err(bad("record_split must be at least one segment_duration"));
         }
         Ok(())
     }
