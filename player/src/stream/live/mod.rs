@@ -16,6 +16,12 @@
 //!   encoder between chunks is not bandwidth (counted, a 4 Mbit/s link would look like
 //!   the stream's own 0.8 Mbit/s and the ABR could never step up). A response with
 //!   `Content-Length` (a complete segment) is timed from first byte to last, as on demand.
+//! - A `SegmentTimeline` (ffmpeg's `-use_timeline 1`, Shaka Packager) lists the segments
+//!   that exist: one whose time has come but that is not listed yet is waited for with the
+//!   MPD fetched again every [`TIMELINE_POLL`] (see [`manifest`]). Segments delivered whole
+//!   (no `availabilityTimeOffset`) exist a segment after they start: a latency target
+//!   under a segment + [`WHOLE_SEGMENT_MARGIN_S`] is raised to that.
+//! - ABR: `--abr`, else `lolp` (`abr::lolp`, the low-latency rule).
 //! - The MPD is fetched again every `minimumUpdatePeriod`; a new `Period` (the origin
 //!   starts one when its input comes back after a gap) is entered when the current one
 //!   ends, with its own ladder (the ABR is rebuilt on it) and init segments.
