@@ -7,7 +7,9 @@
 # dnsperf 2.10 `-m dot` for DoT, h2load (nghttp2) for DoH over HTTP/2, GET and POST.
 #   bench/dns/encrypted.sh [SECONDS] [ROUNDS]   (default 5 s per run, 3 rounds)
 # The two servers take turns, in alternating order, each round, so load from elsewhere on
-# the machine hits both alike; every run is printed, then the total per workload.
+# the machine hits both alike; every run is printed, then the total per workload. Beside
+# qps, each side's CPU time per answered query (/proc/PID/stat around the run; for the
+# peer, dnsdist's and gdnsd's together): steadier than qps on a shared machine.
 source "$(dirname "$0")/../common.sh"
 SECS="${1:-5}"
 ROUNDS="${2:-3}"
@@ -41,7 +43,7 @@ sed -e "s/@PORT@/$P_OURS/; s/@METRICS_PORT@/$P_METRICS/; s/@HEALTH_PORT@/$P_HEAL
     -e "s|^maxmind = .*|maxmind = \"$DB\"|" "$CONF/geodns.toml" > "$T/geodns.toml"
 "$DASHCDN" -q geodns --config "$T/geodns.toml" --dot-listen "127.0.0.1:$P_OURS_DOT" \
   --doh-listen "127.0.0.1:$P_OURS_DOH" --tls-cert "$T/cert.pem" --tls-key "$T/key.pem" &
-PIDS+=($!)
+PIDS+=($!); PID_OURS=$!
 
 # gdnsd on UDP/TCP, dnsdist's DoT and DoH frontends forwarding to it
 mkdir -p "$T/gdnsd/zones" "$T/gdnsd/geoip" "$T/run" "$T/state"
@@ -49,12 +51,12 @@ sed -e "s/@PORT@/$P_GDNSD/; s|@DIR@|$T|g" "$CONF/gdnsd.conf" > "$T/gdnsd/config"
 cp "$CONF/kingcdn.test.zone" "$T/gdnsd/zones/kingcdn.test"
 cp "$DB" "$T/gdnsd/geoip/"
 gdnsd -c "$T/gdnsd" start >"$T/gdnsd.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); PID_GDNSD=$!
 sed -e "s/@PORT@/$P_DD/; s/@DOT_PORT@/$P_DD_DOT/; s/@DOH_PORT@/$P_DD_DOH/; s/@BACKEND@/$P_GDNSD/" \
     -e "s|@DIR@|$T|g" "$CONF/dnsdist.conf" > "$T/dnsdist.conf"
 wait_port "$P_GDNSD"
 dnsdist --supervised --disable-syslog -C "$T/dnsdist.conf" >"$T/dnsdist.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); PID_DD=$!
 for p in "$P_OURS" "$P_OURS_DOT" "$P_OURS_DOH" "$P_METRICS" "$P_DD_DOT" "$P_DD_DOH"; do wait_port "$p"; done
 
 # Same answers first, over both transports.
@@ -82,7 +84,7 @@ msg = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 1) + q + struct.pack("!HH", 1, 1) + 
 open(sys.argv[1] + "/query.bin", "wb").write(msg)
 open(sys.argv[1] + "/query.b64", "w").write(base64.urlsafe_b64encode(msg).decode().rstrip("="))
 PY
-# run MODE PORT → "qps avg_latency_ms". DoT: dnsperf -m dot, ECS 81.2.69.160/27 (London)
+# run MODE PORT → "qps avg_latency_ms answered". DoT: dnsperf -m dot, ECS 81.2.69.160/27 (London)
 # on every query. DoH: h2load (HTTP/2, CLIENTS connections × 32 streams; dnsperf 2.10's
 # DoH client sends one query at a time and stalls), every response must be a 2xx;
 # h2load gives no mean latency, so its column shows the mean time per request.
@@ -91,7 +93,7 @@ run() {
   if [[ "$m" == dot ]]; then
     dnsperf -m dot -s 127.0.0.1 -p "$port" -d "$T/queries.txt" -l "$SECS" -c "$CLIENTS" \
       -T 1 -q 200 -E 8:00011b00510245a0 2>&1 |
-      awk '/Queries per second/ {q=$4} /Average Latency/ {l=$4*1000} END {printf "%.0f %.3f", q, l}'
+      awk '/Queries completed:/ {n=$3} /Queries per second/ {q=$4} /Average Latency/ {l=$4*1000} END {printf "%.0f %.3f %d", q, l, n}'
     return
   fi
   if [[ "$m" == doh-get ]]; then
@@ -103,27 +105,38 @@ run() {
   if ! grep -qE 'requests: .* 0 failed, 0 errored' <<<"$out" || ! grep -qE 'status codes: [0-9]+ 2xx, 0 3xx, 0 4xx, 0 5xx' <<<"$out"; then
     echo "h2load against $url ($m) had failures:" >&2; grep -E 'requests:|status codes' <<<"$out" >&2; exit 1
   fi
-  awk '/finished in/ {q=$4} /time for request:/ {l=$7} END {printf "%.0f %s", q, l}' <<<"$out"
+  awk '/finished in/ {q=$4} /^requests:/ {n=$8} /time for request:/ {l=$7} END {printf "%.0f %s %d", q, l, n}' <<<"$out"
 }
+# CPU time (user + system, clock ticks) the processes have used so far, all threads.
+ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# µs of CPU per answered query: cpu_us TICKS ANSWERED
+cpu_us() { awk -v d="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}'; }
 port_of() { case "$1:$2" in ours:dot) echo "$P_OURS_DOT" ;; ours:*) echo "$P_OURS_DOH" ;;
                             dd:dot) echo "$P_DD_DOT" ;; dd:*) echo "$P_DD_DOH" ;; esac; }
 
 echo; echo "uptime before: $(uptime)"
-declare -A SUM_O SUM_D
-printf '\n%-9s %5s %22s %26s %8s\n' "transport" "round" "dashcdn qps (lat ms)" "dnsdist+gdnsd qps (lat ms)" "ratio"
+declare -A SUM_O SUM_D CPU_O CPU_D
+printf '\n%-9s %5s %22s %26s %8s %20s\n' "transport" "round" "dashcdn qps (lat ms)" "dnsdist+gdnsd qps (lat ms)" "ratio" "CPU µs/q ours/peer"
 for r in $(seq "$ROUNDS"); do
   for m in dot doh-get doh-post; do
     order="ours dd"; ((r % 2 == 0)) && order="dd ours"
     for who in $order; do
-      read -r q l <<<"$(run "$m" "$(port_of "$who" "$m")")"
-      if [[ "$who" == ours ]]; then qo=$q lo=$l; else qd=$q ld=$l; fi
+      if [[ "$who" == ours ]]; then pids=("$PID_OURS"); else pids=("$PID_DD" "$PID_GDNSD"); fi
+      t0=$(ticks "${pids[@]}")
+      read -r q l n <<<"$(run "$m" "$(port_of "$who" "$m")")"
+      t1=$(ticks "${pids[@]}")
+      if [[ "$who" == ours ]]; then qo=$q lo=$l co=$(cpu_us $((t1 - t0)) "$n")
+      else qd=$q ld=$l cd=$(cpu_us $((t1 - t0)) "$n"); fi
     done
     SUM_O[$m]=$(( ${SUM_O[$m]:-0} + qo )); SUM_D[$m]=$(( ${SUM_D[$m]:-0} + qd ))
-    printf '%-9s %5s %13s (%6s) %17s (%6s) %7sx\n' "$m" "$r" "$qo" "$lo" "$qd" "$ld" "$(ratio "$qo" "$qd")"
+    CPU_O[$m]=$(awk -v a="${CPU_O[$m]:-0}" -v b="$co" 'BEGIN {print a + b}')
+    CPU_D[$m]=$(awk -v a="${CPU_D[$m]:-0}" -v b="$cd" 'BEGIN {print a + b}')
+    printf '%-9s %5s %13s (%6s) %17s (%6s) %7sx %20s\n' "$m" "$r" "$qo" "$lo" "$qd" "$ld" "$(ratio "$qo" "$qd")" "$co/$cd"
   done
 done
 echo "uptime after: $(uptime)"
-printf '\n%-9s %12s %16s %8s   (total over %s rounds)\n' "transport" "dashcdn" "dnsdist+gdnsd" "ratio" "$ROUNDS"
+printf '\n%-9s %12s %16s %8s %18s   (total over %s rounds)\n' "transport" "dashcdn" "dnsdist+gdnsd" "ratio" "CPU/q peer÷ours" "$ROUNDS"
 for m in dot doh-get doh-post; do
-  printf '%-9s %12s %16s %7sx\n' "$m" "${SUM_O[$m]}" "${SUM_D[$m]}" "$(ratio "${SUM_O[$m]}" "${SUM_D[$m]}")"
+  printf '%-9s %12s %16s %7sx %17sx\n' "$m" "${SUM_O[$m]}" "${SUM_D[$m]}" "$(ratio "${SUM_O[$m]}" "${SUM_D[$m]}")" \
+    "$(ratio "${CPU_D[$m]}" "${CPU_O[$m]}")"
 done

@@ -9,6 +9,14 @@
 //! A plain hyper service rather than an axum router: one path and two methods need no
 //! routing or extractors, and at DoH rates (tens of thousands of requests a second on a
 //! core) their per-request work showed in profiles.
+//!
+//! Threads: each DoH thread runs its own single-threaded runtime (`GeoDns::serve_doh`).
+//! On the shared multi-threaded runtime, hyper's per-request task woke the connection
+//! task right after answering, so every answer was flushed on its own: `strace -c` under
+//! h2load counted ~9 TLS `writev`s per socket read and `perf` showed ~40% of the time in
+//! the kernel (wake-ups, writes). On one thread the connection task runs after all the
+//! requests read together are answered: one `writev` per read, about 1.6× the requests
+//! per second (bench/dns/encrypted.sh, docs/benchmarks.md).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,6 +37,11 @@ use crate::wire;
 const DNS_MESSAGE: &str = "application/dns-message";
 /// The largest DNS message (a longer body is refused with 413).
 const MAX_MESSAGE: usize = u16::MAX as usize;
+
+/// DoH serving threads (see `GeoDns::serve_doh`): one per core, like UDP.
+pub(crate) fn threads() -> usize {
+    crate::udp::default_threads()
+}
 
 /// The `/dns-query` service of one connection from `peer`.
 pub(crate) fn service(

@@ -336,6 +336,13 @@ impl GeoDns {
 
     /// Answers DNS over HTTPS (RFC 8484, `/dns-query`, HTTP/2 and HTTP/1.1) on `listener`
     /// until `shutdown`.
+    ///
+    /// Served by [`doh::threads`] threads of their own, each a single-threaded runtime
+    /// accepting on the same listening socket: a connection's HTTP/2 task and the
+    /// per-request tasks hyper spawns for it then stay on one thread (no cross-thread
+    /// wake-ups), and the requests that arrive together are answered before the
+    /// connection writes, so one TLS write carries many answers (see [`crate::doh`]).
+    /// The connection caps of `Limits` are divided between the threads.
     pub async fn serve_doh(
         &self,
         listener: TcpListener,
@@ -345,16 +352,67 @@ impl GeoDns {
         let addr = listener
             .local_addr()
             .map_err(GeodnsError::io("doh listener"))?;
-        info!(%addr, "listening on {addr} (doh)");
-        let state = self.shared.state.clone();
-        serve_tls(
-            listener,
-            tls,
-            Limits::default(),
-            move |peer| doh::service(state.clone(), peer),
-            shutdown,
-        )
+        let threads = doh::threads();
+        info!(%addr, threads, "listening on {addr} (doh)");
+        let listener = listener
+            .into_std()
+            .map_err(GeodnsError::io("doh listener"))?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        let mut limits = Limits::default();
+        limits.max_connections = (limits.max_connections / threads).max(1);
+        limits.max_connections_per_client = (limits.max_connections_per_client / threads).max(1);
+        let mut handles = Vec::new();
+        for n in 0..threads {
+            let listener = listener
+                .try_clone()
+                .map_err(GeodnsError::io("doh listener"))?;
+            let (state, tls, mut rx, limits) = (
+                self.shared.state.clone(),
+                tls.clone(),
+                rx.clone(),
+                limits.clone(),
+            );
+            let serve = move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    serve_tls(
+                        listener,
+                        tls,
+                        limits,
+                        move |peer| doh::service(state.clone(), peer),
+                        async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        },
+                    )
+                    .await
+                })
+            };
+            let h = std::thread::Builder::new()
+                .name(format!("geodns-doh-{n}"))
+                .spawn(serve)
+                .map_err(GeodnsError::io("doh threads"))?;
+            handles.push(h);
+        }
+        tokio::task::spawn_blocking(move || {
+            let mut result = Ok(());
+            for h in handles {
+                match h.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => result = Err(e),
+                    Err(_) => result = Err(std::io::Error::other("a DoH thread panicked")),
+                }
+            }
+            result
+        })
         .await
+        .map_err(|e| GeodnsError::Server(format!("doh threads failed ({e})")))?
         .map_err(GeodnsError::io("doh server"))
     }
 }
