@@ -64,7 +64,9 @@ pub async fn run(
         .map_err(|e| EdgeError::Setup(dashcdn_config::chain(&e)))?;
     let http01 = https.as_ref().map(|h| h.http01()).unwrap_or_default();
     // One accept loop for plain HTTP and HTTPS: the same caps, timeouts and metrics.
-    let (listeners, _upkeep) = sh.config.tls.listeners(listener, https).await?;
+    // Health and metrics stay on plain HTTP under --redirect-https (probes speak it).
+    let exempt = &["/_edge/healthz", "/_edge/metrics"];
+    let (listeners, _upkeep) = sh.config.tls.listeners(listener, https, exempt).await?;
     let limits = sh.limits.clone();
     let observer = sh.fill.metrics.clone();
     dashcdn_http::serve::serve_listeners(

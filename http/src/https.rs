@@ -71,7 +71,8 @@ pub struct TlsArgs {
     )]
     pub acme_dns_token: Option<String>,
     /// Plain HTTP answers 308 to the same URL on https:// (the --tls-listen port), except
-    /// /.well-known/acme-challenge/, /healthz, /metrics, /_edge/healthz and /_edge/metrics
+    /// /.well-known/acme-challenge/ and the server's health and metrics paths (origin:
+    /// /healthz, /metrics; edge: /_edge/healthz, /_edge/metrics)
     #[arg(long = "redirect-https")]
     pub redirect_https: bool,
     /// Also accept cleartext HTTP/2 (h2c, prior knowledge) on the plain listener
@@ -194,13 +195,15 @@ impl TlsArgs {
     }
 
     /// The listeners for the shared accept loop: `plain` with `--h2c` and
-    /// `--redirect-https` applied, and `https`'s TLS listener bound on `--tls-listen`
+    /// `--redirect-https` applied (the server's `exempt` paths, its health and metrics,
+    /// stay on plain HTTP with ACME's), and `https`'s TLS listener bound on `--tls-listen`
     /// (first, so the redirect names its real port); with the HTTPS upkeep (certificate
     /// reload on SIGHUP and file change, ACME), which runs until the [`Upkeep`] is dropped.
     pub async fn listeners(
         &self,
         plain: TcpListener,
         https: Option<Https>,
+        exempt: &'static [&'static str],
     ) -> std::io::Result<(Vec<Listener>, Upkeep)> {
         let mut listeners = Vec::with_capacity(2);
         let mut upkeep = Upkeep(Vec::new());
@@ -215,7 +218,8 @@ impl TlsArgs {
         }
         let plain = Listener::plain(plain)
             .h2c(self.h2c)
-            .redirect_https(https_port.filter(|_| self.redirect_https));
+            .redirect_https(https_port.filter(|_| self.redirect_https))
+            .redirect_exempt(exempt);
         listeners.insert(0, plain);
         Ok((listeners, upkeep))
     }

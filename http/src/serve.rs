@@ -20,7 +20,15 @@
 //! - **Idle timeout**: a kept-alive connection with no request for `idle_timeout` is closed.
 //! - **Send timeout**: a response whose client accepts no byte for `send_timeout` is
 //!   dropped with its connection (nginx's and Varnish's `send_timeout`), so slow readers
-//!   cannot pin response bodies in memory.
+//!   cannot pin response bodies in memory. "Accepts no byte" is either the socket refusing
+//!   writes or the response's body not asked for its next chunk since it handed one over:
+//!   the latter is how an HTTP/2 stream held at a zero flow-control window shows (its
+//!   connection's socket, PINGs and other streams flow freely). hyper gives no handle to
+//!   reset one stream from outside, so the whole connection closes, as for HTTP/1.
+//! - **Buffers per connection**: HTTP/1 read and write buffers at most
+//!   `2 × max_header_bytes` (hyper's default grows to ~400 KiB); HTTP/2 at most
+//!   `H2_MAX_SEND_BUF` queued per stream beyond the client's window, and hyper's 1 MiB
+//!   receive window per connection.
 //! - **Head size**: a request head over `max_header_bytes` gets 431 (hyper).
 //! - **TLS handshake**: a client that has not finished it within `handshake_timeout` (and
 //!   the header timeout, counted from the accept) is closed; counted as a header timeout.
@@ -29,7 +37,7 @@
 //!   stream count, header list size, keep-alive PING), see [`Limits`]. The header timeout
 //!   covers the first request; after it an HTTP/2 connection with no stream open is timed
 //!   by `idle_timeout` (its frames are not request heads, so they do not restart a header
-//!   clock), and the send timeout applies as for HTTP/1.
+//!   clock), and the send timeout applies per stream (above).
 //! - **HTTP/1 strictness** (RFC 9112 §3.2, §6.1): an HTTP/1.1 request without exactly one
 //!   `Host`, or with `Transfer-Encoding` sent twice, gets 400 and the connection closes.
 //!
@@ -224,8 +232,13 @@ pub struct Listener {
 #[derive(Clone)]
 enum Kind {
     /// Cleartext HTTP/1.1; `h2c`: prior-knowledge HTTP/2 too; `redirect`: the HTTPS port
-    /// every request not exempt ([`redirect_exempt`]) is sent to with 308.
-    Plain { h2c: bool, redirect: Option<u16> },
+    /// every request not exempt ([`redirect_exempt`] with the server's `exempt` paths) is
+    /// sent to with 308.
+    Plain {
+        h2c: bool,
+        redirect: Option<u16>,
+        exempt: &'static [&'static str],
+    },
     /// TLS, then HTTP/2 or HTTP/1.1 by ALPN.
     Tls(TlsAcceptor),
 }
@@ -238,6 +251,7 @@ impl Listener {
             kind: Kind::Plain {
                 h2c: false,
                 redirect: None,
+                exempt: &[],
             },
         }
     }
@@ -270,6 +284,16 @@ impl Listener {
         self
     }
 
+    /// Plain listeners: the server's own paths that stay on plain HTTP under
+    /// [`Listener::redirect_https`] besides ACME's (its health and metrics probes, e.g.
+    /// `/healthz`, `/_edge/metrics`): exact paths.
+    pub fn redirect_exempt(mut self, paths: &'static [&'static str]) -> Listener {
+        if let Kind::Plain { exempt, .. } = &mut self.kind {
+            *exempt = paths;
+        }
+        self
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
@@ -280,15 +304,12 @@ impl Listener {
 }
 
 /// Paths a plain listener keeps serving under [`Listener::redirect_https`]: ACME HTTP-01
-/// (RFC 8555 §8.3: the CA fetches it over port 80, and a redirect would only cost it a
-/// round trip), and the health and metrics probes of geodns, Prometheus and load
-/// balancers, which speak plain HTTP.
-pub fn redirect_exempt(path: &str) -> bool {
-    path.starts_with("/.well-known/acme-challenge/")
-        || matches!(
-            path,
-            "/healthz" | "/metrics" | "/_edge/healthz" | "/_edge/metrics"
-        )
+/// for every server (RFC 8555 §8.3: the CA fetches it over port 80, and a redirect would
+/// only cost it a round trip), and the server's own `exempt` paths
+/// ([`Listener::redirect_exempt`]): the health and metrics probes of geodns, Prometheus and
+/// load balancers, which speak plain HTTP, are each server's to name.
+pub fn redirect_exempt(path: &str, exempt: &[&str]) -> bool {
+    path.starts_with("/.well-known/acme-challenge/") || exempt.contains(&path)
 }
 
 /// Serves HTTP/1.1 on `listener` until `shutdown` (see [`serve_listeners`]).
@@ -318,6 +339,12 @@ pub async fn serve<M, S, B>(
     .await
 }
 
+/// Bytes one HTTP/2 stream may have queued for sending beyond what the client's window
+/// lets out (hyper's default is 400 KiB); with `SETTINGS_MAX_CONCURRENT_STREAMS` it bounds
+/// a connection's send side as HTTP/1's `max_buf_size` does. Body chunks are queued by
+/// reference (no copy), so this limits how far ahead of the client a body is pulled.
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
+
 /// The HTTP/2 limits of [`Limits`] (stream count, header list, the rapid-reset and
 /// error-reset bounds, keep-alive pings), applied to hyper's own builder and to the copy
 /// inside hyper-util's auto builder: two types with the same methods, so a macro.
@@ -330,7 +357,8 @@ macro_rules! h2_limits {
             .max_pending_accept_reset_streams($limits.h2_max_pending_accept_reset_streams)
             .max_local_error_reset_streams($limits.h2_max_local_error_reset_streams)
             .keep_alive_interval($limits.h2_keepalive_interval)
-            .keep_alive_timeout($limits.h2_keepalive_timeout);
+            .keep_alive_timeout($limits.h2_keepalive_timeout)
+            .max_send_buf_size(H2_MAX_SEND_BUF);
     };
 }
 
@@ -441,7 +469,9 @@ pub async fn serve_listeners<M, S, B>(
         }
         let state = Arc::new(ConnState::new());
         let redirect = match kind {
-            Kind::Plain { redirect, .. } => redirect,
+            Kind::Plain {
+                redirect, exempt, ..
+            } => redirect.map(|port| (port, exempt)),
             Kind::Tls(_) => None,
         };
         let service = {
@@ -563,18 +593,18 @@ async fn reject(mut stream: TcpStream, busy_text: &'static str) {
 async fn handle<S, B>(
     service: &S,
     state: Arc<ConnState>,
-    redirect: Option<u16>,
+    redirect: Option<(u16, &'static [&'static str])>,
     request: Request<Incoming>,
 ) -> Response<Served<B>>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
 {
     state.request_started();
-    let guard = InFlight(Arc::clone(&state));
+    let guard = InFlight::new(Arc::clone(&state));
     let own = |status: StatusCode, text: String, guard: InFlight| {
         let mut response = Response::new(Served::Own {
             body: Full::new(Bytes::from(text)),
-            _guard: guard,
+            guard,
         });
         *response.status_mut() = status;
         response
@@ -594,7 +624,9 @@ where
             .insert(CONNECTION, HeaderValue::from_static("close"));
         return response;
     }
-    if let Some(port) = redirect.filter(|_| !redirect_exempt(request.uri().path())) {
+    if let Some((port, _)) =
+        redirect.filter(|(_, exempt)| !redirect_exempt(request.uri().path(), exempt))
+    {
         return match https_location(&request, port) {
             // RFC 9110 §15.4.9: 308 keeps the method and body, unlike 301.
             Some(location) => {
@@ -617,10 +649,7 @@ where
         Ok(response) => response,
         Err(never) => match never {},
     };
-    response.map(|body| Served::Inner {
-        body,
-        _guard: guard,
-    })
+    response.map(|body| Served::Inner { body, guard })
 }
 
 /// `https://HOST[:PORT]/path?query` for a plain request: the host from the request target
@@ -735,6 +764,11 @@ struct ConnState {
     head_started: AtomicU64,
     /// Since when a write has been waiting for the client to accept bytes.
     write_blocked: AtomicU64,
+    /// One stamp per response in flight ([`Served`]): since when its body has been handed
+    /// a chunk to send and not asked for the next one. On HTTP/2 that is a stream whose
+    /// client keeps its flow-control window shut, which the socket never shows (its
+    /// other streams and PINGs flow); on HTTP/1 it repeats `write_blocked`.
+    stalls: Mutex<Vec<Arc<AtomicU64>>>,
     /// HTTP/2: reads are frames of any stream (or PINGs), not a request head, so they do
     /// not start the header clock; a quiet connection is timed by `idle_timeout`.
     multiplexed: AtomicBool,
@@ -751,6 +785,7 @@ impl ConnState {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NEVER),
             write_blocked: AtomicU64::new(NEVER),
+            stalls: Mutex::new(Vec::new()),
             multiplexed: AtomicBool::new(false),
             sniff_preface: AtomicBool::new(false),
         }
@@ -771,11 +806,29 @@ impl ConnState {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
+    fn stalls(&self) -> std::sync::MutexGuard<'_, Vec<Arc<AtomicU64>>> {
+        self.stalls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The oldest stall stamp of the responses in flight, or [`NEVER`].
+    fn oldest_stall(&self) -> u64 {
+        let stalls = self.stalls();
+        stalls
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(NEVER)
+    }
+
     /// The deadline of the connection's current state, and what passing it means.
     fn deadline(&self, limits: &Limits) -> (u64, ConnEvent) {
         let ms = |d: Duration| d.as_millis() as u64;
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return match self.write_blocked.load(Ordering::Relaxed) {
+            let blocked = self
+                .write_blocked
+                .load(Ordering::Relaxed)
+                .min(self.oldest_stall());
+            return match blocked {
                 // Producing the response, or writing freely: nothing to time.
                 NEVER => (NEVER, ConnEvent::SendTimeout),
                 since => (since + ms(limits.send_timeout), ConnEvent::SendTimeout),
@@ -814,12 +867,35 @@ async fn watchdog(state: &ConnState, limits: &Limits) -> ConnEvent {
     }
 }
 
-/// Counts a request in flight until its response body is dropped (sent or abandoned).
-struct InFlight(Arc<ConnState>);
+/// Counts a request in flight until its response body is dropped (sent or abandoned),
+/// with the stall stamp of its body (see [`ConnState::stalls`]).
+struct InFlight {
+    state: Arc<ConnState>,
+    stall: Arc<AtomicU64>,
+}
+
+impl InFlight {
+    fn new(state: Arc<ConnState>) -> InFlight {
+        let stall = Arc::new(AtomicU64::new(NEVER));
+        state.stalls().push(Arc::clone(&stall));
+        InFlight { state, stall }
+    }
+
+    /// What a poll of the body returned: a chunk is now the client's to take (the clock
+    /// runs until the body is asked for more); anything else is not the client's doing.
+    fn polled<T>(&self, polled: &Poll<Option<T>>) {
+        let stamp = match polled {
+            Poll::Ready(Some(_)) => self.state.now(),
+            _ => NEVER,
+        };
+        self.stall.store(stamp, Ordering::Relaxed);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.response_finished();
+        self.state.stalls().retain(|s| !Arc::ptr_eq(s, &self.stall));
+        self.state.response_finished();
     }
 }
 
@@ -828,8 +904,8 @@ pin_project_lite::pin_project! {
     /// service's own body, or the server's own answer (a 400, an HTTPS redirect).
     #[project = ServedProj]
     pub enum Served<B> {
-        Inner { #[pin] body: B, _guard: InFlight },
-        Own { #[pin] body: Full<Bytes>, _guard: InFlight },
+        Inner { #[pin] body: B, guard: InFlight },
+        Own { #[pin] body: Full<Bytes>, guard: InFlight },
     }
 }
 
@@ -846,8 +922,16 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project() {
-            ServedProj::Inner { body, .. } => body.poll_frame(cx).map_err(Into::into),
-            ServedProj::Own { body, .. } => body.poll_frame(cx).map_err(|never| match never {}),
+            ServedProj::Inner { body, guard } => {
+                let polled = body.poll_frame(cx).map_err(Into::into);
+                guard.polled(&polled);
+                polled
+            }
+            ServedProj::Own { body, guard } => {
+                let polled = body.poll_frame(cx).map_err(|never| match never {});
+                guard.polled(&polled);
+                polled
+            }
         }
     }
 
@@ -1045,9 +1129,17 @@ mod tests {
             Some("https://cdn.test/a")
         );
         assert_eq!(at(&req("", "/a"), 443), None);
-        assert!(redirect_exempt("/.well-known/acme-challenge/tok"));
-        assert!(redirect_exempt("/_edge/healthz") && redirect_exempt("/metrics"));
-        assert!(!redirect_exempt("/vod/a/manifest.mpd") && !redirect_exempt("/_edge/purge"));
+        let edge = &["/_edge/healthz", "/_edge/metrics"][..];
+        let origin = &["/healthz", "/metrics"][..];
+        for exempt in [edge, origin, &[]] {
+            assert!(redirect_exempt("/.well-known/acme-challenge/tok", exempt));
+        }
+        assert!(redirect_exempt("/_edge/healthz", edge) && redirect_exempt("/metrics", origin));
+        // Each server's paths are its own: the origin's /metrics is a cached path on an edge.
+        assert!(!redirect_exempt("/metrics", edge) && !redirect_exempt("/_edge/metrics", origin));
+        assert!(
+            !redirect_exempt("/_edge/purge", edge) && !redirect_exempt("/_edge/healthz/x", edge)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -137,7 +137,9 @@ pub async fn run(
         );
     }
     // One accept loop for plain HTTP and HTTPS: the same caps, timeouts and metrics.
-    let (listeners, _upkeep) = config.tls.listeners(listener, https).await?;
+    // Health and metrics stay on plain HTTP under --redirect-https (probes speak it).
+    let exempt = &["/healthz", "/metrics"];
+    let (listeners, _upkeep) = config.tls.listeners(listener, https, exempt).await?;
     serve::serve_listeners(
         listeners,
         limits,
