@@ -1432,24 +1432,33 @@ async fn plays_ffmpeg_live_dash_with_a_segment_timeline() {
             .spawn()
             .expect("ffmpeg runs (scripts/setup.sh installs it)"),
     );
-    // Until the MPD lists two video segments (bounded).
-    let listed = |text: &str| {
-        let v = &text[..text.find(r#"contentType="audio""#).unwrap_or(text.len())];
-        v.matches("<S ").count() + v.matches(r#"r="1""#).count() + 2 * v.matches(r#"r="2""#).count()
+    // Until two video segments are complete (ffmpeg renames a segment from `.tmp` when
+    // it is, and lists it in the MPD it writes next), bounded.
+    let complete = || {
+        std::fs::read_dir(dir.path())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.starts_with("chunk-stream0-") && n.ends_with(".m4s")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
     };
-    let mut at_start = String::new();
+    let mut at_start = (0, String::new());
     for _ in 0..100 {
-        if let Ok(t) = std::fs::read_to_string(&mpd_path) {
-            if t.contains(r#"type="dynamic""#) && listed(&t) >= 2 {
-                at_start = t;
-                break;
-            }
+        let text = std::fs::read_to_string(&mpd_path).unwrap_or_default();
+        if text.contains(r#"type="dynamic""#) && complete() >= 2 {
+            at_start = (complete(), text);
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let (listed, mpd) = at_start;
     assert!(
-        at_start.contains("SegmentTimeline") && at_start.contains("$Number"),
-        "ffmpeg wrote a live MPD with a SegmentTimeline within 20 s: {at_start}"
+        mpd.contains("SegmentTimeline") && mpd.contains("$Number"),
+        "ffmpeg wrote a live MPD with a SegmentTimeline within 20 s: {mpd}"
     );
     let mut o = opts(server.url("/manifest.mpd"));
     o.live_seconds = Some(10.0);
@@ -1480,7 +1489,7 @@ async fn plays_ffmpeg_live_dash_with_a_segment_timeline() {
     assert!(video.len() >= 4, "{video:?}: {s:?}");
     assert!(video.windows(2).all(|w| w[1] == w[0] + 1), "{video:?}");
     assert!(
-        *video.last().unwrap() as usize > listed(&at_start) + 2,
+        *video.last().unwrap() as usize > listed + 2,
         "new S entries were followed: {video:?}"
     );
     assert!(live.mpd_refreshes >= 3, "{live:?}");

@@ -90,6 +90,16 @@ impl LiveRep {
         }
     }
 
+    /// The end of the last segment a timeline lists, s from the Period's start (`None`:
+    /// no timeline, or one without end).
+    fn listed_end(&self) -> Option<f64> {
+        if self.timeline.is_empty() || self.open_ended {
+            return None;
+        }
+        let last = self.start_number + self.timeline.len() as u64 - 1;
+        Some(self.offset_s(last) + self.dur_s(last))
+    }
+
     /// Segment `number`'s duration, s.
     pub(super) fn dur_s(&self, number: u64) -> f64 {
         self.at(number).1 as f64 / self.timescale as f64
@@ -314,6 +324,23 @@ fn rep_plan(
     })
 }
 
+impl LiveManifest {
+    /// The live edge at server time `now` (s on the MPD timeline): `now`, but at most one
+    /// segment past the end of what the last Period's timeline lists — a packager running
+    /// late (or on another clock) publishes its edge there, and the next segment is not
+    /// made before then.
+    pub(super) fn edge(&self, now: f64) -> f64 {
+        let Some(p) = self.periods.last() else {
+            return now;
+        };
+        let v = &p.video[0];
+        match v.listed_end() {
+            Some(end) => now.min(p.start_s + end + v.seg_s()),
+            None => now,
+        }
+    }
+}
+
 /// The live plan of a dynamic MPD fetched from `url`.
 pub(super) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<LiveManifest, MpdError> {
     let ast = mpd
@@ -491,6 +518,10 @@ mod tests {
         assert_eq!(p.number_at(v, 47.5), 5);
         assert_eq!(p.seg_start(v, 5), 47.0);
         assert_eq!(v.url(5, &url).unwrap().as_str(), "http://e/l/v/5130000.m4s");
+        // The timeline lists up to 47 s: the edge is at most a segment later, whatever
+        // the clock says.
+        assert_eq!(m.edge(47.5), 47.5);
+        assert_eq!(m.edge(60.0), 48.0);
         // With an availabilityTimeOffset the segment after the last listed is in progress
         // and may be asked for; S@r=-1 at the end repeats without end.
         let lowlat = TIMELINE.replace(

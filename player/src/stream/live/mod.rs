@@ -349,7 +349,7 @@ pub(crate) async fn play(
     // `-use_timeline` output) exist a segment after their start: a target under a
     // segment (+ WHOLE_SEGMENT_MARGIN_S to publish and fetch it) would stall on every one.
     let whole = {
-        let (p, _) = locate(&man, clock.now() - man.ast - asked);
+        let (p, _) = locate(&man, man.edge(clock.now() - man.ast) - asked);
         let v = &p.video[0];
         (v.ato_s <= 0.0).then(|| v.seg_s() + WHOLE_SEGMENT_MARGIN_S)
     };
@@ -364,7 +364,9 @@ pub(crate) async fn play(
         }
         _ => asked,
     };
-    let (cur, mut n) = locate(&man, clock.now() - man.ast - target);
+    // The live edge: the server's clock, held back by a timeline that lags it.
+    let edge0 = man.edge(clock.now() - man.ast);
+    let (cur, mut n) = locate(&man, edge0 - target);
     let max_latency = man
         .latency_max_s
         .filter(|m| *m > target)
@@ -380,7 +382,7 @@ pub(crate) async fn play(
     };
     // A channel that began less than the target ago: start at its first media (the
     // latency is then below the target, and playing slower brings it up).
-    let start_at = (clock.now() - man.ast - target).max(cur.start_s);
+    let start_at = (edge0 - target).max(cur.start_s);
     let shared = Shared {
         pb: Mutex::new(Playback::new(
             start_at,
@@ -535,12 +537,14 @@ pub(crate) async fn play(
             let mut pb = shared.pb();
             let behind = pb.latency(edge);
             let window_start = man.time_shift_s.map(|t| edge - t);
-            if pb.started && behind > max_latency
+            // Where the target puts the playhead (a late packager's timeline holds the
+            // edge back: no use skipping to where nothing is yet).
+            let to = man.edge(edge) - target;
+            if pb.started && behind > max_latency && to > pb.playhead + 1e-3
                 || window_start.is_some_and(|w| seg_start + seg_s < w)
                 || force_skip
             {
                 force_skip = false;
-                let to = edge - target;
                 let (p, m) = locate(&man, to);
                 info!(
                     latency_s = behind,
