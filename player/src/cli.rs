@@ -612,6 +612,12 @@ mod tests {
         assert_eq!(a.stream.abr, Some(AbrKind::Mpc));
         assert!(a.stream.model.json);
         assert!(a.command.is_none());
+        // No --abr: the session picks (robust on demand, lolp live).
+        assert_eq!(parse(&["u"]).unwrap().stream.abr, None);
+        assert_eq!(
+            parse(&["u", "--abr", "lolp"]).unwrap().stream.abr,
+            Some(AbrKind::Lolp)
+        );
 
         let a = parse(&[
             "simulate",
