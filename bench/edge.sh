@@ -26,6 +26,9 @@
 #   RSS KB/obj   RSS growth per cached object;
 # and R = ours / best peer (for p99 and CPU-ms, R = best peer / ours, so R >= 1 always
 # means "we are at least as good").
+# A/B of ours: OURS_B_ENV="VAR=VALUE ..." adds a fourth cache to the logs-off slices, ours
+# started with that environment ("ours-B", printed beside the others, not in R), e.g.
+#   OURS_B_ENV=MIMALLOC_PURGE_DELAY=1000 LOGS=off bench/edge.sh 3s
 source "$(dirname "$0")/common.sh"
 DUR="${1:-4s}"   # per slice; each server gets ROUNDS slices per cell and mode
 ROUNDS="${ROUNDS:-3}"
@@ -55,6 +58,12 @@ PIDS+=($!)
 taskset -c "$CORE_CACHE" "$DASHCDN" -q edge --upstream "http://127.0.0.1:$OPORT" \
   --listen "127.0.0.1:$EPORT" --pop bench --cache-size 1GiB --no-access-log &
 EPID=$!; PIDS+=($EPID)
+if [[ -n "${OURS_B_ENV:-}" ]]; then
+  EBPORT=$(free_port)
+  env $OURS_B_ENV taskset -c "$CORE_CACHE" "$DASHCDN" -q edge --upstream "http://127.0.0.1:$OPORT" \
+    --listen "127.0.0.1:$EBPORT" --pop bench --cache-size 1GiB --no-access-log &
+  EBPID=$!; PIDS+=($EBPID)
+fi
 # ... and with its access log to a file.
 if "$DASHCDN" edge --help | grep -q -- '--access-log'; then
   taskset -c "$CORE_CACHE" "$DASHCDN" -q edge --upstream "http://127.0.0.1:$OPORT" \
@@ -119,7 +128,7 @@ taskset -c "$CORE_CACHE" varnishd -F -n "$W/varnish-log" -a "127.0.0.1:$VLPORT" 
   -s malloc,1G -T none -p thread_pools=1 >"$W/varnish-log.log" 2>&1 &
 VLPID=$!; PIDS+=($VLPID)
 
-wait_port "$OPORT"; wait_port "$EPORT"; wait_port "$NPORT" || { cat "$W/nginx/error.log" >&2; exit 1; }
+wait_port "$OPORT"; wait_port "$EPORT"; [[ -z "${OURS_B_ENV:-}" ]] || wait_port "$EBPORT"; wait_port "$NPORT" || { cat "$W/nginx/error.log" >&2; exit 1; }
 wait_port "$VPORT" || { cat "$W/varnish.log" >&2; exit 1; }
 wait_port "$ELPORT"; wait_port "$NLPORT" || { cat "$W/nginx-log/error.log" >&2; exit 1; }
 wait_port "$VLPORT" || { cat "$W/varnish-log.log" >&2; exit 1; }
@@ -182,6 +191,7 @@ declare -A MODE_SERVERS=(
   [off]="ours:$EPORT:$EPID nginx:$NPORT:$NPID varnish:$VPORT:$VPID"
   [on]="ours+log:$ELPORT:$ELPID nginx+log:$NLPORT:$NLPID varnish+log:$VLPORT:$VLPID+$NCSAPID"
 )
+[[ -z "${OURS_B_ENV:-}" ]] || MODE_SERVERS[off]+=" ours-B:$EBPORT:$EBPID"
 ALL_SERVERS=(); for m in $LOGS; do ALL_SERVERS+=(${MODE_SERVERS[$m]}); done
 # cell SIZE CONC MODE (sat|paced) → fills RPS P99 CPU WCPU per server
 cell() { local size=$1 conc=$2 mode=$3 script
