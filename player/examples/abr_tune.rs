@@ -4,7 +4,8 @@
 //!   cargo run --release -p dashcdn-player --example abr_tune -- [seed] [count] [k=v ...]
 //! With a directory instead of a seed, the trace files in it (sabre JSON or `time Mbps`
 //! text) are one family, `dir` (a sanity check on traces of a family nobody tuned on).
-//! Keys: horizon, window, stall_weight, reserve_ms, reserve_penalty, abandon.
+//! Keys: horizon, window, stall_weight, reserve_ms, reserve_penalty, abandon, memory,
+//! guard_ms, guard_quantile.
 
 use std::path::Path;
 
@@ -31,6 +32,9 @@ fn main() {
             "reserve_ms" => rc.reserve_ms = v,
             "reserve_penalty" => rc.reserve_penalty = v,
             "abandon" => rc.abandon_reserve_segments = v,
+            "memory" => rc.memory = v as usize,
+            "guard_ms" => rc.guard_ms = v,
+            "guard_quantile" => rc.guard_quantile = v,
             _ => panic!("unknown key {k}"),
         }
     }

@@ -5,8 +5,8 @@
 //! The requirement (issue 18): on every family × movie, the default's mean linear QoE is at
 //! least every sabre algorithm's in both modes, with rebuffering no worse than the best of
 //! them (the sabre algorithm with the best QoE). Where the default also reaches the issue's
-//! +5 %, the test holds it there. Two rebuffering allowances remain, measured on these 40
-//! traces and explained in docs/player-abr.md.
+//! +5 %, the test holds it there. One rebuffering allowance remains (3g × bbb4k.json),
+//! measured on these 40 traces and explained in docs/player-abr.md.
 
 use std::path::Path;
 
@@ -22,11 +22,11 @@ const CELLS: &[(&str, &str, f64, f64)] = &[
     // +2.9 % measured; the bound (every segment at the trace's mean bandwidth) is 971.3.
     ("fcc", "bbb.json", 0.0, 0.0),
     // The lowest rung (1 Mbit/s) is above a 3G fade: throughput, which stays there, stalls
-    // 30.3 s; the default, +71 % QoE, stalls 33.5 s (the allowance).
-    ("3g", "bbb4k.json", 0.05, 3.2),
-    // Stalls here are the measured traces' outages, which no quality choice avoids: the
-    // default stalls 4.593 s a session, bolae 4.587 s (the allowance: 0.01 s).
-    ("4g", "bbb4k.json", 0.05, 0.01),
+    // 30.33 s; the default, +54 % QoE, stalls 30.93 s (the allowance: 0.65 s). On the
+    // training set even "the lowest rung once a fade was seen" stalls more than throughput
+    // (docs/player-abr.md): its stalls are the floor.
+    ("3g", "bbb4k.json", 0.05, 0.65),
+    ("4g", "bbb4k.json", 0.05, 0.0),
     ("fcc", "bbb4k.json", 0.05, 0.0),
 ];
 

@@ -23,6 +23,13 @@
 //!   buy 16 Mbit/s segments with stalls, and the reserve penalty (2 per second short on
 //!   a ladder up to 4.3 Mbit/s) scales with it. On ladders up to 4.3 Mbit/s this is the
 //!   QoE itself.
+//! - **Fade guard.** A download slower than the lowest rung is a fade that stalls any
+//!   quality: only the buffer rides it out. For the next 40 downloads after one, a quality
+//!   above the lowest is chosen only if, at the 70th percentile of the scenarios, the buffer
+//!   after it stays at 21 s (or full less a segment, if less): the session upgrades with
+//!   what a full buffer leaves spare and does not spend its buffer on bitrate before the
+//!   next fade. Without it the plan drains the buffer to its 15 s reserve between fades
+//!   ("this quality now, a lower one later"), and the next fade stalls for the difference.
 //! - **Abandonment** only to avoid a stall that is near (≤ 2 segments buffered), and the
 //!   segment after an abandonment is no higher than the quality abandoned to. An
 //!   abandoned download's rate is a scenario: it measured a real collapse.
@@ -52,6 +59,14 @@ pub struct RobustConfig {
     pub reserve_penalty: f64,
     /// Abandon when the buffer is at most this many segments and a stall is coming.
     pub abandon_reserve_segments: f64,
+    /// Downloads remembered as evidence of a network that falls below the lowest rung.
+    pub memory: usize,
+    /// While the memory holds a download slower than the lowest rung: a quality above the
+    /// lowest only if the buffer after it, at the `guard_quantile` of the scenarios, is at
+    /// least this, ms (capped at a full buffer less one segment).
+    pub guard_ms: f64,
+    /// The scenario quantile (0 = slowest, 1 = fastest) the guard plans with.
+    pub guard_quantile: f64,
 }
 
 impl Default for RobustConfig {
@@ -63,6 +78,9 @@ impl Default for RobustConfig {
             reserve_ms: 15_000.0,
             reserve_penalty: 2.0,
             abandon_reserve_segments: 2.0,
+            memory: 40,
+            guard_ms: 21_000.0,
+            guard_quantile: 0.7,
         }
     }
 }
@@ -72,6 +90,8 @@ pub(crate) struct Robust {
     cfg: RobustConfig,
     /// Recent download throughputs, kbit/s: the scenarios.
     samples: VecDeque<f64>,
+    /// A longer memory of download throughputs, kbit/s.
+    memory: VecDeque<f64>,
     last: usize,
     /// After an abandonment: the next segment no higher than this.
     cap: Option<usize>,
@@ -82,6 +102,7 @@ impl Robust {
         Robust {
             cfg,
             samples: VecDeque::new(),
+            memory: VecDeque::new(),
             last: 0,
             cap: None,
         }
@@ -145,8 +166,26 @@ impl Abr for Robust {
             .horizon
             .min(c.segments().saturating_sub(segment))
             .max(1);
+        // The guard: after a download slower than the lowest rung (a fade that stalls any
+        // quality), rise above the lowest only while the buffer stays nearly full.
+        let risky = self.memory.iter().any(|&t| t < c.bitrates_kbps[0]);
+        let guard = (risky && self.cfg.guard_ms > 0.0).then(|| {
+            let mut sorted = scenarios.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            let i = (self.cfg.guard_quantile.clamp(0.0, 1.0) * (sorted.len() - 1) as f64).round();
+            sorted[i as usize].max(1e-3)
+        });
+        let lat = ctx.latency_ms.unwrap_or(0.0);
         let mut best = (f64::NEG_INFINITY, 0);
         for q1 in 0..c.qualities() {
+            if let (Some(t), true) = (guard, q1 > 0) {
+                let dur = c.duration_ms(segment);
+                let b = ctx.buffer_ms.min((ctx.max_buffer_ms - dur).max(0.0));
+                let after = (b - lat - c.size_bits(segment, q1) / t).max(0.0) + dur;
+                if after < self.cfg.guard_ms.min(ctx.max_buffer_ms - dur) {
+                    continue;
+                }
+            }
             let total: f64 = scenarios
                 .iter()
                 .map(|&t| self.score(ctx, segment, steps, t.max(1e-3), q1))
@@ -176,9 +215,66 @@ impl Abr for Robust {
         if self.samples.len() > self.cfg.window.max(1) {
             self.samples.pop_front();
         }
+        self.memory.push_back(d.downloaded_bits / dl);
+        if self.memory.len() > self.cfg.memory {
+            self.memory.pop_front();
+        }
     }
 
     fn check_abandon(&mut self, ctx: &Ctx, p: &Progress, buffer_ms: f64) -> Option<usize> {
         abandon_near_stall(ctx, p, buffer_ms, self.cfg.abandon_reserve_segments)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::Content;
+
+    fn ctx(c: &Content, buffer_ms: f64) -> Ctx<'_> {
+        Ctx {
+            content: c,
+            buffer_ms,
+            max_buffer_ms: 25_000.0,
+            throughput_kbps: Some(3_000.0),
+            latency_ms: Some(100.0),
+            last_quality: Some(0),
+        }
+    }
+
+    fn report(r: &mut Robust, c: &Content, kbps: f64) {
+        let bits = c.size_bits(0, 0);
+        r.report_download(
+            &ctx(c, 10_000.0),
+            &Downloaded {
+                quality: 0,
+                downloaded_bits: bits,
+                time_ms: 100.0 + bits / kbps,
+                ttfb_ms: 100.0,
+                abandoned_to: None,
+            },
+        );
+    }
+
+    #[test]
+    fn after_a_fade_below_the_lowest_rung_it_upgrades_only_from_a_full_buffer() {
+        // 1 and 2.5 Mbit/s, 3 s segments; the link gives 3 Mbit/s.
+        let c = Content::uniform(vec![1_000.0, 2_500.0], 3_000.0, 100);
+        let fresh = |fade: bool| {
+            let mut r = Robust::new(RobustConfig::default());
+            if fade {
+                report(&mut r, &c, 300.0);
+            }
+            for _ in 0..RobustConfig::default().window {
+                report(&mut r, &c, 3_000.0);
+            }
+            r
+        };
+        // No fade seen: 12 s of buffer is enough to take 2.5 Mbit/s at 3 Mbit/s.
+        assert_eq!(fresh(false).choose(&ctx(&c, 12_000.0), 10).quality, 1);
+        // A fade seen (and out of the ten scenarios): the same buffer stays at the lowest
+        // rung, and a full one upgrades.
+        assert_eq!(fresh(true).choose(&ctx(&c, 12_000.0), 10).quality, 0);
+        assert_eq!(fresh(true).choose(&ctx(&c, 22_000.0), 10).quality, 1);
     }
 }
