@@ -6,7 +6,7 @@
 # Each cell starts the cache fresh, runs wrk (random object of OBJECTS distinct ~1 MB ones,
 # so most requests are fills and the cache churns) at CONC connections for SLICE, samples
 # the RSS of the cache's whole process tree every 100 ms, and reports the peak, the RSS
-# 2 s after the load stops, and the documented bound 1.25 × cache + 72 MiB (docs/edge.md).
+# 2 s after the load stops, and the documented bound 1.25 × cache + 64 MiB (docs/edge.md).
 source "$(dirname "$0")/../common.sh"
 DUR="${1:-10s}"
 CACHE_MB="${CACHE_MB:-64}"
@@ -66,8 +66,8 @@ cell() { local name=$1 conc=$2 port pid peak=0 r
   PEAK=$peak; AFTER=$after
 }
 
-bound=$(awk -v c="$CACHE_MB" 'BEGIN { printf "%d", 1.25 * c + 72 }')
-echo "cache ${CACHE_MB} MiB, ${OBJECTS} distinct objects of ${OBJ_KB} KB, ${DUR} per cell; bound 1.25 x cache + 72 = ${bound} MiB"
+bound=$(awk -v c="$CACHE_MB" 'BEGIN { printf "%d", 1.25 * c + 64 }')
+echo "cache ${CACHE_MB} MiB, ${OBJECTS} distinct objects of ${OBJ_KB} KB, ${DUR} per cell; bound 1.25 x cache + 64 = ${bound} MiB"
 printf '%6s | %14s %14s | %14s %14s | %8s\n' conc "ours peak MiB" "ours after" "varnish peak" "varnish after" "R peak"
 for conc in $CONCS; do
   cell ours "$conc"; op=$PEAK oa=$AFTER
