@@ -20,11 +20,11 @@
 //! - **Idle timeout**: a kept-alive connection with no request for `idle_timeout` is closed.
 //! - **Send timeout**: a response whose client accepts no byte for `send_timeout` is
 //!   dropped with its connection (nginx's and Varnish's `send_timeout`), so slow readers
-//!   cannot pin response bodies in memory. "Accepts no byte" is either the socket refusing
-//!   writes or the response's body not asked for its next chunk since it handed one over:
-//!   the latter is how an HTTP/2 stream held at a zero flow-control window shows (its
-//!   connection's socket, PINGs and other streams flow freely). hyper gives no handle to
-//!   reset one stream from outside, so the whole connection closes, as for HTTP/1.
+//!   cannot pin response bodies in memory. "Accepts no byte" is the socket refusing writes,
+//!   and on HTTP/2 also a response body not asked for its next chunk since it handed one
+//!   over: that is how a stream held at a zero flow-control window shows (its connection's
+//!   socket, PINGs and other streams flow freely). hyper gives no handle to reset one
+//!   stream from outside, so the whole connection closes, as for HTTP/1.
 //! - **Buffers per connection**: HTTP/1 read and write buffers at most
 //!   `2 × max_header_bytes` (hyper's default grows to ~400 KiB); HTTP/2 at most
 //!   `H2_MAX_SEND_BUF` queued per stream beyond the client's window, and hyper's 1 MiB
@@ -764,10 +764,13 @@ struct ConnState {
     head_started: AtomicU64,
     /// Since when a write has been waiting for the client to accept bytes.
     write_blocked: AtomicU64,
-    /// One stamp per response in flight ([`Served`]): since when its body has been handed
-    /// a chunk to send and not asked for the next one. On HTTP/2 that is a stream whose
-    /// client keeps its flow-control window shut, which the socket never shows (its
-    /// other streams and PINGs flow); on HTTP/1 it repeats `write_blocked`.
+    /// One stamp per response in flight ([`Served`]): since when its body has handed over
+    /// a chunk to send and not been asked for the next one. Used on HTTP/2 only, where a
+    /// stream whose client keeps its flow-control window shut never shows on the socket
+    /// (its other streams and PINGs flow). It is also a minimum rate: a stream that takes
+    /// longer than `send_timeout` to take one chunk (≤ 64 KiB for a streamed body, i.e.
+    /// slower than ~2 KB/s at 30 s) counts as stalled. HTTP/1 keeps `write_blocked` alone,
+    /// which resets on every byte the client takes.
     stalls: Mutex<Vec<Arc<AtomicU64>>>,
     /// HTTP/2: reads are frames of any stream (or PINGs), not a request head, so they do
     /// not start the header clock; a quiet connection is timed by `idle_timeout`.
@@ -824,10 +827,14 @@ impl ConnState {
     fn deadline(&self, limits: &Limits) -> (u64, ConnEvent) {
         let ms = |d: Duration| d.as_millis() as u64;
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            let blocked = self
-                .write_blocked
-                .load(Ordering::Relaxed)
-                .min(self.oldest_stall());
+            // HTTP/1's socket shows a stalled client exactly (a write that cannot finish);
+            // an HTTP/2 stream's only sign is its body not asked for the next chunk.
+            let stall = if self.multiplexed.load(Ordering::Relaxed) {
+                self.oldest_stall()
+            } else {
+                NEVER
+            };
+            let blocked = self.write_blocked.load(Ordering::Relaxed).min(stall);
             return match blocked {
                 // Producing the response, or writing freely: nothing to time.
                 NEVER => (NEVER, ConnEvent::SendTimeout),
@@ -1140,6 +1147,27 @@ mod tests {
         assert!(
             !redirect_exempt("/_edge/purge", edge) && !redirect_exempt("/_edge/healthz/x", edge)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_not_asked_for_its_next_chunk_times_http2_only() {
+        let l = limits();
+        let state = Arc::new(ConnState::new());
+        state.request_started();
+        let guard = InFlight::new(Arc::clone(&state));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The body handed over a chunk at 2 s and is not polled again.
+        guard.polled(&Poll::Ready(Some(())));
+        assert_eq!(state.deadline(&l).0, NEVER, "HTTP/1: the socket decides");
+        state.multiplexed.store(true, Ordering::Relaxed);
+        assert_eq!(state.deadline(&l), (32_000, ConnEvent::SendTimeout));
+        // Asked again (the producer has nothing yet): not the client's doing.
+        guard.polled(&Poll::<Option<()>>::Pending);
+        assert_eq!(state.deadline(&l).0, NEVER);
+        guard.polled(&Poll::Ready(Some(())));
+        drop(guard);
+        assert!(state.stalls().is_empty());
+        assert_eq!(state.deadline(&l).1, ConnEvent::IdleTimeout);
     }
 
     #[tokio::test(start_paused = true)]
