@@ -487,9 +487,19 @@ struct Origin {
 }
 
 async fn origin(configs: Vec<LiveConfig>, library: Option<tempfile::TempDir>) -> Origin {
+    start(configs, library, None).await
+}
+
+/// [`origin`] with `admin_token` set or not.
+async fn start(
+    configs: Vec<LiveConfig>,
+    library: Option<tempfile::TempDir>,
+    admin_token: Option<&str>,
+) -> Origin {
     let library = library.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let mut config = dashcdn_origin::ServeConfig::new(library.path());
     config.live = configs;
+    config.admin_token = admin_token.map(str::to_owned);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -681,27 +691,7 @@ const TOKEN: &str = "live-admin-test-token";
 
 /// [`origin`] with the admin calls on (`admin_token` = [`TOKEN`]).
 async fn admin_origin(configs: Vec<LiveConfig>) -> Origin {
-    let library = tempfile::tempdir().unwrap();
-    let mut config = dashcdn_origin::ServeConfig::new(library.path());
-    config.live = configs;
-    config.admin_token = Some(TOKEN.to_owned());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(dashcdn_origin::run(listener, config, async move {
-        let _ = stopped.await;
-    }));
-    let http = reqwest::Client::new();
-    until("the origin answers", Duration::from_secs(40), || async {
-        http.get(format!("{base}/healthz")).send().await.is_ok()
-    })
-    .await;
-    Origin {
-        base,
-        library,
-        stop: Some(stop),
-        server,
-    }
+    start(configs, None, Some(TOKEN)).await
 }
 
 /// `POST {base}/_origin/live/{call}` with `token`: status and JSON body.
