@@ -6,10 +6,12 @@
 //! Each thread has its own `SO_REUSEPORT` socket when the CLI binds ([`bind_reuseport`],
 //! the gdnsd/Knot layout) and its own answer cache ([`AnswerCache`]); on Linux it moves up
 //! to 64 datagrams per `recvmmsg`/`sendmmsg` (nix's safe wrappers; with one thread on a
-//! busy socket, `perf stat` counted 31 datagrams per call at a cap of 32). With one
-//! socket per CPU, Linux threads are pinned to their CPU and a reuseport BPF program
-//! gives each datagram to the socket of the CPU it arrived on ([`steer_by_cpu`]): on the
-//! bench this took CPU per answer from ~2.9 to ~2.4 µs (docs/benchmarks.md).
+//! busy socket, `perf stat` counted 31 datagrams per call at a cap of 32).
+//!
+//! Tried and not kept: threads pinned to their CPU with a reuseport BPF program handing
+//! each datagram to the socket of the CPU it arrived on. It cut CPU per answer by a
+//! quarter on the loopback bench but also qps by ~14%: the packets of a load generator on
+//! one CPU all went to the one thread pinned beside it (docs/benchmarks.md).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,10 +47,6 @@ pub(crate) fn spawn(
         udp.set_read_timeout(Some(UDP_POLL))?;
         std_socks.push(udp);
     }
-    // One socket per thread per CPU, steered by CPU (`bind_reuseport`): thread n runs on
-    // CPU n, where the packets of its socket arrive.
-    #[cfg(target_os = "linux")]
-    let pin = std_socks.len() == threads && cpus_are_first(threads);
     let mut handles = Vec::new();
     for n in 0..threads {
         let sock = std_socks[n % std_socks.len()].try_clone()?;
@@ -56,16 +54,6 @@ pub(crate) fn spawn(
         let h = std::thread::Builder::new()
             .name(format!("geodns-udp-{n}"))
             .spawn(move || {
-                #[cfg(target_os = "linux")]
-                if pin {
-                    let mut set = nix::sched::CpuSet::new();
-                    if set.set(n).is_ok() {
-                        let pid = nix::unistd::Pid::from_raw(0);
-                        if let Err(e) = nix::sched::sched_setaffinity(pid, &set) {
-                            debug!(error = %e, cpu = n, "cannot pin the udp thread");
-                        }
-                    }
-                }
                 #[cfg(target_os = "linux")]
                 udp_loop_batched(&state, sock, &stop);
                 #[cfg(not(target_os = "linux"))]
@@ -254,52 +242,5 @@ pub(crate) fn bind_reuseport(
             break;
         }
     }
-    #[cfg(target_os = "linux")]
-    if out.len() > 1 && cpus_are_first(out.len()) {
-        if let Err(e) = steer_by_cpu(&out[0]) {
-            debug!(error = %e, "cannot steer udp by cpu; the kernel hashes instead");
-        }
-    }
     Ok(out)
-}
-
-/// Linux: whether this process may run on CPUs 0..n-1 (so socket and thread n can
-/// belong to CPU n).
-#[cfg(target_os = "linux")]
-fn cpus_are_first(n: usize) -> bool {
-    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
-        return false;
-    };
-    (0..n).all(|c| set.is_set(c).unwrap_or(false))
-}
-
-/// Linux: a classic BPF program on the `SO_REUSEPORT` group (`SO_ATTACH_REUSEPORT_CBPF`)
-/// that hands a datagram to the socket whose index is the CPU it arrived on: socket n is
-/// read by the thread pinned to CPU n ([`spawn`]), so the receiving thread wakes on the
-/// CPU that already holds the packet (no cross-CPU wake-up). An index past the group
-/// falls back to the kernel's hash. The layout the issue suggests ("SO_REUSEPORT per core
-/// with pinned threads").
-#[cfg(target_os = "linux")]
-fn steer_by_cpu(sock: &tokio::net::UdpSocket) -> nix::Result<()> {
-    use nix::libc;
-    // A = the current CPU (SKF_AD_OFF + SKF_AD_CPU); return A.
-    let mut code = [
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_A) as u16,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-    ];
-    let prog = libc::sock_fprog {
-        len: code.len() as u16,
-        filter: code.as_mut_ptr(),
-    };
-    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::AttachReusePortCbpf, &prog)
 }
