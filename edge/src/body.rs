@@ -83,7 +83,7 @@ impl Drop for Access {
                 at,
                 peer: self.peer,
                 method: std::mem::take(&mut self.method),
-                target: std::mem::take(&mut self.target),
+                target: crate::access::target(&self.target),
                 status: self.status,
                 cache: self.cache,
                 bytes: self.bytes,
