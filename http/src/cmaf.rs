@@ -316,18 +316,20 @@ fn trun_sample_bytes(
     Ok(Some((bytes, u64::from(count))))
 }
 
+/// One ISO-BMFF box around `payload`: a 32-bit size, `kind`, the payload. What the tests
+/// of every crate build fragments with.
+pub fn mp4box(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut b = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
+    b.extend_from_slice(kind);
+    b.extend_from_slice(payload);
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
     use std::process::Command;
-
-    fn mp4box(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut b = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
-        b.extend_from_slice(kind);
-        b.extend_from_slice(payload);
-        b
-    }
 
     /// A one-track fragment: tfhd (default size when `default` is set) and a trun listing
     /// `sizes` (or only a count when they come from the default).

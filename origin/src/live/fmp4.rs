@@ -227,18 +227,12 @@ pub(crate) fn prft(track_id: u32, unix_secs: f64, media_time: u64) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn in_box(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut v = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
-        v.extend_from_slice(kind);
-        v.extend_from_slice(payload);
-        v
-    }
+    use dashcdn_http::cmaf::mp4box;
 
     #[test]
     fn reads_boxes_until_a_clean_end() {
-        let mut data = in_box(b"ftyp", b"isom");
-        data.extend(in_box(b"free", b""));
+        let mut data = mp4box(b"ftyp", b"isom");
+        data.extend(mp4box(b"free", b""));
         let mut r = &data[..];
         assert_eq!(&read_box(&mut r).unwrap().unwrap().kind, b"ftyp");
         let free = read_box(&mut r).unwrap().unwrap();
@@ -248,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_truncated_box_is_an_error() {
-        let data = in_box(b"mdat", b"12345678");
+        let data = mp4box(b"mdat", b"12345678");
         let mut r = &data[..10];
         assert!(read_box(&mut r).is_err());
     }
@@ -257,10 +251,10 @@ mod tests {
     fn finds_tfdt_version_0_and_1() {
         let mut tfdt1 = vec![1, 0, 0, 0];
         tfdt1.extend(0x1_0000_0002u64.to_be_bytes());
-        let moof = in_box(b"moof", &in_box(b"traf", &in_box(b"tfdt", &tfdt1)));
+        let moof = mp4box(b"moof", &mp4box(b"traf", &mp4box(b"tfdt", &tfdt1)));
         assert_eq!(moof_decode_time(&moof), Some(0x1_0000_0002));
         let tfdt0 = [0, 0, 0, 0, 0, 0, 0, 7];
-        let moof = in_box(b"moof", &in_box(b"traf", &in_box(b"tfdt", &tfdt0)));
+        let moof = mp4box(b"moof", &mp4box(b"traf", &mp4box(b"tfdt", &tfdt0)));
         assert_eq!(moof_decode_time(&moof), Some(7));
     }
 
@@ -272,15 +266,15 @@ mod tests {
             trun.extend(d.to_be_bytes());
             trun.extend(s.to_be_bytes());
         }
-        let moof = in_box(b"moof", &in_box(b"traf", &in_box(b"trun", &trun)));
+        let moof = mp4box(b"moof", &mp4box(b"traf", &mp4box(b"trun", &trun)));
         assert_eq!(moof_duration(&moof), Some(1000));
         // tfhd default-sample-duration 1024 (after sample_description_index), trun of 3.
         let mut tfhd = vec![0, 0, 0, 0x0a, 0, 0, 0, 1, 0, 0, 0, 1];
         tfhd.extend(1024u32.to_be_bytes());
         let trun = [0, 0, 0, 0, 0, 0, 0, 3];
-        let mut traf = in_box(b"tfhd", &tfhd);
-        traf.extend(in_box(b"trun", &trun));
-        let moof = in_box(b"moof", &in_box(b"traf", &traf));
+        let mut traf = mp4box(b"tfhd", &tfhd);
+        traf.extend(mp4box(b"trun", &trun));
+        let moof = mp4box(b"moof", &mp4box(b"traf", &traf));
         assert_eq!(moof_duration(&moof), Some(3072));
     }
 
