@@ -554,7 +554,7 @@ fn rep_plan(sc: &Scope, rep: &Representation, base: &Url) -> Result<Rep, MpdErro
     })
 }
 
-fn secs(d: &Option<std::time::Duration>) -> Option<f64> {
+pub(crate) fn secs(d: &Option<std::time::Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64())
 }
 
@@ -634,38 +634,21 @@ pub(crate) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<Presentat
                 subtitle_url = Some(text_url(t, &p_base, url)?);
             }
         }
-        let set_plan = |set: &AdaptationSet| -> Result<Vec<Rep>, MpdError> {
-            if set.href.is_some() {
-                return Err(unsupported(url, "xlink on AdaptationSet"));
-            }
-            if !set.ContentProtection.is_empty() {
-                return Err(unsupported(url, "encrypted content (ContentProtection)"));
-            }
-            let sc = Scope {
-                mpd_url: url,
-                period: p,
-                set,
-                duration_s: duration,
-            };
-            let sbase = base_of(&p_base, &set.BaseURL, url)?;
-            let mut reps = set
-                .representations
-                .iter()
-                .map(|r| rep_plan(&sc, r, &sbase))
-                .collect::<Result<Vec<_>, _>>()?;
-            reps.sort_by_key(|r| r.bandwidth);
-            Ok(reps)
-        };
-        let video = set_plan(vset)?;
-        if video.is_empty() {
-            return Err(MpdError::NoVideo {
-                url: url.to_string(),
-            });
-        }
-        let audio = match aset {
-            Some(a) => set_plan(a)?.pop(),
-            None => None,
-        };
+        let (video, audio) = ladders(
+            url,
+            &p_base,
+            (vset, aset),
+            |r: &Rep| r.bandwidth,
+            |set, r, sbase| {
+                let sc = Scope {
+                    mpd_url: url,
+                    period: p,
+                    set,
+                    duration_s: duration,
+                };
+                rep_plan(&sc, r, sbase)
+            },
+        )?;
         periods.push(PeriodPlan {
             id: p.id.clone(),
             start_s: p_start,
@@ -814,6 +797,46 @@ impl Presentation {
     }
 }
 
+/// One Period's video ladder (lowest bandwidth first; an error when empty) and its audio
+/// (the highest bandwidth Representation: audio has no ABR), each Representation planned
+/// by `plan` with its AdaptationSet's base URL. What neither the on-demand nor the live
+/// planner plays (xlink, ContentProtection) is refused by name.
+pub(crate) fn ladders<R>(
+    url: &Url,
+    period_base: &Url,
+    (vset, aset): (&AdaptationSet, Option<&AdaptationSet>),
+    bandwidth: impl Fn(&R) -> u64,
+    plan: impl Fn(&AdaptationSet, &Representation, &Url) -> Result<R, MpdError>,
+) -> Result<(Vec<R>, Option<R>), MpdError> {
+    let set_plan = |set: &AdaptationSet| -> Result<Vec<R>, MpdError> {
+        if set.href.is_some() {
+            return Err(unsupported(url, "xlink on AdaptationSet"));
+        }
+        if !set.ContentProtection.is_empty() {
+            return Err(unsupported(url, "encrypted content (ContentProtection)"));
+        }
+        let sbase = base_of(period_base, &set.BaseURL, url)?;
+        let mut reps = set
+            .representations
+            .iter()
+            .map(|r| plan(set, r, &sbase))
+            .collect::<Result<Vec<_>, _>>()?;
+        reps.sort_by_key(&bandwidth);
+        Ok(reps)
+    };
+    let video = set_plan(vset)?;
+    if video.is_empty() {
+        return Err(MpdError::NoVideo {
+            url: url.to_string(),
+        });
+    }
+    let audio = match aset {
+        Some(a) => set_plan(a)?.pop(),
+        None => None,
+    };
+    Ok((video, audio))
+}
+
 /// A quality of ladder `of` played from ladder `to` (another period's): the same index when
 /// the ladders have as many rungs, else the highest rung of `to` not above its bandwidth
 /// (the lowest when all are above).
@@ -826,7 +849,7 @@ pub(crate) fn rung_for(of: &[Rep], to: &[Rep], quality: usize) -> usize {
 }
 
 /// Equal @bandwidth on two rungs would make them indistinguishable to the ABR: nudge.
-fn dedup_ascending(mut v: Vec<f64>) -> Vec<f64> {
+pub(crate) fn dedup_ascending(mut v: Vec<f64>) -> Vec<f64> {
     for i in 1..v.len() {
         if v[i] <= v[i - 1] {
             v[i] = v[i - 1] + 0.001;

@@ -20,8 +20,8 @@ use url::Url;
 
 use crate::mpd::tracks::{self, TrackPrefs, Tracks};
 use crate::mpd::{
-    base_of, expand_template, invalid, join, merge_template, timeline_entries, unsupported,
-    MpdError,
+    base_of, expand_template, invalid, join, ladders, merge_template, secs, timeline_entries,
+    unsupported, MpdError,
 };
 
 /// One representation of a live Period.
@@ -216,10 +216,6 @@ pub(super) struct LiveManifest {
     pub(super) tracks: Tracks,
 }
 
-fn secs(d: &Option<std::time::Duration>) -> Option<f64> {
-    d.map(|d| d.as_secs_f64())
-}
-
 fn rep_plan(
     mpd_url: &Url,
     period: &dash_mpd_core::Period,
@@ -369,26 +365,13 @@ pub(super) fn plan(mpd: &MPD, url: &Url, prefs: &TrackPrefs) -> Result<LiveManif
         if i == 0 {
             tracks = chosen.tracks;
         }
-        let reps = |set: &AdaptationSet| -> Result<Vec<LiveRep>, MpdError> {
-            let sbase = base_of(&p_base, &set.BaseURL, url)?;
-            let mut v = set
-                .representations
-                .iter()
-                .map(|r| rep_plan(url, p, set, r, &sbase))
-                .collect::<Result<Vec<_>, _>>()?;
-            v.sort_by_key(|r| r.bandwidth);
-            Ok(v)
-        };
-        let video = reps(vset)?;
-        if video.is_empty() {
-            return Err(MpdError::NoVideo {
-                url: url.to_string(),
-            });
-        }
-        let audio = match aset {
-            Some(a) => reps(a)?.pop(),
-            None => None,
-        };
+        let (video, audio) = ladders(
+            url,
+            &p_base,
+            (vset, aset),
+            |r: &LiveRep| r.bandwidth,
+            |set, r, sbase| rep_plan(url, p, set, r, sbase),
+        )?;
         let end = secs(&p.duration).map(|d| p_start + d);
         periods.push(LivePeriod {
             id: p.id.clone().unwrap_or_else(|| format!("#{i}")),

@@ -232,20 +232,15 @@ struct Adapt {
 
 impl Adapt {
     fn new(opts: &StreamOptions, p: &LivePeriod) -> Adapt {
-        let rates: Vec<f64> = p
-            .video
-            .iter()
-            .map(|r| r.bandwidth as f64 / 1000.0)
-            .collect();
-        let mut rates_dedup = rates.clone();
-        for i in 1..rates_dedup.len() {
-            if rates_dedup[i] <= rates_dedup[i - 1] {
-                rates_dedup[i] = rates_dedup[i - 1] + 0.001;
-            }
-        }
+        let rates = crate::mpd::dedup_ascending(
+            p.video
+                .iter()
+                .map(|r| r.bandwidth as f64 / 1000.0)
+                .collect(),
+        );
         let seg_ms = p.seg_s() * 1000.0;
         // A live stream has no end: a long uniform horizon stands in for it.
-        let content = Content::uniform(rates_dedup, seg_ms, 10_000);
+        let content = Content::uniform(rates, seg_ms, 10_000);
         let cfg = &opts.session;
         let abr: Box<dyn Abr> = match live_abr(opts) {
             AbrKind::Lolp => Box::new(Lolp::new(p.video[0].chunk_s() * 1000.0)),
@@ -262,14 +257,7 @@ impl Adapt {
     }
 
     fn choose(&mut self, opts: &StreamOptions, buffer_s: f64) -> usize {
-        let c = Ctx {
-            content: &self.content,
-            buffer_ms: buffer_s * 1000.0,
-            max_buffer_ms: opts.session.max_buffer_ms,
-            throughput_kbps: self.est.throughput_kbps,
-            latency_ms: self.est.latency_ms,
-            last_quality: self.last,
-        };
+        let c = ctx(&self.content, &self.est, self.last, opts, buffer_s);
         let q = if self.count == 0 {
             self.abr.first_quality(&c)
         } else {
@@ -283,14 +271,7 @@ impl Adapt {
         let dl_ms = (bits / tput.max(1e-6)).max(1e-3);
         let ttfb_ms = ms(f.ttfb);
         if self.count > 0 {
-            let c = Ctx {
-                content: &self.content,
-                buffer_ms: buffer_s * 1000.0,
-                max_buffer_ms: opts.session.max_buffer_ms,
-                throughput_kbps: self.est.throughput_kbps,
-                latency_ms: self.est.latency_ms,
-                last_quality: self.last,
-            };
+            let c = ctx(&self.content, &self.est, self.last, opts, buffer_s);
             self.abr.report_download(
                 &c,
                 &Downloaded {
@@ -305,6 +286,25 @@ impl Adapt {
         self.est.push(dl_ms, tput, ttfb_ms);
         self.last = Some(q);
         self.count += 1;
+    }
+}
+
+/// What the ABR sees: a free function over the fields it reads, so that `self.abr` can be
+/// borrowed mutably beside it.
+fn ctx<'a>(
+    content: &'a Content,
+    est: &Ewma,
+    last: Option<usize>,
+    opts: &StreamOptions,
+    buffer_s: f64,
+) -> Ctx<'a> {
+    Ctx {
+        content,
+        buffer_ms: buffer_s * 1000.0,
+        max_buffer_ms: opts.session.max_buffer_ms,
+        throughput_kbps: est.throughput_kbps,
+        latency_ms: est.latency_ms,
+        last_quality: last,
     }
 }
 
@@ -776,13 +776,7 @@ pub(crate) async fn play(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mp4box(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut b = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
-        b.extend_from_slice(kind);
-        b.extend_from_slice(payload);
-        b
-    }
+    use dashcdn_http::cmaf::mp4box;
 
     /// moof (tfhd with a default sample size of 100, a trun of `n` samples) + mdat.
     fn chunk(n: u32) -> Vec<u8> {
