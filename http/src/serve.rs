@@ -878,30 +878,39 @@ async fn watchdog(state: &ConnState, limits: &Limits) -> ConnEvent {
 /// with the stall stamp of its body (see [`ConnState::stalls`]).
 struct InFlight {
     state: Arc<ConnState>,
-    stall: Arc<AtomicU64>,
+    /// On HTTP/2 only (the protocol is known before the first request is parsed): HTTP/1
+    /// reads stalls off its socket, so its requests skip the allocation, the two locks and
+    /// the clock read per chunk.
+    stall: Option<Arc<AtomicU64>>,
 }
 
 impl InFlight {
     fn new(state: Arc<ConnState>) -> InFlight {
-        let stall = Arc::new(AtomicU64::new(NEVER));
-        state.stalls().push(Arc::clone(&stall));
+        let stall = state.multiplexed.load(Ordering::Relaxed).then(|| {
+            let stall = Arc::new(AtomicU64::new(NEVER));
+            state.stalls().push(Arc::clone(&stall));
+            stall
+        });
         InFlight { state, stall }
     }
 
     /// What a poll of the body returned: a chunk is now the client's to take (the clock
     /// runs until the body is asked for more); anything else is not the client's doing.
     fn polled<T>(&self, polled: &Poll<Option<T>>) {
+        let Some(stall) = &self.stall else { return };
         let stamp = match polled {
             Poll::Ready(Some(_)) => self.state.now(),
             _ => NEVER,
         };
-        self.stall.store(stamp, Ordering::Relaxed);
+        stall.store(stamp, Ordering::Relaxed);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.state.stalls().retain(|s| !Arc::ptr_eq(s, &self.stall));
+        if let Some(stall) = &self.stall {
+            self.state.stalls().retain(|s| !Arc::ptr_eq(s, stall));
+        }
         self.state.response_finished();
     }
 }
@@ -1152,14 +1161,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_not_asked_for_its_next_chunk_times_http2_only() {
         let l = limits();
+        let http1 = Arc::new(ConnState::new());
+        http1.request_started();
+        let guard1 = InFlight::new(Arc::clone(&http1));
         let state = Arc::new(ConnState::new());
+        state.multiplexed.store(true, Ordering::Relaxed);
         state.request_started();
         let guard = InFlight::new(Arc::clone(&state));
         tokio::time::advance(Duration::from_secs(2)).await;
         // The body handed over a chunk at 2 s and is not polled again.
+        guard1.polled(&Poll::Ready(Some(())));
+        assert_eq!(http1.deadline(&l).0, NEVER, "HTTP/1: the socket decides");
+        assert!(
+            http1.stalls().is_empty(),
+            "HTTP/1 requests keep no stall stamp"
+        );
         guard.polled(&Poll::Ready(Some(())));
-        assert_eq!(state.deadline(&l).0, NEVER, "HTTP/1: the socket decides");
-        state.multiplexed.store(true, Ordering::Relaxed);
         assert_eq!(state.deadline(&l), (32_000, ConnEvent::SendTimeout));
         // Asked again (the producer has nothing yet): not the client's doing.
         guard.polled(&Poll::<Option<()>>::Pending);
