@@ -254,11 +254,22 @@ async fn unbound(geodns: SocketAddr, ds: &[String]) -> Unbound {
         child,
         _dir: dir,
     };
-    let up = eventually(std::time::Duration::from_secs(10), || async {
-        !dig(addr, &["kingcdn.test", "SOA"]).await.status.is_empty()
+    // Up when it answers what it answers itself; then primed when a zone answers at all
+    // (the first answer waits for the validator's DNSKEY fetches: slow on a loaded machine,
+    // slower with anchors it cannot match, when the answer is SERVFAIL).
+    let up = eventually(std::time::Duration::from_secs(20), || async {
+        !dig(addr, &["version.server", "CH", "TXT"])
+            .await
+            .status
+            .is_empty()
     })
     .await;
     assert!(up, "unbound answers");
+    let primed = eventually(std::time::Duration::from_secs(30), || async {
+        !dig(addr, &["kingcdn.test", "SOA"]).await.status.is_empty()
+    })
+    .await;
+    assert!(primed, "unbound answers for kingcdn.test");
     u
 }
 
@@ -343,7 +354,15 @@ async fn unbound_refuses_signatures_from_a_key_it_does_not_trust() {
     // The anchors of another key set: geodns's signatures are bogus to this resolver.
     let other = keys(KeyAlgorithm::Ed25519);
     let u = unbound(s.addr, &other.ds).await;
-    let d = resolve(u.addr, &["a1105.kingcdn.test", "A"]).await;
+    // Finding the signatures bogus takes unbound a while (DNSKEY fetched, retried from
+    // every server): ask again until it answers, at most 10 × dig's 2 s.
+    let mut d = resolve(u.addr, &["a1105.kingcdn.test", "A"]).await;
+    for _ in 0..10 {
+        if !d.status.is_empty() {
+            break;
+        }
+        d = resolve(u.addr, &["a1105.kingcdn.test", "A"]).await;
+    }
     assert_eq!(d.status, "SERVFAIL", "{}", d.text);
     drop(u);
     s.stop().await;
