@@ -5,7 +5,7 @@
 //! With a directory instead of a seed, the trace files in it (sabre JSON or `time Mbps`
 //! text) are one family, `dir` (a sanity check on traces of a family nobody tuned on).
 //! Keys: horizon, window, stall_weight, reserve_ms, reserve_penalty, abandon, memory,
-//! guard_ms, guard_quantile.
+//! guard_ms, guard_quantile, fade_weight, guard_abandon (0/1).
 
 use std::path::Path;
 
@@ -35,6 +35,8 @@ fn main() {
             "memory" => rc.memory = v as usize,
             "guard_ms" => rc.guard_ms = v,
             "guard_quantile" => rc.guard_quantile = v,
+            "fade_weight" => rc.fade_weight = v,
+            "guard_abandon" => rc.guard_abandon = v != 0.0,
             _ => panic!("unknown key {k}"),
         }
     }

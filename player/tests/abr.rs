@@ -5,29 +5,26 @@
 //! The requirement (issue 18): on every family × movie, the default's mean linear QoE is at
 //! least every sabre algorithm's in both modes, with rebuffering no worse than the best of
 //! them (the sabre algorithm with the best QoE). Where the default also reaches the issue's
-//! +5 %, the test holds it there. One rebuffering allowance remains (3g × bbb4k.json),
-//! measured on these 40 traces and explained in docs/player-abr.md.
+//! +5 %, the test holds it there. No cell has a rebuffering allowance (docs/player-abr.md).
 
 use std::path::Path;
 
 use dashcdn_player::{lab, lab_variants, Content, LabRow, SessionConfig, Split, Variant};
 
-/// (family, movie, least QoE gain over the best sabre algorithm, rebuffer s allowed over
-/// the best sabre algorithm's).
-const CELLS: &[(&str, &str, f64, f64)] = &[
-    ("3g", "bbb.json", 0.05, 0.0),
+/// (family, movie, least QoE gain over the best sabre algorithm).
+const CELLS: &[(&str, &str, f64)] = &[
+    ("3g", "bbb.json", 0.05),
     // Every algorithm plays the top rung nearly throughout: +5 % over throughput's 1146.4
     // would be 1203.7, above the 1194 that 199 segments of the 6 Mbit/s rung add up to.
-    ("4g", "bbb.json", 0.0, 0.0),
+    ("4g", "bbb.json", 0.0),
     // +2.9 % measured; the bound (every segment at the trace's mean bandwidth) is 971.3.
-    ("fcc", "bbb.json", 0.0, 0.0),
+    ("fcc", "bbb.json", 0.0),
     // The lowest rung (1 Mbit/s) is above a 3G fade: throughput, which stays there, stalls
-    // 30.33 s; the default, +54 % QoE, stalls 30.93 s (the allowance: 0.65 s). On the
-    // training set even "the lowest rung once a fade was seen" stalls more than throughput
-    // (docs/player-abr.md): its stalls are the floor.
-    ("3g", "bbb4k.json", 0.05, 0.65),
-    ("4g", "bbb4k.json", 0.05, 0.0),
-    ("fcc", "bbb4k.json", 0.05, 0.0),
+    // 30.33 s; the default, +48 % QoE, stalls 29.95 s (fade scenarios and the guard's
+    // re-planned abandonment; before them 30.93 s).
+    ("3g", "bbb4k.json", 0.05),
+    ("4g", "bbb4k.json", 0.05),
+    ("fcc", "bbb4k.json", 0.05),
 ];
 
 fn rows(count: usize) -> Vec<LabRow> {
@@ -68,7 +65,7 @@ fn the_default_beats_sabre_on_held_out_traces() {
             .iter()
             .max_by(|a, b| a.qoe_lin.total_cmp(&b.qoe_lin))
             .unwrap();
-        let &(_, _, gain, rebuf_gap) = CELLS
+        let &(_, _, gain) = CELLS
             .iter()
             .find(|s| s.0 == def.family && s.1 == def.movie)
             .expect("every cell is listed");
@@ -92,9 +89,9 @@ fn the_default_beats_sabre_on_held_out_traces() {
                 best.qoe_lin
             ));
         }
-        if def.rebuffer_s > best.rebuffer_s + rebuf_gap + 1e-9 {
+        if def.rebuffer_s > best.rebuffer_s + 1e-9 {
             failures.push(format!(
-                "{} × {}: robust rebuffers {:.3} s, more than {} (best QoE of sabre) {:.3} s + {rebuf_gap} s",
+                "{} × {}: robust rebuffers {:.3} s, more than {} (best QoE of sabre) {:.3} s",
                 def.family, def.movie, def.rebuffer_s, best.abr, best.rebuffer_s
             ));
         }

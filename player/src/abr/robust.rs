@@ -26,22 +26,34 @@
 //! - **Fade guard.** A download slower than the lowest rung is a fade that stalls any
 //!   quality: only the buffer rides it out. For the next 40 downloads after one, a quality
 //!   above the lowest is chosen only if, at the 70th percentile of the scenarios, the buffer
-//!   after it stays at 21 s (or full less a segment, if less): the session upgrades with
+//!   after it stays at 20 s (or full less a segment, if less): the session upgrades with
 //!   what a full buffer leaves spare and does not spend its buffer on bitrate before the
 //!   next fade. Without it the plan drains the buffer to its 15 s reserve between fades
 //!   ("this quality now, a lower one later"), and the next fade stalls for the difference.
-//! - **Abandonment** only to avoid a stall that is near (≤ 2 segments buffered), and the
-//!   segment after an abandonment is no higher than the quality abandoned to. An
-//!   abandoned download's rate is a scenario: it measured a real collapse.
+//! - **Remembered fades are scenarios.** Each fade in those 40 downloads (a run of
+//!   downloads below the lowest rung) is also planned against, with twice a recent
+//!   download's weight: its rate for as long as it lasted, then the median recent rate.
+//!   An upgrade is priced by what it would cost if the next fade came now.
+//! - **Re-planned abandonment.** While the guard is on, an upgraded download is planned
+//!   again at each progress report, as the first step of the plan, against the rate it is
+//!   going at for as long as the remembered fades lasted: when a lower quality now scores
+//!   better than finishing, it is abandoned for that quality. An upgrade that meets a fade
+//!   is given up at once instead of draining the buffer the guard kept.
+//! - **Otherwise, abandonment** only to avoid a stall that is near (≤ 2 segments
+//!   buffered), and the segment after an abandonment is no higher than the quality
+//!   abandoned to. An abandoned download's rate is a scenario: it measured a real collapse.
 //!
-//! Cost: qualities × scenarios × qualities × horizon = 10 × 10 × 10 × 8 steps a decision on
-//! the ten-rung ladder, about 20 decisions a session-minute: well under a millisecond of
-//! CPU per session-minute (`dashcdn player lab` prints it).
+//! Cost: qualities × scenarios × qualities × horizon = 10 × (10 + remembered fades) × 10 × 8
+//! steps a decision on the ten-rung ladder, about 20 decisions a session-minute, plus a
+//! re-plan per progress report of an upgraded download while the guard is on: about a
+//! millisecond of CPU per session-minute (`dashcdn player lab` prints it).
 
 use std::collections::VecDeque;
 
 use super::mpc::{abandon_near_stall, REBUF_PENALTY, SMOOTH_PENALTY};
+use super::throughput::ABANDON_GRACE_MS;
 use super::{Abr, Choice, Ctx, Downloaded, Progress};
+use crate::content::Content;
 
 /// The tuned knobs (tuned on the training set only; see `docs/player-abr.md`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -67,6 +79,12 @@ pub struct RobustConfig {
     pub guard_ms: f64,
     /// The scenario quantile (0 = slowest, 1 = fastest) the guard plans with.
     pub guard_quantile: f64,
+    /// Each remembered download slower than the lowest rung is also a scenario, with this
+    /// weight relative to a recent download's.
+    pub fade_weight: f64,
+    /// While the guard is on, plan again during an upgraded download, with it as the first
+    /// step, and abandon it when a lower quality now scores better.
+    pub guard_abandon: bool,
 }
 
 impl Default for RobustConfig {
@@ -79,8 +97,10 @@ impl Default for RobustConfig {
             reserve_penalty: 2.0,
             abandon_reserve_segments: 2.0,
             memory: 40,
-            guard_ms: 21_000.0,
+            guard_ms: 20_000.0,
             guard_quantile: 0.7,
+            fade_weight: 2.0,
+            guard_abandon: true,
         }
     }
 }
@@ -90,11 +110,13 @@ pub(crate) struct Robust {
     cfg: RobustConfig,
     /// Recent download throughputs, kbit/s: the scenarios.
     samples: VecDeque<f64>,
-    /// A longer memory of download throughputs, kbit/s.
-    memory: VecDeque<f64>,
+    /// A longer memory of downloads: (throughput kbit/s, download time ms).
+    memory: VecDeque<(f64, f64)>,
     last: usize,
     /// After an abandonment: the next segment no higher than this.
     cap: Option<usize>,
+    /// The segment last chosen for (the one in flight).
+    segment: usize,
 }
 
 impl Robust {
@@ -105,12 +127,22 @@ impl Robust {
             memory: VecDeque::new(),
             last: 0,
             cap: None,
+            segment: 0,
         }
     }
 
     /// Best QoE of "`q1` now, then the best constant `q2`" over `steps` segments from
-    /// `start`, if the network delivers `tput` kbit/s throughout.
-    fn score(&self, ctx: &Ctx, start: usize, steps: usize, tput: f64, q1: usize) -> f64 {
+    /// `start`, if the network behaves as `link`. With `left`, the first segment is a
+    /// download in flight (at `q1`) with this many bits still to come.
+    fn score(
+        &self,
+        ctx: &Ctx,
+        start: usize,
+        steps: usize,
+        link: Link,
+        q1: usize,
+        left: Option<f64>,
+    ) -> f64 {
         let c = ctx.content;
         let lat = ctx.latency_ms.unwrap_or(0.0);
         // The quality played last (not one abandoned midway) is what a switch is from.
@@ -121,31 +153,125 @@ impl Robust {
         let stall = scale * self.cfg.stall_weight * REBUF_PENALTY / 1000.0;
         let reserve = self.cfg.reserve_ms.min(ctx.max_buffer_ms);
         let short = |b: f64| scale * self.cfg.reserve_penalty * (reserve - b).max(0.0) / 1000.0;
-        // One segment at quality q from buffer b: (buffer after, rebuffer ms).
-        let step = |b: f64, seg: usize, q: usize| {
+        // One segment at quality q from buffer b at plan time `at`: (buffer after, rebuffer
+        // ms, plan time after).
+        let step = |b: f64, at: f64, seg: usize, q: usize| {
             let dur = c.duration_ms(seg);
             // A full buffer waits before the request: it cannot hold more.
-            let b = b.min((ctx.max_buffer_ms - dur).max(0.0));
-            let dl = lat + c.size_bits(seg, q) / tput;
-            ((b - dl).max(0.0) + dur, (dl - b).max(0.0))
+            let room = (ctx.max_buffer_ms - dur).max(0.0);
+            let at = at + (b - room).max(0.0);
+            let b = b.min(room);
+            let dl = lat + link.transfer_ms(at + lat, c.size_bits(seg, q));
+            ((b - dl).max(0.0) + dur, (dl - b).max(0.0), at + dl)
         };
-        let (buffer, rebuf) = step(ctx.buffer_ms, start, q1);
+        let (buffer, rebuf, at) = match left {
+            Some(bits) => {
+                let dl = link.transfer_ms(0.0, bits);
+                let b = ctx.buffer_ms;
+                (
+                    (b - dl).max(0.0) + c.duration_ms(start),
+                    (dl - b).max(0.0),
+                    dl,
+                )
+            }
+            None => step(ctx.buffer_ms, 0.0, start, q1),
+        };
         let first = rate(q1) - SMOOTH_PENALTY * (rate(q1) - rate(last)).abs() - stall * rebuf;
         if steps == 1 {
             return first - short(buffer);
         }
         let mut best = f64::NEG_INFINITY;
         for q2 in 0..c.qualities() {
-            let mut b = buffer;
+            let (mut b, mut now) = (buffer, at);
             let mut total = first - SMOOTH_PENALTY * (rate(q2) - rate(q1)).abs();
             for seg in start + 1..start + steps {
-                let (after, rebuf) = step(b, seg, q2);
-                b = after;
+                let (after, rebuf, t) = step(b, now, seg, q2);
+                (b, now) = (after, t);
                 total += rate(q2) - stall * rebuf;
             }
             best = best.max(total - short(b));
         }
         best
+    }
+}
+
+impl Robust {
+    /// Whether the memory holds a download slower than the lowest rung (the guard is on).
+    fn risky(&self, c: &Content) -> bool {
+        self.memory.iter().any(|&(t, _)| t < c.bitrates_kbps[0])
+    }
+
+    /// The median of the recent downloads' throughputs, kbit/s.
+    fn median(&self) -> f64 {
+        let mut sorted: Vec<f64> = self.samples.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+            .get(sorted.len() / 2)
+            .copied()
+            .unwrap_or(0.0)
+            .max(1e-3)
+    }
+
+    /// Segments a plan from `segment` looks ahead.
+    fn steps(&self, c: &Content, segment: usize) -> usize {
+        self.cfg
+            .horizon
+            .min(c.segments().saturating_sub(segment))
+            .max(1)
+    }
+
+    /// The fades in memory (runs of downloads slower than the lowest rung), each as a link
+    /// that gives the run's rate for the run's length and then the median recent rate.
+    fn fades(&self, lowest: f64) -> Vec<Link> {
+        let after = self.median();
+        let mut out = Vec::new();
+        let mut run = (0.0, 0.0);
+        for &(t, ms) in self
+            .memory
+            .iter()
+            .chain(std::iter::once(&(f64::INFINITY, 0.0)))
+        {
+            if t < lowest {
+                run = (run.0 + t * ms, run.1 + ms);
+            } else if run.1 > 0.0 {
+                out.push(Link {
+                    kbps: (run.0 / run.1).max(1e-3),
+                    until_ms: run.1,
+                    after_kbps: after,
+                });
+                run = (0.0, 0.0);
+            }
+        }
+        out
+    }
+}
+
+/// A planning scenario: `kbps` for the first `until_ms` of the plan, then `after_kbps`.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    kbps: f64,
+    until_ms: f64,
+    after_kbps: f64,
+}
+
+impl Link {
+    fn steady(kbps: f64) -> Link {
+        let kbps = kbps.max(1e-3);
+        Link {
+            kbps,
+            until_ms: 0.0,
+            after_kbps: kbps,
+        }
+    }
+
+    /// Time to receive `bits` starting at plan time `at`, ms.
+    fn transfer_ms(&self, at: f64, bits: f64) -> f64 {
+        let slow = (self.until_ms - at).max(0.0);
+        if bits <= self.kbps * slow {
+            bits / self.kbps
+        } else {
+            slow + (bits - self.kbps * slow) / self.after_kbps
+        }
     }
 }
 
@@ -161,20 +287,20 @@ impl Abr for Robust {
         self.samples.make_contiguous();
         let scenarios = self.samples.as_slices().0;
         let c = ctx.content;
-        let steps = self
-            .cfg
-            .horizon
-            .min(c.segments().saturating_sub(segment))
-            .max(1);
+        let steps = self.steps(c, segment);
         // The guard: after a download slower than the lowest rung (a fade that stalls any
         // quality), rise above the lowest only while the buffer stays nearly full.
-        let risky = self.memory.iter().any(|&t| t < c.bitrates_kbps[0]);
-        let guard = (risky && self.cfg.guard_ms > 0.0).then(|| {
+        let guard = (self.risky(c) && self.cfg.guard_ms > 0.0).then(|| {
             let mut sorted = scenarios.to_vec();
             sorted.sort_by(f64::total_cmp);
             let i = (self.cfg.guard_quantile.clamp(0.0, 1.0) * (sorted.len() - 1) as f64).round();
             sorted[i as usize].max(1e-3)
         });
+        let fades = if self.cfg.fade_weight > 0.0 {
+            self.fades(c.bitrates_kbps[0])
+        } else {
+            Vec::new()
+        };
         let lat = ctx.latency_ms.unwrap_or(0.0);
         let mut best = (f64::NEG_INFINITY, 0);
         for q1 in 0..c.qualities() {
@@ -186,10 +312,13 @@ impl Abr for Robust {
                     continue;
                 }
             }
-            let total: f64 = scenarios
+            let mut total: f64 = scenarios
                 .iter()
-                .map(|&t| self.score(ctx, segment, steps, t.max(1e-3), q1))
+                .map(|&t| self.score(ctx, segment, steps, Link::steady(t), q1, None))
                 .sum();
+            for &fade in &fades {
+                total += self.cfg.fade_weight * self.score(ctx, segment, steps, fade, q1, None);
+            }
             if total > best.0 {
                 best = (total, q1);
             }
@@ -199,6 +328,7 @@ impl Abr for Robust {
             q = q.min(cap);
         }
         self.last = q;
+        self.segment = segment;
         Choice::now(q)
     }
 
@@ -215,14 +345,52 @@ impl Abr for Robust {
         if self.samples.len() > self.cfg.window.max(1) {
             self.samples.pop_front();
         }
-        self.memory.push_back(d.downloaded_bits / dl);
+        self.memory.push_back((d.downloaded_bits / dl, dl));
         if self.memory.len() > self.cfg.memory {
             self.memory.pop_front();
         }
     }
 
     fn check_abandon(&mut self, ctx: &Ctx, p: &Progress, buffer_ms: f64) -> Option<usize> {
-        abandon_near_stall(ctx, p, buffer_ms, self.cfg.abandon_reserve_segments)
+        let c = ctx.content;
+        let dl = p.time_ms - p.ttfb_ms;
+        let replan = self.cfg.guard_abandon
+            && p.quality > 0
+            && p.time_ms >= ABANDON_GRACE_MS
+            && dl > 0.0
+            && p.downloaded_bits > 0.0
+            && self.risky(c);
+        if !replan {
+            return abandon_near_stall(ctx, p, buffer_ms, self.cfg.abandon_reserve_segments);
+        }
+        // While the guard is on, plan again with the download in flight as the first step:
+        // the link gives the rate this download is going at for as long as the remembered
+        // fades lasted, then the median recent rate. Abandon when a lower quality now
+        // scores better than finishing; otherwise as any download (near a stall).
+        let fades = self.fades(c.bitrates_kbps[0]);
+        let link = Link {
+            kbps: (p.downloaded_bits / dl).max(1e-3),
+            until_ms: fades.iter().map(|f| f.until_ms).sum::<f64>() / fades.len().max(1) as f64,
+            after_kbps: self.median(),
+        };
+        let seg = self.segment;
+        let steps = self.steps(c, seg);
+        let ctx = Ctx { buffer_ms, ..*ctx };
+        let finish = self.score(
+            &ctx,
+            seg,
+            steps,
+            link,
+            p.quality,
+            Some(p.size_bits - p.downloaded_bits),
+        );
+        let (best, q) = (0..p.quality)
+            .map(|q| (self.score(&ctx, seg, steps, link, q, None), q))
+            .max_by(|a, b| a.0.total_cmp(&b.0))?;
+        if best > finish {
+            return Some(q);
+        }
+        abandon_near_stall(&ctx, p, buffer_ms, self.cfg.abandon_reserve_segments)
     }
 }
 
@@ -276,5 +444,58 @@ mod tests {
         // rung, and a full one upgrades.
         assert_eq!(fresh(true).choose(&ctx(&c, 12_000.0), 10).quality, 0);
         assert_eq!(fresh(true).choose(&ctx(&c, 22_000.0), 10).quality, 1);
+    }
+
+    #[test]
+    fn a_fade_is_remembered_as_a_scenario_with_its_rate_and_length() {
+        let c = Content::uniform(vec![1_000.0, 2_500.0], 3_000.0, 100);
+        let mut r = Robust::new(RobustConfig::default());
+        for kbps in [3_000.0, 400.0, 200.0, 3_000.0, 3_000.0] {
+            report(&mut r, &c, kbps);
+        }
+        let fades = r.fades(c.bitrates_kbps[0]);
+        assert_eq!(fades.len(), 1, "{fades:?}");
+        // Two lowest-rung segments (3 Mbit) at 400 and 200 kbit/s: 7.5 + 15 s, 266.7 kbit/s.
+        let f = fades[0];
+        assert!((f.until_ms - 22_500.0).abs() < 1.0, "{f:?}");
+        assert!((f.kbps - 266.7).abs() < 0.1, "{f:?}");
+        assert_eq!(f.after_kbps, 3_000.0);
+        // The link gives the fade's rate until it ends, then the median.
+        assert!((f.transfer_ms(0.0, 2_000_000.0) - 7_500.0).abs() < 1.0);
+        assert!(
+            (f.transfer_ms(22_000.0, 3_000_000.0) - (500.0 + 2_866_667.0 / 3_000.0)).abs() < 1.0
+        );
+    }
+
+    #[test]
+    fn after_a_fade_an_upgrade_that_meets_another_is_abandoned_early() {
+        let c = Content::uniform(vec![1_000.0, 2_500.0], 3_000.0, 100);
+        let progress = Progress {
+            quality: 1,
+            size_bits: c.size_bits(10, 1),
+            // 2 s at 300 kbit/s: 6.9 of 7.5 Mbit left, 23 s more at this rate.
+            downloaded_bits: 600_000.0,
+            time_ms: 2_100.0,
+            ttfb_ms: 100.0,
+        };
+        let run = |fade: bool| {
+            let mut r = Robust::new(RobustConfig::default());
+            if fade {
+                // A 20 s fade: two lowest-rung segments at 300 kbit/s.
+                report(&mut r, &c, 300.0);
+                report(&mut r, &c, 300.0);
+            }
+            for _ in 0..RobustConfig::default().window {
+                report(&mut r, &c, 6_000.0);
+            }
+            assert_eq!(r.choose(&ctx(&c, 22_000.0), 10).quality, 1);
+            r.check_abandon(&ctx(&c, 20_000.0), &progress, 20_000.0)
+        };
+        // A network that has faded below the lowest rung for 20 s: if this fade lasts as
+        // long, finishing leaves 3 s of buffer; the 3 Mbit lowest-rung segment instead (10 s
+        // at this rate) leaves 13 s.
+        assert_eq!(run(true), Some(0));
+        // No fade seen: 20 s of buffer is far from a stall; the download goes on.
+        assert_eq!(run(false), None);
     }
 }
