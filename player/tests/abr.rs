@@ -20,7 +20,7 @@ const CELLS: &[(&str, &str, f64)] = &[
     // +2.9 % measured; the bound (every segment at the trace's mean bandwidth) is 971.3.
     ("fcc", "bbb.json", 0.0),
     // The lowest rung (1 Mbit/s) is above a 3G fade: throughput, which stays there, stalls
-    // 30.33 s; the default, +48 % QoE, stalls 29.95 s (fade scenarios and the guard's
+    // 30.33 s; the default, +44 % QoE, stalls 29.83 s (fade scenarios and the guard's
     // re-planned abandonment; before them 30.93 s).
     ("3g", "bbb4k.json", 0.05),
     ("4g", "bbb4k.json", 0.05),

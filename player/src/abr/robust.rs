@@ -31,9 +31,9 @@
 //!   next fade. Without it the plan drains the buffer to its 15 s reserve between fades
 //!   ("this quality now, a lower one later"), and the next fade stalls for the difference.
 //! - **Remembered fades are scenarios.** Each fade in those 40 downloads (a run of
-//!   downloads below the lowest rung) is also planned against, with twice a recent
-//!   download's weight: its rate for as long as it lasted, then the median recent rate.
-//!   An upgrade is priced by what it would cost if the next fade came now.
+//!   downloads below the lowest rung) is also planned against: its rate for as long as it
+//!   lasted, then the median recent rate, weighing twice a recent download for each of its
+//!   downloads. An upgrade is priced by what it would cost if the next fade came now.
 //! - **Re-planned abandonment.** While the guard is on, an upgraded download is planned
 //!   again at each progress report, as the first step of the plan, against the rate it is
 //!   going at for as long as the remembered fades lasted: when a lower quality now scores
@@ -79,8 +79,9 @@ pub struct RobustConfig {
     pub guard_ms: f64,
     /// The scenario quantile (0 = slowest, 1 = fastest) the guard plans with.
     pub guard_quantile: f64,
-    /// Each remembered download slower than the lowest rung is also a scenario, with this
-    /// weight relative to a recent download's.
+    /// Each remembered download slower than the lowest rung is also a scenario (its fade's
+    /// rate for the fade's length, then the median), with this weight relative to a recent
+    /// download's.
     pub fade_weight: f64,
     /// While the guard is on, plan again during an upgraded download, with it as the first
     /// step, and abandon it when a lower quality now scores better.
@@ -221,25 +222,28 @@ impl Robust {
     }
 
     /// The fades in memory (runs of downloads slower than the lowest rung), each as a link
-    /// that gives the run's rate for the run's length and then the median recent rate.
-    fn fades(&self, lowest: f64) -> Vec<Link> {
+    /// that gives the run's rate for the run's length and then the median recent rate, with
+    /// the number of downloads in the run (its weight: a long fade is as likely to recur as
+    /// its share of the memory).
+    fn fades(&self, lowest: f64) -> Vec<(Link, usize)> {
         let after = self.median();
         let mut out = Vec::new();
-        let mut run = (0.0, 0.0);
+        let mut run = (0.0, 0.0, 0);
         for &(t, ms) in self
             .memory
             .iter()
             .chain(std::iter::once(&(f64::INFINITY, 0.0)))
         {
             if t < lowest {
-                run = (run.0 + t * ms, run.1 + ms);
-            } else if run.1 > 0.0 {
-                out.push(Link {
-                    kbps: (run.0 / run.1).max(1e-3),
+                run = (run.0 + t * ms, run.1 + ms, run.2 + 1);
+            } else if run.2 > 0 {
+                let link = Link {
+                    kbps: (run.0 / run.1.max(1e-3)).max(1e-3),
                     until_ms: run.1,
                     after_kbps: after,
-                });
-                run = (0.0, 0.0);
+                };
+                out.push((link, run.2));
+                run = (0.0, 0.0, 0);
             }
         }
         out
@@ -316,8 +320,9 @@ impl Abr for Robust {
                 .iter()
                 .map(|&t| self.score(ctx, segment, steps, Link::steady(t), q1, None))
                 .sum();
-            for &fade in &fades {
-                total += self.cfg.fade_weight * self.score(ctx, segment, steps, fade, q1, None);
+            for &(fade, n) in &fades {
+                let w = self.cfg.fade_weight * n as f64;
+                total += w * self.score(ctx, segment, steps, fade, q1, None);
             }
             if total > best.0 {
                 best = (total, q1);
@@ -370,7 +375,7 @@ impl Abr for Robust {
         let fades = self.fades(c.bitrates_kbps[0]);
         let link = Link {
             kbps: (p.downloaded_bits / dl).max(1e-3),
-            until_ms: fades.iter().map(|f| f.until_ms).sum::<f64>() / fades.len().max(1) as f64,
+            until_ms: fades.iter().map(|f| f.0.until_ms).sum::<f64>() / fades.len().max(1) as f64,
             after_kbps: self.median(),
         };
         let seg = self.segment;
@@ -456,7 +461,8 @@ mod tests {
         let fades = r.fades(c.bitrates_kbps[0]);
         assert_eq!(fades.len(), 1, "{fades:?}");
         // Two lowest-rung segments (3 Mbit) at 400 and 200 kbit/s: 7.5 + 15 s, 266.7 kbit/s.
-        let f = fades[0];
+        let (f, n) = fades[0];
+        assert_eq!(n, 2);
         assert!((f.until_ms - 22_500.0).abs() < 1.0, "{f:?}");
         assert!((f.kbps - 266.7).abs() < 0.1, "{f:?}");
         assert_eq!(f.after_kbps, 3_000.0);
