@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use dashcdn_http::tls::{serve_tls, Limits, TlsServer};
+use dashcdn_http::serve::Slots;
+use dashcdn_http::tls::{serve_tls_sharing, Limits, TlsServer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::info;
@@ -342,7 +343,8 @@ impl GeoDns {
     /// per-request tasks hyper spawns for it then stay on one thread (no cross-thread
     /// wake-ups), and the requests that arrive together are answered before the
     /// connection writes, so one TLS write carries many answers (see [`crate::doh`]).
-    /// The connection caps of `Limits` are divided between the threads.
+    /// The connection caps of `Limits` hold for the socket: the threads count connections
+    /// in one shared [`Slots`].
     pub async fn serve_doh(
         &self,
         listener: TcpListener,
@@ -362,19 +364,20 @@ impl GeoDns {
             shutdown.await;
             let _ = tx.send(true);
         });
-        let mut limits = Limits::default();
-        limits.max_connections = (limits.max_connections / threads).max(1);
-        limits.max_connections_per_client = (limits.max_connections_per_client / threads).max(1);
+        // One count of connections for the socket, whichever thread accepts them.
+        let limits = Limits::default();
+        let slots = Arc::new(Slots::default());
         let mut handles = Vec::new();
         for n in 0..threads {
             let listener = listener
                 .try_clone()
                 .map_err(GeodnsError::io("doh listener"))?;
-            let (state, tls, mut rx, limits) = (
+            let (state, tls, mut rx, limits, slots) = (
                 self.shared.state.clone(),
                 tls.clone(),
                 rx.clone(),
                 limits.clone(),
+                slots.clone(),
             );
             let serve = move || -> std::io::Result<()> {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -382,10 +385,11 @@ impl GeoDns {
                     .build()?;
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    serve_tls(
+                    serve_tls_sharing(
                         listener,
                         tls,
                         limits,
+                        slots,
                         move |peer| doh::service(state.clone(), peer),
                         async move {
                             let _ = rx.wait_for(|s| *s).await;

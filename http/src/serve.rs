@@ -414,6 +414,29 @@ pub async fn serve_listeners<M, S, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let slots = Arc::new(Slots::default());
+    serve_listeners_sharing(listeners, limits, slots, observer, make_service, shutdown).await
+}
+
+/// [`serve_listeners`], counting connections in `slots`, which other serving loops (on
+/// other runtimes) may share: the connection caps of `limits` then hold across all of them.
+pub async fn serve_listeners_sharing<M, S, B>(
+    listeners: Vec<Listener>,
+    limits: Limits,
+    slots: Arc<Slots>,
+    observer: Arc<dyn Observer>,
+    make_service: M,
+    shutdown: impl Future<Output = ()>,
+) where
+    M: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     for l in listeners.iter().filter(|l| l.is_tls()) {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "tls: listening on {addr}");
@@ -421,7 +444,6 @@ pub async fn serve_listeners<M, S, B>(
     }
     let builders = Arc::new(Builders::new(&limits));
     let limits = Arc::new(limits);
-    let slots = Arc::new(Slots::default());
     let graceful = GracefulShutdown::new();
     // Which listener is polled first turns over, so a flood on one cannot starve another.
     let mut first = 0usize;
@@ -696,9 +718,12 @@ fn strictness(request: &Request<Incoming>) -> Option<&'static str> {
     None
 }
 
-/// Connections held, in total and per client address.
-#[derive(Default)]
-struct Slots {
+/// Connections held, in total and per client address, against [`Limits`]'
+/// `max_connections` and `max_connections_per_client`. Each [`serve_listeners`] loop has
+/// its own; loops that serve one socket from several runtimes (one per core) share one
+/// through [`serve_listeners_sharing`], so the caps hold for the socket, not per runtime.
+#[derive(Default, Debug)]
+pub struct Slots {
     total: AtomicUsize,
     per_client: Mutex<HashMap<IpAddr, usize>>,
 }
