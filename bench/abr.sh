@@ -7,7 +7,8 @@
 #      session-minute;
 #   2. sabre itself (fetched at run time into the work folder, never committed) on the same
 #      traces, every algorithm with and without -ao, and the default's gain over the best
-#      of them, computed from sabre's own output.
+#      of them, computed from sabre's own output; and, session by session, how many of our
+#      port's sessions give sabre's played bitrate, switching and rebuffering (to 1e-6).
 #   bench/abr.sh [SEED] [COUNT]      (SEED 2 = the test set; 1 = the training set)
 # SABRE_PY=path/to/sabre.py uses a local copy instead of fetching.
 # Families outside the trace model, for a sanity check: bench/abr_unseen.py (docs/player-abr.md).
@@ -38,10 +39,10 @@ if [ -z "$SABRE" ]; then
   fi
 fi
 
-python3 - "$SABRE" "$W/traces" "$DATA" "$OUT/abr-lab.json" <<'PY' | tee "$OUT/abr-sabre.txt"
+python3 - "$SABRE" "$W/traces" "$DATA" "$OUT/abr-lab.json" "$DASHCDN" <<'PY' | tee "$OUT/abr-sabre.txt"
 import json, os, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
-sabre, traces, data, lab = sys.argv[1:5]
+sabre, traces, data, lab, dashcdn = sys.argv[1:6]
 rows = json.load(open(lab))
 algos = [("bola", False), ("bolae", False), ("throughput", False), ("dynamic", False),
          ("bola", True), ("bolae", True), ("dynamic", True)]
@@ -54,7 +55,14 @@ def run(movie, trace, algo, ao):
     kv = dict(l.split(": ", 1) for l in out.splitlines() if ": " in l)
     bitrate, change = float(kv["total played bitrate"]), float(kv["total bitrate change"])
     rebuf = float(kv["total rebuffer"])
-    return bitrate / 1000 - change / 1000 - 4.3 * rebuf, rebuf
+    # Session by session against our port: played bitrate, switching and rebuffering.
+    cmd = [dashcdn, "-q", "player", "simulate", "--movie", f"{data}/{movie}", "--trace", trace,
+           "--abr", algo, "--json"] + (["--ao"] if ao else [])
+    port = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    pairs = [(bitrate, port["avg_bitrate_kbps"] * port["segments"]),
+             (change, port["switch_magnitude_kbps"]), (rebuf, port["rebuffer_s"])]
+    same = all(abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in pairs)
+    return bitrate / 1000 - change / 1000 - 4.3 * rebuf, rebuf, same
 
 for fam in ("3g", "4g", "fcc"):
     files = sorted(os.listdir(f"{traces}/{fam}"))
@@ -67,9 +75,10 @@ for fam in ("3g", "4g", "fcc"):
                 res = list(ex.map(lambda f: run(movie, f"{traces}/{fam}/{f}", algo, ao), files))
             q = sum(r[0] for r in res) / len(res)
             rb = sum(r[1] for r in res) / len(res)
+            same = sum(r[2] for r in res)
             name = algo + ("-ao" if ao else "")
             port = ours[name]["qoe_lin"]
-            print(f"  {name:<12} sabre QoE {q:9.1f} rebuf {rb:7.2f} s   port QoE {port:9.1f}  ({(port - q) / abs(q) * 100 if q else 0:+.2f}%)")
+            print(f"  {name:<12} sabre QoE {q:9.1f} rebuf {rb:7.2f} s   port QoE {port:9.1f}  ({(port - q) / abs(q) * 100 if q else 0:+.2f}%)  sessions identical {same}/{len(res)}")
             if best is None or q > best[1]:
                 best = (name, q, rb)
         d = ours["robust"]
