@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use dashcdn_http::serve::Slots;
-use dashcdn_http::tls::{serve_tls_sharing, Limits, TlsServer};
+use dashcdn_http::serve::{serve_listeners, Listener, Slots};
+use dashcdn_http::tls::{Limits, TlsServer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::info;
@@ -385,17 +385,18 @@ impl GeoDns {
                     .build()?;
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    serve_tls_sharing(
-                        listener,
-                        tls,
+                    let listener = Listener::tls(listener, tls.server_config()).share_slots(slots);
+                    serve_listeners(
+                        vec![listener],
                         limits,
-                        slots,
+                        Arc::new(()),
                         move |peer| doh::service(state.clone(), peer),
                         async move {
                             let _ = rx.wait_for(|s| *s).await;
                         },
                     )
-                    .await
+                    .await;
+                    Ok(())
                 })
             };
             let h = std::thread::Builder::new()

@@ -227,6 +227,9 @@ impl Observer for ConnStats {
 pub struct Listener {
     tcp: TcpListener,
     kind: Kind,
+    /// Where its connections are counted against the caps: the serving loop's own slots
+    /// unless shared ([`Listener::share_slots`]).
+    slots: Option<Arc<Slots>>,
 }
 
 #[derive(Clone)]
@@ -253,6 +256,7 @@ impl Listener {
                 redirect: None,
                 exempt: &[],
             },
+            slots: None,
         }
     }
 
@@ -263,6 +267,7 @@ impl Listener {
         Listener {
             tcp,
             kind: Kind::Tls(TlsAcceptor::from(config)),
+            slots: None,
         }
     }
 
@@ -291,6 +296,13 @@ impl Listener {
         if let Kind::Plain { exempt, .. } = &mut self.kind {
             *exempt = paths;
         }
+        self
+    }
+
+    /// Counts this listener's connections in `slots`, which listeners served by other
+    /// loops (on other runtimes) may share: the connection caps then hold across them.
+    pub fn share_slots(mut self, slots: Arc<Slots>) -> Listener {
+        self.slots = Some(slots);
         self
     }
 
@@ -414,29 +426,6 @@ pub async fn serve_listeners<M, S, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let slots = Arc::new(Slots::default());
-    serve_listeners_sharing(listeners, limits, slots, observer, make_service, shutdown).await
-}
-
-/// [`serve_listeners`], counting connections in `slots`, which other serving loops (on
-/// other runtimes) may share: the connection caps of `limits` then hold across all of them.
-pub async fn serve_listeners_sharing<M, S, B>(
-    listeners: Vec<Listener>,
-    limits: Limits,
-    slots: Arc<Slots>,
-    observer: Arc<dyn Observer>,
-    make_service: M,
-    shutdown: impl Future<Output = ()>,
-) where
-    M: Fn(SocketAddr) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
     for l in listeners.iter().filter(|l| l.is_tls()) {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "tls: listening on {addr}");
@@ -444,6 +433,7 @@ pub async fn serve_listeners_sharing<M, S, B>(
     }
     let builders = Arc::new(Builders::new(&limits));
     let limits = Arc::new(limits);
+    let own_slots = Arc::new(Slots::default());
     let graceful = GracefulShutdown::new();
     // Which listener is polled first turns over, so a flood on one cannot starve another.
     let mut first = 0usize;
@@ -474,6 +464,7 @@ pub async fn serve_listeners_sharing<M, S, B>(
         };
         first = first.wrapping_add(1);
         let kind = listeners[at].kind.clone();
+        let slots = listeners[at].slots.as_ref().unwrap_or(&own_slots);
         let slot = match slots.take(peer.ip(), &limits) {
             Ok(slot) => slot,
             Err(event) => {
@@ -720,8 +711,8 @@ fn strictness(request: &Request<Incoming>) -> Option<&'static str> {
 
 /// Connections held, in total and per client address, against [`Limits`]'
 /// `max_connections` and `max_connections_per_client`. Each [`serve_listeners`] loop has
-/// its own; loops that serve one socket from several runtimes (one per core) share one
-/// through [`serve_listeners_sharing`], so the caps hold for the socket, not per runtime.
+/// its own; listeners served by several loops (one runtime per core on one socket) share
+/// one through [`Listener::share_slots`], so the caps hold for the socket, not per runtime.
 #[derive(Default, Debug)]
 pub struct Slots {
     total: AtomicUsize,

@@ -32,7 +32,7 @@ use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 pub use local_ca::{local_ca, LocalCa};
-pub use serve::{serve_tls, serve_tls_sharing, Limits};
+pub use serve::{serve_tls, Limits};
 
 pub(crate) use resolve::ACME_TLS_ALPN;
 

@@ -1,7 +1,8 @@
 //! Connection caps across serving loops on several runtimes. geodns serves DoH from one
 //! single-threaded runtime per core on one socket; the caps must hold for the socket, not
 //! per runtime (a client refused by one runtime while another had room, or a cap
-//! multiplied by the number of cores). Loops that share a [`Slots`] count together.
+//! multiplied by the number of cores). Listeners that share a [`Slots`]
+//! (`Listener::share_slots`) count together, whichever loop serves them.
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashcdn_http::serve::{serve_listeners_sharing, Limits, Listener, Slots};
+use dashcdn_http::serve::{serve_listeners, Limits, Listener, Slots};
 use http_body_util::Full;
 use hyper::{Request, Response};
 
@@ -45,13 +46,12 @@ fn serving_loop(
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                 })
             };
-            serve_listeners_sharing(
-                vec![Listener::plain(tcp)],
+            serve_listeners(
+                vec![Listener::plain(tcp).share_slots(slots)],
                 Limits {
                     drain_timeout: Duration::from_millis(100),
                     ..limits
                 },
-                slots,
                 Arc::new(()),
                 svc,
                 async move {

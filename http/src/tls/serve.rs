@@ -27,7 +27,7 @@ use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
 use super::TlsServer;
-use crate::serve::{serve_listeners_sharing, Listener, Slots};
+use crate::serve::{serve_listeners, Listener};
 
 pub use crate::serve::Limits;
 
@@ -52,39 +52,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let slots = Arc::new(Slots::default());
-    serve_tls_sharing(listener, tls, limits, slots, make_service, shutdown).await
-}
-
-/// [`serve_tls`], counting connections in `slots`, shared with other serving loops (one
-/// runtime per core on one socket): the connection caps of `limits` hold across them.
-pub async fn serve_tls_sharing<M, S, B>(
-    listener: TcpListener,
-    tls: Arc<TlsServer>,
-    limits: Limits,
-    slots: Arc<Slots>,
-    make_service: M,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()>
-where
-    M: Fn(SocketAddr) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
     let listener = Listener::tls(listener, tls.server_config());
-    serve_listeners_sharing(
-        vec![listener],
-        limits,
-        slots,
-        Arc::new(()),
-        make_service,
-        shutdown,
-    )
-    .await;
+    serve_listeners(vec![listener], limits, Arc::new(()), make_service, shutdown).await;
     Ok(())
 }
