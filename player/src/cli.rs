@@ -184,7 +184,9 @@ pub struct SimulateArgs {
     /// Bandwidth trace: sabre network JSON or Pensieve-style `time Mbps` text.
     #[arg(long, value_name = "TRACE", required_unless_present = "batch")]
     pub trace: Option<PathBuf>,
-    /// Run every trace in DIR for every algorithm (or those given with --abr) and print a table.
+    /// Run every trace in DIR for every algorithm (or those given with --abr) and print a
+    /// table; with neither --abr nor --ao, sabre's algorithms in both of its modes, and a last
+    /// line with the default against the best of them.
     #[arg(long, value_name = "DIR", conflicts_with = "trace")]
     pub batch: Option<PathBuf>,
     /// ABR algorithm(s) (robust, throughput, bola, bolae, dynamic, bba, mpc, mpc-paper); repeat
@@ -539,12 +541,33 @@ async fn simulate_cmd(a: SimulateArgs) -> Result<()> {
     let cfg = session_config(&a.model)?;
     let content = load_movie(&a.movie).await?;
     if let Some(dir) = &a.batch {
-        let algos = if a.abr.is_empty() {
-            AbrKind::ALL.to_vec()
+        // Every algorithm, and sabre's in both of its modes unless --ao picks one: the
+        // table then ends with the default against the best of sabre's.
+        let variants: Vec<sim::Variant> = if a.abr.is_empty() && !a.model.ao {
+            let mut v = crate::lab::lab_variants();
+            v.extend(
+                AbrKind::ALL
+                    .iter()
+                    .filter(|k| !v.iter().any(|x| x.abr == **k))
+                    .map(|&abr| sim::Variant { abr, ao: false })
+                    .collect::<Vec<_>>(),
+            );
+            v
         } else {
-            a.abr.clone()
+            let algos = if a.abr.is_empty() {
+                AbrKind::ALL.to_vec()
+            } else {
+                a.abr.clone()
+            };
+            algos
+                .into_iter()
+                .map(|abr| sim::Variant {
+                    abr,
+                    ao: a.model.ao && abr.has_ao(),
+                })
+                .collect()
         };
-        let rows = sim::batch(&content, dir, &algos, &cfg)?;
+        let rows = sim::batch(&content, dir, &variants, &cfg)?;
         if a.model.json {
             println!("{}", serde_json::to_string(&rows)?);
         } else {

@@ -301,37 +301,22 @@ pub(crate) fn trace_files(dir: &Path) -> Result<Vec<PathBuf>, BatchError> {
     Ok(files)
 }
 
-/// Runs every algorithm over every trace in `dir`; one row per algorithm.
+/// Runs every variant over every trace in `dir`; one row per variant.
 pub(crate) fn batch(
     content: &Content,
     dir: &Path,
-    algos: &[AbrKind],
+    variants: &[Variant],
     cfg: &SessionConfig,
 ) -> Result<Vec<BatchRow>, BatchError> {
     let traces = trace_files(dir)?
         .iter()
         .map(|p| Trace::load(p))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(batch_traces(content, &traces, algos, cfg))
-}
-
-/// Runs every algorithm over `traces` (in the mode `cfg.ao` says); one row per algorithm.
-pub(crate) fn batch_traces(
-    content: &Content,
-    traces: &[Trace],
-    algos: &[AbrKind],
-    cfg: &SessionConfig,
-) -> Vec<BatchRow> {
-    algos
+    Ok(run_all(content, &traces, variants, cfg)
         .iter()
-        .map(|&abr| {
-            let sums: Vec<Summary> = traces
-                .iter()
-                .map(|t| simulate(content, t, abr, cfg).summary)
-                .collect();
-            row(abr.name().into(), &sums)
-        })
-        .collect()
+        .zip(variants)
+        .map(|(sums, v)| row(v.name(), sums))
+        .collect())
 }
 
 /// An algorithm in one of sabre's two modes (`ao`: its `-ao`, oscillation-minimising).
@@ -404,7 +389,26 @@ pub(crate) fn row(name: String, sums: &[Summary]) -> BatchRow {
     }
 }
 
-/// The batch table as a paper would print it.
+/// When the rows hold `robust` and sabre's algorithms: `robust` against the best of them
+/// in either mode (the verdict), as one line.
+pub(crate) fn sabre_verdict(rows: &[BatchRow]) -> Option<String> {
+    let robust = rows.iter().find(|r| r.abr == "robust")?;
+    let names: Vec<String> = Variant::sabre().into_iter().map(Variant::name).collect();
+    let best = rows
+        .iter()
+        .filter(|r| names.contains(&r.abr))
+        .max_by(|a, b| a.qoe_lin.total_cmp(&b.qoe_lin))?;
+    let gain = (robust.qoe_lin - best.qoe_lin) / best.qoe_lin.abs().max(f64::MIN_POSITIVE);
+    Some(format!(
+        "robust vs the best of sabre's algorithms in either mode ({}): QoE {:+.1}%, rebuffering {:.2} s vs {:.2} s\n",
+        best.abr,
+        gain * 100.0,
+        robust.rebuffer_s,
+        best.rebuffer_s
+    ))
+}
+
+/// The batch table as a paper would print it, and [`sabre_verdict`] under it.
 pub(crate) fn batch_table(rows: &[BatchRow]) -> String {
     let mut s = format!(
         "{:<12} {:>6} {:>12} {:>10} {:>10} {:>9} {:>10} {:>9}\n",
@@ -422,6 +426,9 @@ pub(crate) fn batch_table(rows: &[BatchRow]) -> String {
             r.qoe_lin,
             r.qoe_lin_per_segment
         ));
+    }
+    if let Some(v) = sabre_verdict(rows) {
+        s.push_str(&v);
     }
     s
 }
@@ -519,5 +526,56 @@ mod tests {
             assert!(s.rebuffer_s > 0.0 && s.rebuffer_count > 0, "{abr}: {s:?}");
             assert!(s.qoe_lin < 0.0, "{abr}: {s:?}");
         }
+    }
+
+    #[test]
+    fn a_batch_runs_sabre_in_both_modes_and_ends_with_the_verdict() {
+        let (movie, _) = example();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.json"),
+            include_str!("../tests/data/example-network.json"),
+        )
+        .unwrap();
+        let mut variants = vec![Variant {
+            abr: AbrKind::Robust,
+            ao: false,
+        }];
+        variants.extend(Variant::sabre());
+        let rows = batch(&movie, dir.path(), &variants, &SessionConfig::default()).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.abr.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "robust",
+                "bola",
+                "bolae",
+                "throughput",
+                "dynamic",
+                "bola-ao",
+                "bolae-ao",
+                "dynamic-ao"
+            ]
+        );
+        // Each row is its variant's session: bola-ao plays sabre's -ao figure.
+        let bola_ao = &rows[5];
+        assert!(
+            (bola_ao.avg_bitrate_kbps - played_in(AbrKind::Bola, true).avg_bitrate_kbps).abs()
+                < 1e-9
+        );
+        let best = rows[1..]
+            .iter()
+            .max_by(|a, b| a.qoe_lin.total_cmp(&b.qoe_lin))
+            .unwrap();
+        let table = batch_table(&rows);
+        let last = table.lines().last().unwrap();
+        assert!(
+            last.starts_with("robust vs the best of sabre's algorithms in either mode")
+                && last.contains(&format!("({})", best.abr)),
+            "{table}"
+        );
+        // Without robust or without sabre's algorithms there is nothing to compare.
+        assert!(sabre_verdict(&rows[1..]).is_none());
+        assert!(sabre_verdict(&rows[..1]).is_none());
     }
 }
