@@ -195,6 +195,7 @@ fn download(
         got += bits;
         if got < size {
             abandoned_to = session.check_abandon(&Progress {
+                segment,
                 quality,
                 size_bits: size,
                 downloaded_bits: got,

@@ -511,6 +511,7 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
                             return false;
                         }
                         let p = Progress {
+                            segment,
                             quality,
                             size_bits: size as f64 * 8.0,
                             downloaded_bits: bytes as f64 * 8.0,

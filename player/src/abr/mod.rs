@@ -69,6 +69,8 @@ impl Ctx<'_> {
 /// A download in flight, as the abandonment check sees it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Progress {
+    /// The segment downloading.
+    pub segment: usize,
     pub quality: usize,
     /// Whole segment, bits.
     pub size_bits: f64,

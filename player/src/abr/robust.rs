@@ -116,8 +116,10 @@ pub(crate) struct Robust {
     last: usize,
     /// After an abandonment: the next segment no higher than this.
     cap: Option<usize>,
-    /// The segment last chosen for (the one in flight).
-    segment: usize,
+    /// The fades in memory as of the last decision (see [`Robust::find_fades`]); the guard
+    /// is on while there is one. Memory changes only when a download ends, so the download
+    /// in flight is judged against these.
+    fades: Vec<(Link, usize)>,
 }
 
 impl Robust {
@@ -128,7 +130,7 @@ impl Robust {
             memory: VecDeque::new(),
             last: 0,
             cap: None,
-            segment: 0,
+            fades: Vec::new(),
         }
     }
 
@@ -197,11 +199,6 @@ impl Robust {
 }
 
 impl Robust {
-    /// Whether the memory holds a download slower than the lowest rung (the guard is on).
-    fn risky(&self, c: &Content) -> bool {
-        self.memory.iter().any(|&(t, _)| t < c.bitrates_kbps[0])
-    }
-
     /// The median of the recent downloads' throughputs, kbit/s.
     fn median(&self) -> f64 {
         let mut sorted: Vec<f64> = self.samples.iter().copied().collect();
@@ -225,7 +222,7 @@ impl Robust {
     /// that gives the run's rate for the run's length and then the median recent rate, with
     /// the number of downloads in the run (its weight: a long fade is as likely to recur as
     /// its share of the memory).
-    fn fades(&self, lowest: f64) -> Vec<(Link, usize)> {
+    fn find_fades(&self, lowest: f64) -> Vec<(Link, usize)> {
         let after = self.median();
         let mut out = Vec::new();
         let mut run = (0.0, 0.0, 0);
@@ -294,17 +291,13 @@ impl Abr for Robust {
         let steps = self.steps(c, segment);
         // The guard: after a download slower than the lowest rung (a fade that stalls any
         // quality), rise above the lowest only while the buffer stays nearly full.
-        let guard = (self.risky(c) && self.cfg.guard_ms > 0.0).then(|| {
+        self.fades = self.find_fades(c.bitrates_kbps[0]);
+        let guard = (!self.fades.is_empty() && self.cfg.guard_ms > 0.0).then(|| {
             let mut sorted = scenarios.to_vec();
             sorted.sort_by(f64::total_cmp);
             let i = (self.cfg.guard_quantile.clamp(0.0, 1.0) * (sorted.len() - 1) as f64).round();
             sorted[i as usize].max(1e-3)
         });
-        let fades = if self.cfg.fade_weight > 0.0 {
-            self.fades(c.bitrates_kbps[0])
-        } else {
-            Vec::new()
-        };
         let lat = ctx.latency_ms.unwrap_or(0.0);
         let mut best = (f64::NEG_INFINITY, 0);
         for q1 in 0..c.qualities() {
@@ -320,9 +313,11 @@ impl Abr for Robust {
                 .iter()
                 .map(|&t| self.score(ctx, segment, steps, Link::steady(t), q1, None))
                 .sum();
-            for &(fade, n) in &fades {
-                let w = self.cfg.fade_weight * n as f64;
-                total += w * self.score(ctx, segment, steps, fade, q1, None);
+            if self.cfg.fade_weight > 0.0 {
+                for &(fade, n) in &self.fades {
+                    let w = self.cfg.fade_weight * n as f64;
+                    total += w * self.score(ctx, segment, steps, fade, q1, None);
+                }
             }
             if total > best.0 {
                 best = (total, q1);
@@ -333,7 +328,6 @@ impl Abr for Robust {
             q = q.min(cap);
         }
         self.last = q;
-        self.segment = segment;
         Choice::now(q)
     }
 
@@ -364,7 +358,7 @@ impl Abr for Robust {
             && p.time_ms >= ABANDON_GRACE_MS
             && dl > 0.0
             && p.downloaded_bits > 0.0
-            && self.risky(c);
+            && !self.fades.is_empty();
         if !replan {
             return abandon_near_stall(ctx, p, buffer_ms, self.cfg.abandon_reserve_segments);
         }
@@ -372,13 +366,14 @@ impl Abr for Robust {
         // the link gives the rate this download is going at for as long as the remembered
         // fades lasted, then the median recent rate. Abandon when a lower quality now
         // scores better than finishing; otherwise as any download (near a stall).
-        let fades = self.fades(c.bitrates_kbps[0]);
+        let fades = &self.fades;
         let link = Link {
             kbps: (p.downloaded_bits / dl).max(1e-3),
-            until_ms: fades.iter().map(|f| f.0.until_ms).sum::<f64>() / fades.len().max(1) as f64,
-            after_kbps: self.median(),
+            until_ms: fades.iter().map(|f| f.0.until_ms).sum::<f64>() / fades.len() as f64,
+            // Every fade recovers to the median recent rate.
+            after_kbps: fades[0].0.after_kbps,
         };
-        let seg = self.segment;
+        let seg = p.segment;
         let steps = self.steps(c, seg);
         let ctx = Ctx { buffer_ms, ..*ctx };
         let finish = self.score(
@@ -458,7 +453,7 @@ mod tests {
         for kbps in [3_000.0, 400.0, 200.0, 3_000.0, 3_000.0] {
             report(&mut r, &c, kbps);
         }
-        let fades = r.fades(c.bitrates_kbps[0]);
+        let fades = r.find_fades(c.bitrates_kbps[0]);
         assert_eq!(fades.len(), 1, "{fades:?}");
         // Two lowest-rung segments (3 Mbit) at 400 and 200 kbit/s: 7.5 + 15 s, 266.7 kbit/s.
         let (f, n) = fades[0];
@@ -477,6 +472,7 @@ mod tests {
     fn after_a_fade_an_upgrade_that_meets_another_is_abandoned_early() {
         let c = Content::uniform(vec![1_000.0, 2_500.0], 3_000.0, 100);
         let progress = Progress {
+            segment: 10,
             quality: 1,
             size_bits: c.size_bits(10, 1),
             // 2 s at 300 kbit/s: 6.9 of 7.5 Mbit left, 23 s more at this rate.
