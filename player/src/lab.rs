@@ -13,7 +13,7 @@ use crate::abr::AbrKind;
 use crate::content::Content;
 use crate::qoe::Summary;
 use crate::session::SessionConfig;
-use crate::sim::{run_all, Variant};
+use crate::sim::{run_all, sabre_verdict, Variant};
 use crate::trace::TraceError;
 use crate::tracegen::{generate, Family, Split};
 
@@ -133,27 +133,12 @@ pub fn lab_table(rows: &[LabRow]) -> String {
                 r.cpu_ms_per_media_min
             ));
         }
-        let sabre: Vec<String> = Variant::sabre().iter().map(|v| v.name()).collect();
-        let best = block
+        let triples: Vec<(&str, f64, f64)> = block
             .iter()
-            .filter(|r| sabre.contains(&r.abr))
-            .max_by(|a, b| a.qoe_lin.total_cmp(&b.qoe_lin));
-        let min_rebuf = block
-            .iter()
-            .filter(|r| sabre.contains(&r.abr))
-            .map(|r| r.rebuffer_s)
-            .fold(f64::INFINITY, f64::min);
-        if let Some(b) = best {
-            let d = block[0];
-            out.push_str(&format!(
-                "{} vs best of sabre ({}): QoE {:+.1}%, rebuffer {:.2} s vs {:.2} s (least of sabre's {:.2} s)\n",
-                d.abr,
-                b.abr,
-                (d.qoe_lin - b.qoe_lin) / b.qoe_lin.abs().max(1e-9) * 100.0,
-                d.rebuffer_s,
-                b.rebuffer_s,
-                min_rebuf
-            ));
+            .map(|r| (r.abr.as_str(), r.qoe_lin, r.rebuffer_s))
+            .collect();
+        if let Some(v) = sabre_verdict(triples[0], &triples) {
+            out.push_str(&v);
         }
     }
     out
