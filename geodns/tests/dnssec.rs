@@ -214,6 +214,20 @@ impl Drop for Unbound {
 }
 
 async fn unbound(geodns: SocketAddr, ds: &[String]) -> Unbound {
+    // The port is picked by binding and releasing it, so another process may take it (UDP
+    // or TCP) before unbound binds: unbound then exits at once. Try again on a new port.
+    let mut failures = String::new();
+    for _ in 0..3 {
+        match unbound_once(geodns, ds).await {
+            Ok(u) => return u,
+            Err(e) => failures += &format!("{e}\n"),
+        }
+    }
+    panic!("unbound did not start:\n{failures}");
+}
+
+/// One start: `Err` with unbound's log when it exited before answering.
+async fn unbound_once(geodns: SocketAddr, ds: &[String]) -> Result<Unbound, String> {
     let dir = tempfile::tempdir().unwrap();
     let port = {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -241,36 +255,54 @@ async fn unbound(geodns: SocketAddr, ds: &[String]) -> Unbound {
     }
     let path = dir.path().join("unbound.conf");
     std::fs::write(&path, conf).unwrap();
+    let log_path = dir.path().join("unbound.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new("unbound")
         .arg("-d")
         .arg("-c")
         .arg(&path)
         .stdout(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("unbound runs (geodns/tests/setup.sh installs it)");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let u = Unbound {
+    let mut u = Unbound {
         addr,
         child,
         _dir: dir,
     };
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     // Up when it answers what it answers itself; then primed when a zone answers at all
     // (the first answer waits for the validator's DNSKEY fetches: slow on a loaded machine,
     // slower with anchors it cannot match, when the answer is SERVFAIL).
-    let up = eventually(std::time::Duration::from_secs(20), || async {
-        !dig(addr, &["version.server", "CH", "TXT"])
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = u.child.try_wait() {
+            return Err(format!(
+                "port {port}: unbound exited ({status}):\n{}",
+                log()
+            ));
+        }
+        if !dig(addr, &["version.server", "CH", "TXT"])
             .await
             .status
             .is_empty()
-    })
-    .await;
-    assert!(up, "unbound answers");
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unbound does not answer on port {port}:\n{}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let primed = eventually(std::time::Duration::from_secs(30), || async {
         !dig(addr, &["kingcdn.test", "SOA"]).await.status.is_empty()
     })
     .await;
-    assert!(primed, "unbound answers for kingcdn.test");
-    u
+    assert!(primed, "unbound answers for kingcdn.test:\n{}", log());
+    Ok(u)
 }
 
 /// `dig` through a resolver: recursion desired (the helper sends +norec; +rec wins).
