@@ -138,10 +138,11 @@ pub(crate) async fn handle(sh: &Arc<Shared>, parts: &Parts, body: Incoming) -> R
         "/_edge/healthz" if read_only => local(StatusCode::OK, "ok\n"),
         "/_edge/metrics" if read_only => {
             sh.fill.store.sync();
-            let text = sh
-                .fill
-                .metrics
-                .encode(sh.fill.store.bytes(), sh.fill.store.entries());
+            let text = sh.fill.metrics.encode(
+                sh.fill.store.bytes(),
+                sh.fill.store.entries(),
+                sh.access.as_ref().map_or(0, |log| log.dropped()),
+            );
             let mut r = Response::new(EdgeBody::full(Bytes::from(text)));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,

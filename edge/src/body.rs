@@ -79,7 +79,7 @@ impl Drop for Access {
         if let Some(file) = &self.file {
             // Moved, not formatted: the writer thread formats (see `crate::access`).
             let at = std::time::Instant::now();
-            file.write(crate::access::Record {
+            file.log(crate::access::Record {
                 at,
                 peer: self.peer,
                 method: std::mem::take(&mut self.method),

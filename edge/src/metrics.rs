@@ -111,6 +111,8 @@ pub(crate) struct Metrics {
     purged: Counter,
     prefetched: Counter,
     rejected: Counter,
+    access_log_dropped: Counter,
+    access_log_dropped_seen: AtomicU64,
     closed_by_timeout: Family<ReasonLabels, Counter>,
     /// Live values read by `/_edge/stats` and copied into gauges at scrape time.
     pub in_flight: AtomicI64,
@@ -195,6 +197,11 @@ impl Metrics {
             "rejected_connections",
             "Connections refused with 503 at max_connections or max_connections_per_client",
         );
+        let access_log_dropped = counter(
+            &mut registry,
+            "access_log_dropped_lines",
+            "Access-log lines dropped because the writer could not keep up with the disk",
+        );
         let closed_by_timeout = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connection_timeouts",
@@ -217,6 +224,8 @@ impl Metrics {
             purged,
             prefetched,
             rejected,
+            access_log_dropped,
+            access_log_dropped_seen: AtomicU64::new(0),
             closed_by_timeout,
             in_flight: AtomicI64::new(0),
             fills: AtomicI64::new(0),
@@ -296,7 +305,20 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn encode(&self, cache_bytes: u64, cache_entries: u64) -> String {
+    /// The metrics page; `access_log_dropped` is the access log's count so far.
+    pub(crate) fn encode(
+        &self,
+        cache_bytes: u64,
+        cache_entries: u64,
+        access_log_dropped: u64,
+    ) -> String {
+        // Counted once however many scrapes run at once.
+        let seen = self
+            .access_log_dropped_seen
+            .fetch_max(access_log_dropped, Ordering::Relaxed);
+        if access_log_dropped > seen {
+            self.access_log_dropped.inc_by(access_log_dropped - seen);
+        }
         self.cache_bytes.set(cache_bytes as i64);
         self.cache_entries.set(cache_entries as i64);
         self.in_flight_gauge

@@ -348,4 +348,9 @@ async fn access_log_file_gets_a_line_per_request_and_reopens_on_sighup() {
     let l = wait_lines(log.clone(), 1).await;
     assert!(l[0].contains("GET /x.m4s 200 HIT"), "{}", l[0]);
     assert_eq!(lines_of(&rotated).len(), 1);
+    let m = edge.metrics().await;
+    assert!(
+        m.contains("dashcdn_edge_access_log_dropped_lines_total{pop=\"eu\"} 0"),
+        "{m}"
+    );
 }
