@@ -29,19 +29,32 @@ pub struct AppState {
     web: WebRoot,
     /// Live channels; empty until [`crate::server::run`] starts them.
     live: crate::live::Channels,
+    /// What every request reports to: the metrics, and the access log when one is kept.
+    observe: Arc<Observe>,
+}
+
+/// What [`crate::server`]'s middleware reports every request to.
+pub(crate) struct Observe {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access: Option<crate::access::AccessLog>,
 }
 
 impl AppState {
     /// Opens the library named by `config`; fails if it is not a directory.
     pub fn new(config: &ServeConfig) -> io::Result<AppState> {
         let library = Library::open(&config.library)?;
+        let metrics = Arc::new(Metrics::new());
         Ok(AppState {
             files: Files::new(
                 library,
                 config.mpd_max_age_secs,
                 config.segment_max_age_secs,
             ),
-            metrics: Arc::new(Metrics::new()),
+            observe: Arc::new(Observe {
+                metrics: metrics.clone(),
+                access: None,
+            }),
+            metrics,
             web: WebRoot::discover(config.web_root.as_deref()),
             live: crate::live::Channels::default(),
         })
@@ -51,6 +64,19 @@ impl AppState {
     pub fn with_live(mut self, live: crate::live::Channels) -> AppState {
         self.live = live;
         self
+    }
+
+    /// Every request is logged to `log` (see [`crate::access`]).
+    pub(crate) fn with_access_log(mut self, log: crate::access::AccessLog) -> AppState {
+        self.observe = Arc::new(Observe {
+            metrics: self.metrics.clone(),
+            access: Some(log),
+        });
+        self
+    }
+
+    pub(crate) fn access_log(&self) -> Option<&crate::access::AccessLog> {
+        self.observe.access.as_ref()
     }
 
     pub(crate) fn live(&self) -> &crate::live::Channels {
@@ -79,6 +105,12 @@ impl FromRef<AppState> for Files {
 impl FromRef<AppState> for WebRoot {
     fn from_ref(state: &AppState) -> WebRoot {
         state.web.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Observe> {
+    fn from_ref(state: &AppState) -> Arc<Observe> {
+        Arc::clone(&state.observe)
     }
 }
 

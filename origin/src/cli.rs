@@ -117,6 +117,11 @@ pub struct ServeArgs {
     /// docs/origin-live.md); without one they answer 401.
     #[arg(long, env = "DASHCDN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Append a line per request to FILE (date, client, method, path, status, bytes,
+    /// complete|cut, ms to the head and to the end, Via), written off the request path;
+    /// SIGHUP reopens it (logrotate).
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
     /// HTTPS listener and ACME (see docs/tls.md). Boxed: the flags are many and
     /// `OriginCommand`'s other variants small.
     #[command(flatten)]
@@ -154,6 +159,9 @@ impl ServeArgs {
         if let Some(t) = self.admin_token {
             anyhow::ensure!(!t.is_empty(), "--admin-token must not be empty");
             cfg.admin_token = Some(t);
+        }
+        if let Some(path) = self.access_log {
+            cfg.access_log_file = Some(path);
         }
         cfg.tls = (*self.tls).over(cfg.tls);
         let limits = &mut cfg.limits;

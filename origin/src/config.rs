@@ -63,6 +63,9 @@ pub struct ServeConfig {
     /// Bearer token of the admin calls (`/_origin/live/NAME/record/…`,
     /// docs/origin-live.md); `None`: they are off (always 401).
     pub admin_token: Option<String>,
+    /// The access log (`access_log_file`, `--access-log FILE`): a line per request,
+    /// reopened on SIGHUP (docs/origin-serving.md); `None`: no access log.
+    pub access_log_file: Option<PathBuf>,
 }
 
 /// How many connections the origin holds and for how long. See docs/origin-serving.md.
@@ -111,6 +114,7 @@ impl Default for ServeConfig {
             live: Vec::new(),
             tls: Default::default(),
             admin_token: None,
+            access_log_file: None,
         }
     }
 }
@@ -134,6 +138,7 @@ pub(crate) struct RawServeConfig {
     #[serde(default)]
     pub tls: dashcdn_http::https::TlsArgs,
     pub admin_token: Option<String>,
+    pub access_log_file: Option<PathBuf>,
 }
 
 pub(crate) use dashcdn_config::ConfigError;
@@ -180,6 +185,17 @@ impl RawServeConfig {
                 "admin_token",
                 "",
                 "must not be empty (leave it out to turn the admin calls off)",
+            ));
+        }
+        if self
+            .access_log_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::field(
+                "access_log_file",
+                "",
+                "must name a file, or be left out (no access log)",
             ));
         }
         if self
@@ -250,6 +266,7 @@ impl RawServeConfig {
                 .collect::<Result<_, _>>()?,
             tls: self.tls,
             admin_token: self.admin_token,
+            access_log_file: self.access_log_file,
         })
     }
 }
@@ -316,6 +333,18 @@ mod tests {
             let field = bad.split(' ').next().unwrap();
             assert!(chain(&err).contains(&format!("`{field}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn access_log_file_from_the_file_and_never_empty() {
+        let config = ServeConfig::from_toml("access_log_file = \"/var/log/o.log\"").unwrap();
+        assert_eq!(
+            config.access_log_file.as_deref(),
+            Some(Path::new("/var/log/o.log"))
+        );
+        assert_eq!(ServeConfig::default().access_log_file, None);
+        let err = ServeConfig::from_toml("access_log_file = \"\"").unwrap_err();
+        assert!(err.to_string().contains("access_log_file"), "{err}");
     }
 
     #[test]

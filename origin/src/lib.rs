@@ -30,6 +30,7 @@
 //! - `config`: `origin serve` configuration (TOML + CLI overrides); `cli`: the front door.
 #![warn(unreachable_pub)]
 
+mod access;
 mod app;
 pub mod cli;
 mod clip;

@@ -122,6 +122,10 @@ pub struct Metrics {
     /// `dashcdn_origin_connections_total{event}`: accepted, refused and timed-out
     /// connections.
     connections: Family<ConnLabels, Counter>,
+    /// `dashcdn_origin_access_log_dropped_lines_total`: lines the access log's writer
+    /// could not keep up with (the disk), and the count seen so far.
+    access_log_dropped: Counter,
+    access_log_dropped_seen: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -183,7 +187,15 @@ impl Metrics {
             "Connections accepted, refused (503) and closed by a timeout",
             connections.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped_lines",
+            "Access-log lines dropped because the writer could not keep up with the disk",
+            access_log_dropped.clone(),
+        );
         Metrics {
+            access_log_dropped,
+            access_log_dropped_seen: Default::default(),
             registry,
             requests,
             response_bytes,
@@ -220,6 +232,17 @@ impl Metrics {
     /// Counts a connection event.
     fn connection(&self, event: ConnEvent) {
         self.connections.get_or_create(&ConnLabels { event }).inc();
+    }
+
+    /// The access log's count of dropped lines so far (counted once however many
+    /// scrapes run at once).
+    pub(crate) fn access_log_dropped(&self, total: u64) {
+        let seen = self
+            .access_log_dropped_seen
+            .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+        if total > seen {
+            self.access_log_dropped.inc_by(total - seen);
+        }
     }
 
     /// The connection cap in force.

@@ -34,25 +34,27 @@ use std::io;
 use std::sync::Arc;
 
 use axum::body::HttpBody;
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{ConnectInfo, FromRef, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use dashcdn_http::conditional::Conditions;
 use dashcdn_http::{cors, serve};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tower::util::Either;
+use tower::Layer;
 use tracing::info;
 
-use crate::app::{AppError, AppState};
+use crate::app::{AppError, AppState, Observe};
 use crate::config::ServeConfig;
 use crate::file::Files;
 use crate::library::{ListingEntry, MediaPath};
-use crate::metrics::{self, Metrics, Route};
+use crate::metrics::{self, Route};
 use crate::web;
 
 /// The whole HTTP surface, without a socket: tests drive it with `oneshot`.
@@ -88,7 +90,11 @@ pub async fn run(
         .await
         .map_err(io::Error::other)?
         .with_admin_token(config.admin_token.clone());
-    let state = state.with_live(live.clone());
+    let mut state = state.with_live(live.clone());
+    let logging = config.access_log_file.is_some();
+    if let Some(path) = &config.access_log_file {
+        state = state.with_access_log(crate::access::open(path)?);
+    }
     let addr = listener.local_addr()?;
     let (nofile, derived) = serve::fd_limits();
     let max_connections = config.limits.max_connections.unwrap_or(derived);
@@ -144,7 +150,15 @@ pub async fn run(
         listeners,
         limits,
         metrics,
-        move |_peer| hyper_util::service::TowerToHyperService::new(router.clone()),
+        move |peer| {
+            // The access log names the client: its address rides in the request.
+            let service = if logging {
+                Either::Right(Extension(ConnectInfo(peer)).layer(router.clone()))
+            } else {
+                Either::Left(router.clone())
+            };
+            hyper_util::service::TowerToHyperService::new(service)
+        },
         shutdown,
     )
     .await;
@@ -155,9 +169,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Wraps every request: answers CORS preflights, adds CORS headers, records metrics.
-async fn around(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+/// Wraps every request: answers CORS preflights, adds CORS headers, records metrics and
+/// the access log's line.
+async fn around(State(observe): State<Arc<Observe>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let logged = observe
+        .access
+        .as_ref()
+        .map(|_| crate::access::Started::of(&request, started.into_std()));
     let is_head = request.method() == Method::HEAD;
     let mut response = if request.method() == Method::OPTIONS {
         cors::preflight()
@@ -175,8 +194,13 @@ async fn around(State(metrics): State<Arc<Metrics>>, request: Request, next: Nex
     } else {
         response.body().size_hint().exact().unwrap_or(0)
     };
-    metrics.observe(route, response.status(), body_bytes, started.elapsed());
-    response
+    observe
+        .metrics
+        .observe(route, response.status(), body_bytes, started.elapsed());
+    match (logged, &observe.access) {
+        (Some(started), Some(log)) => started.log(log, response),
+        _ => response,
+    }
 }
 
 fn with_route(mut response: Response, route: Route) -> Response {
@@ -193,7 +217,11 @@ async fn healthz() -> Response {
     with_route(response, Route::Health)
 }
 
-async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let metrics = state.metrics();
+    if let Some(log) = state.access_log() {
+        metrics.access_log_dropped(log.dropped());
+    }
     let response = (
         [
             (

@@ -2,7 +2,8 @@
 //! the header timeout, idle keep-alives at the idle timeout, slow readers at the send
 //! timeout while other viewers are served, 503 beyond the connection and per-client caps,
 //! and, run as a child process under `ulimit -n 256`, a normal request still served
-//! with 300 idle connections open.
+//! with 300 idle connections open. Also the access log those connections leave: a line
+//! per request with the client's address, `cut` when a client leaves mid-body.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -317,4 +318,94 @@ async fn under_a_256_fd_limit_300_idle_connections_leave_room_for_a_viewer() {
     drop(idle);
     drop(child.stdin.take());
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
+
+/// One request over a fresh connection from `from` with extra header lines; the reply.
+async fn request_from(from: &str, to: SocketAddr, head: &str) -> String {
+    let mut stream = connect_from(from, to).await;
+    let request = format!("{head}\r\nHost: origin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (reply, _) = until_closed(&mut stream, Duration::from_secs(10)).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_line_per_request_and_says_when_a_client_left_mid_body() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("access.log");
+    let origin = spawn(|c| c.access_log_file = Some(path.clone())).await;
+    let reply = request_from(
+        "127.0.0.5",
+        origin.addr,
+        &format!("GET {SEGMENT} HTTP/1.1\r\nVia: 1.1 shield, 1.1 us-west"),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let reply = request_from(
+        "127.0.0.5",
+        origin.addr,
+        &format!("HEAD {SEGMENT} HTTP/1.1"),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let reply = request_from(
+        "127.0.0.5",
+        origin.addr,
+        &format!("GET {SEGMENT} HTTP/1.1\r\nRange: bytes=0-99"),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 206"), "{reply}");
+    let reply = request_from("127.0.0.5", origin.addr, "GET /vod/demo/v0/9.m4s HTTP/1.1").await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    // A client that reads 64 KiB of the 24 MiB segment and leaves.
+    let mut leaver = connect_from("127.0.0.6", origin.addr).await;
+    leaver
+        .write_all(format!("GET {BIG} HTTP/1.1\r\nHost: origin\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 64 * 1024];
+    leaver.read_exact(&mut got).await.unwrap();
+    drop(leaver);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= 5 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    let line = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}: {lines:#?}"))
+            .clone()
+    };
+    // date (an HTTP date: "Tue, 01 Dec 2026 11:20:08 GMT"), client, method, target, status,
+    // bytes, complete|cut, ms to head and to end, Via.
+    let get = line(&format!(" GET {SEGMENT} 200 "));
+    assert!(get.ends_with(" 1.1 shield, 1.1 us-west"), "{get}");
+    assert!(get.contains(" 127.0.0.5:"), "{get}");
+    assert!(get.contains(" 200 2000 complete "), "{get}");
+    assert!(get.contains(" GMT 127.0.0.5:"), "{get}");
+    assert!(line(&format!(" HEAD {SEGMENT} 200 ")).contains(" 200 0 complete "));
+    assert!(line(" 206 ").contains(" 206 100 complete "));
+    assert!(line("/vod/demo/v0/9.m4s 404 ").contains(" complete "));
+    let cut = line(&format!(" GET {BIG} 200 "));
+    assert!(cut.contains(" 127.0.0.6:"), "{cut}");
+    let fields: Vec<&str> = cut.split(' ').collect();
+    let cut_at = fields.iter().position(|f| *f == "cut").expect("cut");
+    let bytes: usize = fields[cut_at - 1].parse().unwrap();
+    assert!((64 * 1024..BIG_LEN).contains(&bytes), "{cut}");
+    assert!(
+        metric(
+            origin.addr,
+            "dashcdn_origin_access_log_dropped_lines_total 0"
+        )
+        .await,
+        "the dropped-lines counter is exported"
+    );
 }

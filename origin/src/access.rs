@@ -1,0 +1,225 @@
+//! The origin's access log (`--access-log FILE`, `access_log_file`): one line per request,
+//! written when the response's last byte went (or the client left), off the request path
+//! by the shared layer's writer ([`dashcdn_http::access_log`]: a queue taken every 20 ms
+//! by its own thread, reopened on SIGHUP for logrotate).
+//!
+//! Line: `date peer method target status bytes complete|cut head_ms total_ms via`, where
+//! `bytes` are the body bytes handed to the connection, `cut` says the body did not end
+//! (the client left, or a send timeout dropped it), and `via` is the request's `Via`
+//! header (the edges and shields it came through) or `-`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::{Method, Request};
+use axum::response::Response;
+use dashcdn_http::access_log::{clip, Clock, LogLine, DEFAULT_QUEUE, DEFAULT_TICK};
+use hyper::body::Frame;
+
+/// The log file's handle.
+pub(crate) type AccessLog = dashcdn_http::access_log::AccessLog<Record>;
+
+/// Longest request target or `Via` written; longer ones are cut (and say how long).
+const MAX_FIELD: usize = 2048;
+
+/// Opens `path` (appending) and reopens it on SIGHUP; call inside the server's runtime.
+pub(crate) fn open(path: &Path) -> std::io::Result<AccessLog> {
+    let log = AccessLog::to_file(path, DEFAULT_QUEUE, DEFAULT_TICK)
+        .map_err(|e| std::io::Error::other(dashcdn_config::chain(&e)))?;
+    if let Err(e) = log.reopen_on_sighup() {
+        tracing::warn!(error = %e, "no SIGHUP handler: the access log is not reopened on rotation");
+    }
+    Ok(log)
+}
+
+/// One request, as the response body hands it over when it is done.
+pub(crate) struct Record {
+    at: Instant,
+    peer: Option<SocketAddr>,
+    method: Method,
+    target: String,
+    via: Option<String>,
+    status: u16,
+    bytes: u64,
+    complete: bool,
+    head_us: u64,
+    total_us: u64,
+}
+
+impl LogLine for Record {
+    fn write_line(&self, out: &mut String, clock: &mut Clock) {
+        let peer = match &self.peer {
+            Some(p) => p as &dyn std::fmt::Display,
+            None => &"-",
+        };
+        let _ = writeln!(
+            out,
+            "{} {} {} {} {} {} {} {}.{:03} {}.{:03} {}",
+            clock.date(self.at),
+            peer,
+            self.method,
+            clip(&self.target, MAX_FIELD),
+            self.status,
+            self.bytes,
+            if self.complete { "complete" } else { "cut" },
+            self.head_us / 1000,
+            self.head_us % 1000,
+            self.total_us / 1000,
+            self.total_us % 1000,
+            clip(self.via.as_deref().unwrap_or("-"), MAX_FIELD),
+        );
+    }
+}
+
+/// What is known of a request before its handler runs.
+pub(crate) struct Started {
+    at: Instant,
+    peer: Option<SocketAddr>,
+    method: Method,
+    target: String,
+    via: Option<String>,
+}
+
+impl Started {
+    pub(crate) fn of<B>(request: &Request<B>, at: Instant) -> Started {
+        let uri = request.uri();
+        let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        Started {
+            at,
+            peer: request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+            method: request.method().clone(),
+            target,
+            via: request
+                .headers()
+                .get(axum::http::header::VIA)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        }
+    }
+
+    /// The response, its body logging the request when it ends or is dropped.
+    pub(crate) fn log(self, log: &AccessLog, response: Response) -> Response {
+        let head_us = self.at.elapsed().as_micros() as u64;
+        let status = response.status().as_u16();
+        // A HEAD answer's body is never sent: it is complete when the head is.
+        let head = self.method == Method::HEAD;
+        response.map(|inner| {
+            Body::new(Logged {
+                inner,
+                pending: Some((log.clone(), self, status, head_us)),
+                bytes: 0,
+                ended: head,
+            })
+        })
+    }
+}
+
+/// A response body that logs its request when it is done.
+struct Logged {
+    inner: Body,
+    pending: Option<(AccessLog, Started, u16, u64)>,
+    bytes: u64,
+    ended: bool,
+}
+
+impl Logged {
+    fn finish(&mut self) {
+        let Some((log, s, status, head_us)) = self.pending.take() else {
+            return;
+        };
+        let now = Instant::now();
+        log.log(Record {
+            at: now,
+            peer: s.peer,
+            method: s.method,
+            target: s.target,
+            via: s.via,
+            status,
+            bytes: self.bytes,
+            complete: self.ended || self.inner.is_end_stream(),
+            head_us,
+            total_us: now.duration_since(s.at).as_micros() as u64,
+        });
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl HttpBody for Logged {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.ended = true;
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.finish();
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_has_every_field() {
+        let at = Instant::now();
+        let r = Record {
+            at,
+            peer: Some("127.0.0.1:4000".parse().unwrap()),
+            method: Method::GET,
+            target: "/vod/a/v0/1.m4s".into(),
+            via: Some("1.1 shield".into()),
+            status: 206,
+            bytes: 1000,
+            complete: false,
+            head_us: 1_234,
+            total_us: 56_007,
+        };
+        let mut out = String::new();
+        r.write_line(&mut out, &mut Clock::new());
+        assert!(
+            out.ends_with(
+                " 127.0.0.1:4000 GET /vod/a/v0/1.m4s 206 1000 cut 1.234 56.007 1.1 shield\n"
+            ),
+            "{out}"
+        );
+    }
+}
