@@ -187,27 +187,21 @@ impl RawServeConfig {
                 "must not be empty (leave it out to turn the admin calls off)",
             ));
         }
-        if self
-            .access_log_file
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            return Err(ConfigError::field(
+        for (field, path, what) in [
+            (
                 "access_log_file",
-                "",
+                &self.access_log_file,
                 "must name a file, or be left out (no access log)",
-            ));
-        }
-        if self
-            .web_root
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            return Err(ConfigError::field(
+            ),
+            (
                 "web_root",
-                "",
+                &self.web_root,
                 "must name a directory (player/web of the repository), or be left out",
-            ));
+            ),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(ConfigError::field(field, "", what));
+            }
         }
         let mut limits = Limits::default();
         for (field, value) in [

@@ -334,29 +334,21 @@ async fn the_access_log_has_a_line_per_request_and_says_when_a_client_left_mid_b
     let logs = tempfile::tempdir().unwrap();
     let path = logs.path().join("access.log");
     let origin = spawn(|c| c.access_log_file = Some(path.clone())).await;
-    let reply = request_from(
-        "127.0.0.5",
-        origin.addr,
-        &format!("GET {SEGMENT} HTTP/1.1\r\nVia: 1.1 shield, 1.1 us-west"),
-    )
-    .await;
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let reply = request_from(
-        "127.0.0.5",
-        origin.addr,
-        &format!("HEAD {SEGMENT} HTTP/1.1"),
-    )
-    .await;
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let reply = request_from(
-        "127.0.0.5",
-        origin.addr,
-        &format!("GET {SEGMENT} HTTP/1.1\r\nRange: bytes=0-99"),
-    )
-    .await;
-    assert!(reply.starts_with("HTTP/1.1 206"), "{reply}");
-    let reply = request_from("127.0.0.5", origin.addr, "GET /vod/demo/v0/9.m4s HTTP/1.1").await;
-    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    for (head, status) in [
+        (
+            format!("GET {SEGMENT} HTTP/1.1\r\nVia: 1.1 shield, 1.1 us-west"),
+            "200",
+        ),
+        (format!("HEAD {SEGMENT} HTTP/1.1"), "200"),
+        (
+            format!("GET {SEGMENT} HTTP/1.1\r\nRange: bytes=0-99"),
+            "206",
+        ),
+        ("GET /vod/demo/v0/9.m4s HTTP/1.1".to_owned(), "404"),
+    ] {
+        let reply = request_from("127.0.0.5", origin.addr, &head).await;
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{reply}");
+    }
     // A client that reads 64 KiB of the 24 MiB segment and leaves.
     let mut leaver = connect_from("127.0.0.6", origin.addr).await;
     leaver
