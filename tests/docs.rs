@@ -238,11 +238,13 @@ fn config_references_match_the_example_configs() {
         "## Config reference",
         "origin/example.toml",
         // Derived from the open-file limit when left out: the example leaves them out.
-        // admin_token: left out, the admin calls are off; the example shows it commented.
+        // admin_token: left out, the admin calls are off; access_log_file: left out, no
+        // access log. The example shows both commented.
         &[
             "max_connections",
             "max_connections_per_client",
             "admin_token",
+            "access_log_file",
         ],
     );
     check_reference(
