@@ -578,7 +578,7 @@ async fn simulate_cmd(a: SimulateArgs) -> Result<()> {
     let trace_path = a.trace.as_deref().context("give --trace or --batch")?;
     let trace = Trace::load(trace_path)?.scaled(a.network_multiplier);
     let algos = if a.abr.is_empty() {
-        vec![AbrKind::Robust]
+        vec![AbrKind::DEFAULT]
     } else {
         a.abr.clone()
     };

@@ -38,7 +38,7 @@ pub struct LabRow {
 /// the rest of ours.
 pub fn lab_variants() -> Vec<Variant> {
     let mut v = vec![Variant {
-        abr: AbrKind::Robust,
+        abr: AbrKind::DEFAULT,
         ao: false,
     }];
     v.extend(Variant::sabre());

@@ -416,7 +416,7 @@ pub(crate) fn sabre_verdict(
 }
 
 /// The batch table as a paper would print it, and [`sabre_verdict`] under it when the rows
-/// hold `robust` and sabre's algorithms.
+/// hold the default algorithm and sabre's.
 pub(crate) fn batch_table(rows: &[BatchRow]) -> String {
     let mut s = format!(
         "{:<12} {:>6} {:>12} {:>10} {:>10} {:>9} {:>10} {:>9}\n",
@@ -441,7 +441,7 @@ pub(crate) fn batch_table(rows: &[BatchRow]) -> String {
         .collect();
     if let Some(v) = triples
         .iter()
-        .find(|r| r.0 == "robust")
+        .find(|r| r.0 == AbrKind::DEFAULT.name())
         .and_then(|&d| sabre_verdict(d, &triples))
     {
         s.push_str(&v);

@@ -413,7 +413,7 @@ pub async fn stream_report(opts: StreamOptions) -> Result<Report, PlayerError> {
         pres.tracks.subtitle_cues = Some(subtitle_cues(&mut net, &u).await?);
     }
 
-    let abr = opts.abr.unwrap_or(AbrKind::Robust);
+    let abr = opts.abr.unwrap_or(AbrKind::DEFAULT);
     let mut order = pres.video_segments();
     let mut content = pres.content();
     if let Some(d) = opts.duration_s {

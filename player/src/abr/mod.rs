@@ -146,6 +146,9 @@ pub enum AbrKind {
 }
 
 impl AbrKind {
+    /// What `dashcdn player` and `player simulate` use when no `--abr` is given (VOD).
+    pub const DEFAULT: AbrKind = AbrKind::Robust;
+
     pub const ALL: [AbrKind; 8] = [
         AbrKind::Robust,
         AbrKind::Throughput,
