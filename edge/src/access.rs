@@ -8,13 +8,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use dashcdn_http::access_log::{Clock, LogLine};
+use dashcdn_http::access_log::{Clock, LogLine, Target};
 
 /// The log file's handle, shared by the request path.
 pub(crate) type AccessLog = dashcdn_http::access_log::AccessLog<Record>;
-
-/// Longest request target written; longer ones are cut (and say how long they were).
-const MAX_TARGET: usize = 2048;
 
 /// One request, as the request path hands it over.
 pub(crate) struct Record {
@@ -33,30 +30,12 @@ pub(crate) struct Record {
     pub upstream: Option<String>,
 }
 
-/// The request target (path and query) as received, copied inline: no allocation up to
-/// 128 bytes. Moving the request's `Uri` instead would keep hyper's whole read buffer
-/// alive (the `Uri` shares its bytes) until the writer thread drops it, so hyper allocates
-/// a fresh buffer and the old one is freed on another thread; with the binary's mimalloc
-/// returning freed pages at once that churn cost a fifth of the 1 KB hit rate with the
-/// log on (docs/edge-integrity-and-logs.md).
-pub(crate) type Target = smallvec::SmallVec<[u8; 128]>;
-
-/// [`Target`] of a request URI.
-pub(crate) fn target(uri: &http::Uri) -> Target {
-    let path = uri
-        .path_and_query()
-        .map_or("/", http::uri::PathAndQuery::as_str);
-    Target::from_slice(path.as_bytes())
-}
-
 impl LogLine for Record {
     /// One line: `date peer method target status cache bytes complete|cut head_ms
     /// total_ms upstream`.
     fn write_line(&self, out: &mut String, clock: &mut Clock) {
         let r = self;
-        // A parsed `Uri`'s path and query are ASCII.
-        let target = std::str::from_utf8(&r.target).unwrap_or("/");
-        let target = dashcdn_http::access_log::clip(target, MAX_TARGET);
+        let target = r.target.clipped();
         let _ = writeln!(
             out,
             "{} {} {} {} {} {} {} {} {}.{:03} {}.{:03} {}",
@@ -80,6 +59,7 @@ impl LogLine for Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dashcdn_http::access_log::MAX_FIELD;
     use std::time::SystemTime;
 
     #[test]
@@ -90,7 +70,7 @@ mod tests {
             at: Instant::now(),
             peer: "127.0.0.1:4000".parse().unwrap(),
             method: http::Method::GET,
-            target: target(&format!("/v0/1.m4s?t={}", "x".repeat(5000)).parse().unwrap()),
+            target: Target::of(&format!("/v0/1.m4s?t={}", "x".repeat(5000)).parse().unwrap()),
             status: 200,
             cache: "HIT",
             bytes: 1000,
@@ -107,6 +87,6 @@ mod tests {
             out.ends_with("(5012 bytes) 200 HIT 1000 complete 1.234 56.007 -\n"),
             "{out}"
         );
-        assert!(out.len() < MAX_TARGET + 200, "{}", out.len());
+        assert!(out.len() < MAX_FIELD + 200, "{}", out.len());
     }
 }

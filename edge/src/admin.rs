@@ -141,7 +141,7 @@ pub(crate) async fn handle(sh: &Arc<Shared>, parts: &Parts, body: Incoming) -> R
             let text = sh.fill.metrics.encode(
                 sh.fill.store.bytes(),
                 sh.fill.store.entries(),
-                sh.access.as_ref().map_or(0, |log| log.dropped()),
+                sh.access.as_ref().map_or(0, |log| log.new_drops()),
             );
             let mut r = Response::new(EdgeBody::full(Bytes::from(text)));
             r.headers_mut().insert(

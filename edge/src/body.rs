@@ -83,7 +83,7 @@ impl Drop for Access {
                 at,
                 peer: self.peer,
                 method: std::mem::take(&mut self.method),
-                target: crate::access::target(&self.target),
+                target: dashcdn_http::access_log::Target::of(&self.target),
                 status: self.status,
                 cache: self.cache,
                 bytes: self.bytes,

@@ -112,7 +112,6 @@ pub(crate) struct Metrics {
     prefetched: Counter,
     rejected: Counter,
     access_log_dropped: Counter,
-    access_log_dropped_seen: AtomicU64,
     closed_by_timeout: Family<ReasonLabels, Counter>,
     /// Live values read by `/_edge/stats` and copied into gauges at scrape time.
     pub in_flight: AtomicI64,
@@ -225,7 +224,6 @@ impl Metrics {
             prefetched,
             rejected,
             access_log_dropped,
-            access_log_dropped_seen: AtomicU64::new(0),
             closed_by_timeout,
             in_flight: AtomicI64::new(0),
             fills: AtomicI64::new(0),
@@ -305,20 +303,15 @@ impl Metrics {
         }
     }
 
-    /// The metrics page; `access_log_dropped` is the access log's count so far.
+    /// The metrics page; `access_log_new_drops`: access-log lines dropped since the last
+    /// scrape ([`dashcdn_http::access_log::AccessLog::new_drops`]).
     pub(crate) fn encode(
         &self,
         cache_bytes: u64,
         cache_entries: u64,
-        access_log_dropped: u64,
+        access_log_new_drops: u64,
     ) -> String {
-        // Counted once however many scrapes run at once.
-        let seen = self
-            .access_log_dropped_seen
-            .fetch_max(access_log_dropped, Ordering::Relaxed);
-        if access_log_dropped > seen {
-            self.access_log_dropped.inc_by(access_log_dropped - seen);
-        }
+        self.access_log_dropped.inc_by(access_log_new_drops);
         self.cache_bytes.set(cache_bytes as i64);
         self.cache_entries.set(cache_entries as i64);
         self.in_flight_gauge

@@ -63,7 +63,9 @@ impl Shared {
             passes: Passes::new(),
         };
         let access = match (&config.access_log_file, config.access_log) {
-            (Some(path), true) => Some(open_access_log(path)?),
+            (Some(path), true) => {
+                Some(AccessLog::open(path).map_err(|e| dashcdn_config::chain(&e))?)
+            }
             _ => None,
         };
         Ok(Shared {
@@ -75,15 +77,4 @@ impl Shared {
             config,
         })
     }
-}
-
-/// The access-log file, reopened on SIGHUP (inside the edge's runtime).
-fn open_access_log(path: &std::path::Path) -> Result<AccessLog, String> {
-    use dashcdn_http::access_log::{DEFAULT_QUEUE, DEFAULT_TICK};
-    let log = AccessLog::to_file(path, DEFAULT_QUEUE, DEFAULT_TICK)
-        .map_err(|e| dashcdn_config::chain(&e))?;
-    if let Err(e) = log.reopen_on_sighup() {
-        tracing::warn!(error = %e, "no SIGHUP handler: the access log is not reopened on rotation");
-    }
-    Ok(log)
 }

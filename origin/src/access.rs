@@ -10,7 +10,6 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -18,31 +17,18 @@ use std::time::Instant;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{Method, Request};
 use axum::response::Response;
-use dashcdn_http::access_log::{clip, Clock, LogLine, DEFAULT_QUEUE, DEFAULT_TICK};
+use dashcdn_http::access_log::{clip, Clock, LogLine, Target, MAX_FIELD};
 use hyper::body::Frame;
 
 /// The log file's handle.
 pub(crate) type AccessLog = dashcdn_http::access_log::AccessLog<Record>;
-
-/// Longest request target or `Via` written; longer ones are cut (and say how long).
-const MAX_FIELD: usize = 2048;
-
-/// Opens `path` (appending) and reopens it on SIGHUP; call inside the server's runtime.
-pub(crate) fn open(path: &Path) -> std::io::Result<AccessLog> {
-    let log = AccessLog::to_file(path, DEFAULT_QUEUE, DEFAULT_TICK)
-        .map_err(|e| std::io::Error::other(dashcdn_config::chain(&e)))?;
-    if let Err(e) = log.reopen_on_sighup() {
-        tracing::warn!(error = %e, "no SIGHUP handler: the access log is not reopened on rotation");
-    }
-    Ok(log)
-}
 
 /// One request, as the response body hands it over when it is done.
 pub(crate) struct Record {
     at: Instant,
     peer: Option<SocketAddr>,
     method: Method,
-    target: String,
+    target: Target,
     via: Option<String>,
     status: u16,
     bytes: u64,
@@ -63,7 +49,7 @@ impl LogLine for Record {
             clock.date(self.at),
             peer,
             self.method,
-            clip(&self.target, MAX_FIELD),
+            self.target.clipped(),
             self.status,
             self.bytes,
             if self.complete { "complete" } else { "cut" },
@@ -81,14 +67,12 @@ pub(crate) struct Started {
     at: Instant,
     peer: Option<SocketAddr>,
     method: Method,
-    target: String,
+    target: Target,
     via: Option<String>,
 }
 
 impl Started {
     pub(crate) fn of<B>(request: &Request<B>, at: Instant) -> Started {
-        let uri = request.uri();
-        let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         Started {
             at,
             peer: request
@@ -96,7 +80,7 @@ impl Started {
                 .get::<axum::extract::ConnectInfo<SocketAddr>>()
                 .map(|c| c.0),
             method: request.method().clone(),
-            target,
+            target: Target::of(request.uri()),
             via: request
                 .headers()
                 .get(axum::http::header::VIA)
@@ -205,7 +189,7 @@ mod tests {
             at,
             peer: Some("127.0.0.1:4000".parse().unwrap()),
             method: Method::GET,
-            target: "/vod/a/v0/1.m4s".into(),
+            target: Target::of(&"/vod/a/v0/1.m4s".parse().unwrap()),
             via: Some("1.1 shield".into()),
             status: 206,
             bytes: 1000,

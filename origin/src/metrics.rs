@@ -123,9 +123,8 @@ pub struct Metrics {
     /// connections.
     connections: Family<ConnLabels, Counter>,
     /// `dashcdn_origin_access_log_dropped_lines_total`: lines the access log's writer
-    /// could not keep up with (the disk), and the count seen so far.
+    /// could not keep up with (the disk).
     access_log_dropped: Counter,
-    access_log_dropped_seen: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -195,7 +194,6 @@ impl Metrics {
         );
         Metrics {
             access_log_dropped,
-            access_log_dropped_seen: Default::default(),
             registry,
             requests,
             response_bytes,
@@ -234,15 +232,10 @@ impl Metrics {
         self.connections.get_or_create(&ConnLabels { event }).inc();
     }
 
-    /// The access log's count of dropped lines so far (counted once however many
-    /// scrapes run at once).
-    pub(crate) fn access_log_dropped(&self, total: u64) {
-        let seen = self
-            .access_log_dropped_seen
-            .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
-        if total > seen {
-            self.access_log_dropped.inc_by(total - seen);
-        }
+    /// Access-log lines dropped since the last scrape
+    /// ([`dashcdn_http::access_log::AccessLog::new_drops`]).
+    pub(crate) fn access_log_dropped(&self, new_drops: u64) {
+        self.access_log_dropped.inc_by(new_drops);
     }
 
     /// The connection cap in force.

@@ -93,7 +93,9 @@ pub async fn run(
     let mut state = state.with_live(live.clone());
     let logging = config.access_log_file.is_some();
     if let Some(path) = &config.access_log_file {
-        state = state.with_access_log(crate::access::open(path)?);
+        let log = crate::access::AccessLog::open(path)
+            .map_err(|e| io::Error::other(dashcdn_config::chain(&e)))?;
+        state = state.with_access_log(log);
     }
     let addr = listener.local_addr()?;
     let (nofile, derived) = serve::fd_limits();
@@ -220,7 +222,7 @@ async fn healthz() -> Response {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let metrics = state.metrics();
     if let Some(log) = state.access_log() {
-        metrics.access_log_dropped(log.dropped());
+        metrics.access_log_dropped(log.new_drops());
     }
     let response = (
         [
