@@ -23,45 +23,6 @@ use hyper::body::Frame;
 /// The log file's handle.
 pub(crate) type AccessLog = dashcdn_http::access_log::AccessLog<Record>;
 
-/// One request, as the response body hands it over when it is done.
-pub(crate) struct Record {
-    at: Instant,
-    peer: Option<SocketAddr>,
-    method: Method,
-    target: Target,
-    via: Option<String>,
-    status: u16,
-    bytes: u64,
-    complete: bool,
-    head_us: u64,
-    total_us: u64,
-}
-
-impl LogLine for Record {
-    fn write_line(&self, out: &mut String, clock: &mut Clock) {
-        let peer = match &self.peer {
-            Some(p) => p as &dyn std::fmt::Display,
-            None => &"-",
-        };
-        let _ = writeln!(
-            out,
-            "{} {} {} {} {} {} {} {}.{:03} {}.{:03} {}",
-            clock.date(self.at),
-            peer,
-            self.method,
-            self.target.clipped(),
-            self.status,
-            self.bytes,
-            if self.complete { "complete" } else { "cut" },
-            self.head_us / 1000,
-            self.head_us % 1000,
-            self.total_us / 1000,
-            self.total_us % 1000,
-            clip(self.via.as_deref().unwrap_or("-"), MAX_FIELD),
-        );
-    }
-}
-
 /// What is known of a request before its handler runs.
 pub(crate) struct Started {
     at: Instant,
@@ -69,6 +30,44 @@ pub(crate) struct Started {
     method: Method,
     target: Target,
     via: Option<String>,
+}
+
+/// One request as the log gets it: what was known at its start, and how it ended.
+pub(crate) struct Record {
+    request: Started,
+    /// When the last byte went (or the client left).
+    ended_at: Instant,
+    status: u16,
+    bytes: u64,
+    complete: bool,
+    head_us: u64,
+}
+
+impl LogLine for Record {
+    fn write_line(&self, out: &mut String, clock: &mut Clock) {
+        let r = &self.request;
+        let peer = match &r.peer {
+            Some(p) => p as &dyn std::fmt::Display,
+            None => &"-",
+        };
+        let total_us = self.ended_at.duration_since(r.at).as_micros() as u64;
+        let _ = writeln!(
+            out,
+            "{} {} {} {} {} {} {} {}.{:03} {}.{:03} {}",
+            clock.date(self.ended_at),
+            peer,
+            r.method,
+            r.target.clipped(),
+            self.status,
+            self.bytes,
+            if self.complete { "complete" } else { "cut" },
+            self.head_us / 1000,
+            self.head_us % 1000,
+            total_us / 1000,
+            total_us % 1000,
+            clip(r.via.as_deref().unwrap_or("-"), MAX_FIELD),
+        );
+    }
 }
 
 impl Started {
@@ -93,13 +92,19 @@ impl Started {
         let head_us = self.at.elapsed().as_micros() as u64;
         let status = response.status().as_u16();
         // A HEAD answer's body is never sent: it is complete when the head is.
-        let head = self.method == Method::HEAD;
+        let complete = self.method == Method::HEAD;
+        let record = Record {
+            ended_at: self.at,
+            request: self,
+            status,
+            bytes: 0,
+            complete,
+            head_us,
+        };
         response.map(|inner| {
             Body::new(Logged {
                 inner,
-                pending: Some((log.clone(), self, status, head_us)),
-                bytes: 0,
-                ended: head,
+                pending: Some((log.clone(), record)),
             })
         })
     }
@@ -108,35 +113,24 @@ impl Started {
 /// A response body that logs its request when it is done.
 struct Logged {
     inner: Body,
-    pending: Option<(AccessLog, Started, u16, u64)>,
-    bytes: u64,
-    ended: bool,
+    /// The log and the record being completed, until it is written.
+    pending: Option<(AccessLog, Record)>,
 }
 
 impl Logged {
-    fn finish(&mut self) {
-        let Some((log, s, status, head_us)) = self.pending.take() else {
+    fn finish(&mut self, ended: bool) {
+        let Some((log, mut record)) = self.pending.take() else {
             return;
         };
-        let now = Instant::now();
-        log.log(Record {
-            at: now,
-            peer: s.peer,
-            method: s.method,
-            target: s.target,
-            via: s.via,
-            status,
-            bytes: self.bytes,
-            complete: self.ended || self.inner.is_end_stream(),
-            head_us,
-            total_us: now.duration_since(s.at).as_micros() as u64,
-        });
+        record.ended_at = Instant::now();
+        record.complete |= ended || self.inner.is_end_stream();
+        log.log(record);
     }
 }
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        self.finish();
+        self.finish(false);
     }
 }
 
@@ -152,18 +146,14 @@ impl HttpBody for Logged {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.bytes += data.len() as u64;
+                if let (Some(data), Some((_, record))) = (frame.data_ref(), &mut this.pending) {
+                    record.bytes += data.len() as u64;
                 }
                 if this.inner.is_end_stream() {
-                    this.ended = true;
-                    this.finish();
+                    this.finish(true);
                 }
             }
-            Poll::Ready(None) => {
-                this.ended = true;
-                this.finish();
-            }
+            Poll::Ready(None) => this.finish(true),
             Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled
@@ -186,16 +176,18 @@ mod tests {
     fn a_line_has_every_field() {
         let at = Instant::now();
         let r = Record {
-            at,
-            peer: Some("127.0.0.1:4000".parse().unwrap()),
-            method: Method::GET,
-            target: Target::of(&"/vod/a/v0/1.m4s".parse().unwrap()),
-            via: Some("1.1 shield".into()),
+            request: Started {
+                at,
+                peer: Some("127.0.0.1:4000".parse().unwrap()),
+                method: Method::GET,
+                target: Target::of(&"/vod/a/v0/1.m4s".parse().unwrap()),
+                via: Some("1.1 shield".into()),
+            },
+            ended_at: at + std::time::Duration::from_micros(56_007),
             status: 206,
             bytes: 1000,
             complete: false,
             head_us: 1_234,
-            total_us: 56_007,
         };
         let mut out = String::new();
         r.write_line(&mut out, &mut Clock::new());
